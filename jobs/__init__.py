@@ -1,0 +1,1 @@
+"""Scheduled work: the weekly reports and discovery warnings, sent with aiosmtplib."""

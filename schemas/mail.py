@@ -1,0 +1,87 @@
+"""Mail events: what the ingest nodes saw, published to ``discovery.mail``.
+
+One event per verification callout, per delivered recipient and per outbound message. They are
+facts about the mail flow, not decisions: the streams topology alone turns them into state.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from schemas.base import AddressMessage
+
+
+class MailEventBase(AddressMessage):
+    node_id: str = Field(default="", max_length=128, description="Ingest node that saw it.")
+
+
+class CalloutVerified(MailEventBase):
+    """The tenant's delivery destination accepted ``RCPT TO`` for the address."""
+
+    type: Literal["callout_verified"] = "callout_verified"
+    destination: str = Field(min_length=1, max_length=300, description="host:port that answered")
+    reply_code: int = Field(ge=200, le=299)
+    catch_all: bool = Field(
+        default=False,
+        description="The destination accepts any local part, so this is no proof of existence.",
+    )
+    latency_ms: float = Field(default=0.0, ge=0)
+
+
+class CalloutRejected(MailEventBase):
+    """The destination rejected the address permanently (5xx): the mailbox does not exist."""
+
+    type: Literal["callout_rejected"] = "callout_rejected"
+    destination: str = Field(min_length=1, max_length=300)
+    reply_code: int = Field(ge=500, le=599)
+    enhanced_status: str | None = Field(default=None, pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")
+    reply_text: str = Field(default="", max_length=512)
+    latency_ms: float = Field(default=0.0, ge=0)
+
+
+class CalloutTempfailed(MailEventBase):
+    """No destination gave a definite answer (4xx, timeout, connection or TLS failure)."""
+
+    type: Literal["callout_tempfailed"] = "callout_tempfailed"
+    destination: str | None = Field(default=None, max_length=300)
+    reason: Literal["reply_4xx", "timeout", "connect_failed", "tls_failed", "no_destination"]
+    reply_code: int | None = Field(default=None, ge=400, le=499)
+    latency_ms: float = Field(default=0.0, ge=0)
+
+
+class RecipientDelivered(MailEventBase):
+    """The destination accepted a message for this recipient; ``verdict`` is the filter's."""
+
+    type: Literal["recipient_delivered"] = "recipient_delivered"
+    verdict: Literal["clean", "not_clean"]
+    message_id: str = Field(min_length=1, max_length=200, description="Ingest transaction id")
+    client_ip: IPv4Address | IPv6Address
+    size: int = Field(default=0, ge=0)
+
+
+class OutboundSent(MailEventBase):
+    """The address sent a message out from the tenant's own server (a registered outbound IP)."""
+
+    type: Literal["outbound_sent"] = "outbound_sent"
+    message_id: str = Field(min_length=1, max_length=200)
+    client_ip: IPv4Address | IPv6Address
+    recipient_count: int = Field(default=1, ge=1)
+
+
+MailEvent = Annotated[
+    CalloutVerified | CalloutRejected | CalloutTempfailed | RecipientDelivered | OutboundSent,
+    Field(discriminator="type"),
+]
+
+__all__ = [
+    "CalloutRejected",
+    "CalloutTempfailed",
+    "CalloutVerified",
+    "MailEvent",
+    "MailEventBase",
+    "OutboundSent",
+    "RecipientDelivered",
+]

@@ -1,0 +1,146 @@
+"""The topic registry: every topic the system uses, what it carries, and how it is laid out.
+
+``smtp-discovery topics ensure`` creates topics from this table, producers look up their keys
+here, and decoders their value types: one place to change a topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from schemas.commands import AdminCommand, CommandResult
+from schemas.deadletter import DeadLetter
+from schemas.mail import MailEvent
+from schemas.state import AddressStateSnapshot, StateChange
+from schemas.tenant import TenantsTopicValue
+
+DAY_MS = 86_400_000
+
+
+class Cleanup(StrEnum):
+    DELETE = "delete"
+    COMPACT = "compact"
+
+
+class KeyKind(StrEnum):
+    ROUTE = "route"
+    """tenant:normalised-base-local-part: every message about an address and its aliases."""
+    RECORD = "record"
+    """tenant:normalised-address, for compaction per address; partitioned by the route key."""
+    TENANT = "tenant"
+    """tenant id (or the provider-defaults key)."""
+    ORIGINAL = "original"
+    """The key of the message that failed, unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    value_type: Any
+    key: KeyKind
+    cleanup: Cleanup
+    description: str
+    co_partitioned: bool = True
+    """True: partitioned like discovery.mail (the route partition count), so state and events
+    about one address meet in one worker. False: ``partitions`` is fixed."""
+    partitions: int = 1
+    retention_ms: int | None = None
+    extra_configs: dict[str, str] = field(default_factory=dict)
+
+    def partition_count(self, route_partitions: int) -> int:
+        return route_partitions if self.co_partitioned else self.partitions
+
+    def configs(self, replication: int) -> dict[str, str]:
+        configs = {
+            "cleanup.policy": str(self.cleanup),
+            "min.insync.replicas": str(min(2, replication)),
+        }
+        if self.retention_ms is not None:
+            configs["retention.ms"] = str(self.retention_ms)
+        configs.update(self.extra_configs)
+        return configs
+
+
+MAIL = "discovery.mail"
+COMMANDS = "discovery.commands"
+COMMAND_RESULTS = "discovery.command-results"
+ADDRESS_STATE = "discovery.address-state"
+STATE_CHANGES = "discovery.state-changes"
+TENANTS = "discovery.tenants"
+DEAD_LETTER = "discovery.dead-letter"
+
+_COMPACTION = {"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(DAY_MS)}
+
+REGISTRY: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        MAIL,
+        MailEvent,
+        KeyKind.ROUTE,
+        Cleanup.DELETE,
+        "Callout, delivery and outbound events from the ingest nodes.",
+        retention_ms=7 * DAY_MS,
+    ),
+    TopicSpec(
+        COMMANDS,
+        AdminCommand,
+        KeyKind.ROUTE,
+        Cleanup.DELETE,
+        "Admin commands, applied by the streams topology.",
+        retention_ms=7 * DAY_MS,
+    ),
+    TopicSpec(
+        COMMAND_RESULTS,
+        CommandResult,
+        KeyKind.ROUTE,
+        Cleanup.DELETE,
+        "Applied or rejected, with a reason, for every admin command.",
+        retention_ms=7 * DAY_MS,
+    ),
+    TopicSpec(
+        ADDRESS_STATE,
+        AddressStateSnapshot,
+        KeyKind.RECORD,
+        Cleanup.COMPACT,
+        "Latest snapshot of every address; tombstone when removed. Ingest's view of state.",
+        extra_configs=_COMPACTION,
+    ),
+    TopicSpec(
+        STATE_CHANGES,
+        StateChange,
+        KeyKind.ROUTE,
+        Cleanup.DELETE,
+        "Every transition of every address (history for the sink and reports).",
+        retention_ms=30 * DAY_MS,
+    ),
+    TopicSpec(
+        TENANTS,
+        TenantsTopicValue,
+        KeyKind.TENANT,
+        Cleanup.COMPACT,
+        "Tenant configurations and the provider defaults; the source of truth for both.",
+        co_partitioned=False,
+        partitions=1,
+        extra_configs=_COMPACTION,
+    ),
+    TopicSpec(
+        DEAD_LETTER,
+        DeadLetter,
+        KeyKind.ORIGINAL,
+        Cleanup.DELETE,
+        "Messages that could not be decoded or applied, with the error.",
+        co_partitioned=False,
+        partitions=3,
+        retention_ms=30 * DAY_MS,
+    ),
+)
+
+TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in REGISTRY}
+
+
+def topic(name: str) -> TopicSpec:
+    try:
+        return TOPICS[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}; known: {', '.join(TOPICS)}") from None

@@ -1,0 +1,1 @@
+"""Kafka to ClickHouse: state changes, snapshots and mail events, in idempotent batches."""

@@ -1,0 +1,109 @@
+"""The ``smtp-discovery`` command: one entry point, one sub-command per role or chore."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from smtp_discovery import __version__
+from smtp_discovery.config import VARIABLES, RuntimeConfig
+from smtp_discovery.errors import OperatorError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtp-discovery",
+        description="Multi-tenant SMTP Discovery. Configuration comes from environment variables "
+        "(see `smtp-discovery config`).",
+    )
+    parser.add_argument("--version", action="version", version=f"smtp-discovery {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("up", help="run the whole system on this machine (embedded Kafka and chDB)")
+
+    topics = sub.add_parser("topics", help="the Kafka topics of the registry")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    ensure = topics_sub.add_parser("ensure", help="create missing topics (idempotent)")
+    ensure.add_argument("--bootstrap", help="host:port list (default: KAFKA_BOOTSTRAP)")
+    ensure.add_argument("--partitions", type=int, help="override DISCOVERY_TOPIC_PARTITIONS")
+    ensure.add_argument("--replication", type=int, help="override DISCOVERY_TOPIC_REPLICATION")
+    topics_sub.add_parser("list", help="print the topic registry")
+
+    sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = RuntimeConfig.from_env()
+        logging.basicConfig(
+            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        return _dispatch(args, config)
+    except OperatorError as exc:
+        print(f"smtp-discovery: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
+    if args.command == "up":
+        from smtp_discovery.embedded import run_up
+
+        asyncio.run(run_up(config))
+        return 0
+    if args.command == "topics":
+        return _topics(args, config)
+    if args.command == "config":
+        values = config.redacted()
+        for var in VARIABLES:
+            print(f"{var.env}={values[var.env]}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def _topics(args: argparse.Namespace, config: RuntimeConfig) -> int:
+    from schemas.topics import REGISTRY
+
+    if args.topics_command == "list":
+        for spec in REGISTRY:
+            partitions = (
+                f"{config.topic_partitions} (co-partitioned)"
+                if spec.co_partitioned
+                else str(spec.partitions)
+            )
+            print(
+                f"{spec.name:28} key={spec.key:8} cleanup={spec.cleanup:7} partitions={partitions}"
+            )
+            print(f"{'':28} {spec.description}")
+        return 0
+    from smtp_discovery.errors import ConfigError
+    from smtp_discovery.kafka import client_options, ensure_topics
+
+    bootstrap = args.bootstrap or config.kafka_bootstrap
+    if not bootstrap:
+        raise ConfigError(
+            "topics ensure needs a cluster: set KAFKA_BOOTSTRAP or pass --bootstrap "
+            "(`smtp-discovery up` ensures the topics of its embedded broker itself)"
+        )
+    if args.partitions is not None and args.partitions < 1:
+        raise ConfigError("--partitions must be at least 1")
+    outcomes = asyncio.run(
+        ensure_topics(
+            client_options(config, bootstrap),
+            partitions=args.partitions or config.topic_partitions,
+            replication=args.replication or config.topic_replication,
+        )
+    )
+    for outcome in outcomes:
+        print(f"{outcome.name}: {outcome.action}{' - ' + outcome.detail if outcome.detail else ''}")
+    return 1 if any(o.action == "mismatch" for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The embedded mode: everything in one process on one machine, state kept under one directory.
+
+chDB allows one process per data path, so the roles that use ClickHouse must share this process;
+Kafka runs as a local broker the process starts and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+from smtp_discovery.clickhouse import connect, redact_url
+from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.errors import OperatorError
+from smtp_discovery.kafka import client_options, ensure_topics
+from smtp_discovery.localkafka import LocalKafka
+
+log = logging.getLogger("smtp_discovery.embedded")
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One embedded system per data directory: a second one would corrupt chDB and Kafka data."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OperatorError(
+                f"another smtp-discovery is already running on {data_dir}; stop it or set "
+                "DISCOVERY_DATA_DIR to another directory"
+            ) from None
+        yield
+
+
+async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Start Kafka (unless external), ensure topics, open ClickHouse, run until stopped."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    with data_dir_lock(config.data_dir):
+        kafka: LocalKafka | None = None
+        try:
+            if config.embedded_kafka:
+                kafka = LocalKafka(
+                    config.data_dir / "kafka",
+                    kafka_version=config.kafka_version,
+                    cache_dir=config.kafka_cache_dir,
+                    heap=config.kafka_heap,
+                )
+                print(
+                    f"starting Apache Kafka {config.kafka_version} under {kafka.directory} …",
+                    flush=True,
+                )
+                bootstrap = await asyncio.to_thread(kafka.start)
+                print(
+                    f"kafka       {bootstrap} (embedded, started in {kafka.startup_seconds:.1f}s)"
+                )
+            else:
+                bootstrap = config.kafka_bootstrap or ""
+                print(f"kafka       {bootstrap} (external)")
+            outcomes = await ensure_topics(
+                client_options(config, bootstrap),
+                partitions=config.topic_partitions,
+                replication=config.topic_replication or (1 if kafka else None),
+            )
+            for outcome in outcomes:
+                print(f"topic       {outcome.name}: {outcome.action} {outcome.detail}".rstrip())
+            clickhouse = connect(config.effective_clickhouse_url)
+            version = clickhouse.query("SELECT version()").result_rows[0][0]
+            print(
+                f"clickhouse  {redact_url(config.effective_clickhouse_url)} (ClickHouse {version})"
+            )
+            print("ready; press Ctrl-C to stop", flush=True)
+            await stop.wait()
+            print("stopping …", flush=True)
+        finally:
+            if kafka is not None:
+                await asyncio.to_thread(kafka.stop)
+    print("stopped", flush=True)

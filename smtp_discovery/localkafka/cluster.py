@@ -1,0 +1,225 @@
+"""Start, wait for, and stop one or three local KRaft nodes that keep their data between runs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+from smtp_discovery.errors import InfrastructureError
+from smtp_discovery.localkafka.jars import resolve_kafka_classpath
+from smtp_discovery.localkafka.node import (
+    KafkaNode,
+    NodePorts,
+    find_java,
+    free_port,
+    port_is_free,
+    render_properties,
+)
+
+DEFAULT_KAFKA_VERSION = "4.1.1"
+HOST = "127.0.0.1"
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 characters)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cid.startswith("-"):
+            return cid
+
+
+class LocalKafka:
+    """A single broker (``nodes=1``) or a three-node cluster (replication 3, min ISR 2).
+
+    The cluster id and ports live in ``directory/cluster.json``, so a restart reuses the same
+    storage and, when they are still free, the same ports (clients configured once keep working).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        nodes: int = 1,
+        kafka_version: str = DEFAULT_KAFKA_VERSION,
+        cache_dir: Path,
+        heap: str = "512m",
+    ) -> None:
+        if nodes not in (1, 3):
+            raise ValueError("a local Kafka has 1 node, or 3 for fault tests")
+        self.directory = directory
+        self.node_count = nodes
+        self.kafka_version = kafka_version
+        self.cache_dir = cache_dir
+        self.heap = heap
+        self.nodes: dict[int, KafkaNode] = {}
+        self.ports: dict[int, NodePorts] = {}
+        self.startup_seconds: float | None = None
+
+    @property
+    def replication(self) -> int:
+        return self.node_count
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{HOST}:{p.broker}" for _, p in sorted(self.ports.items()))
+
+    def _state_file(self) -> Path:
+        return self.directory / "cluster.json"
+
+    def _load_layout(self) -> str:
+        """Cluster id and ports: reused from the last run where possible."""
+        state = {}
+        if self._state_file().is_file():
+            state = json.loads(self._state_file().read_text())
+        cluster_id = state.get("cluster_id") or new_cluster_id()
+        saved = {int(k): NodePorts(**v) for k, v in state.get("ports", {}).items()}
+        taken: set[int] = set()
+        for node_id in range(1, self.node_count + 1):
+            ports = saved.get(node_id)
+            if ports is None or not (port_is_free(ports.broker) and port_is_free(ports.controller)):
+                ports = NodePorts(
+                    broker=self._fresh_port(taken), controller=self._fresh_port(taken)
+                )
+            taken.update((ports.broker, ports.controller))
+            self.ports[node_id] = ports
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._state_file().write_text(
+            json.dumps(
+                {
+                    "cluster_id": cluster_id,
+                    "kafka_version": self.kafka_version,
+                    "ports": {str(k): vars_of(v) for k, v in self.ports.items()},
+                },
+                indent=2,
+            )
+        )
+        return cluster_id
+
+    @staticmethod
+    def _fresh_port(taken: set[int]) -> int:
+        while True:
+            port = free_port(HOST)
+            if port not in taken:
+                return port
+
+    def start(self, timeout: float = 120.0) -> str:
+        """Start every node and return the bootstrap string once all brokers serve metadata."""
+        began = time.monotonic()
+        classpath = resolve_kafka_classpath(self.kafka_version, self.cache_dir)
+        java = find_java()
+        cluster_id = self._load_layout()
+        for node_id in range(1, self.node_count + 1):
+            node = KafkaNode(
+                node_id=node_id,
+                directory=self.directory / f"node-{node_id}",
+                classpath=classpath,
+                java=java,
+                heap=self.heap,
+            )
+            node.configure(
+                render_properties(
+                    node_id=node_id,
+                    ports=self.ports[node_id],
+                    voters=self.ports,
+                    log_dir=node.log_dir,
+                    replication=self.replication,
+                )
+            )
+            if not node.is_formatted():
+                node.format(cluster_id)
+            self.nodes[node_id] = node
+        for node in self.nodes.values():
+            node.start()
+        try:
+            self.wait_until_serving(self.node_count, timeout - (time.monotonic() - began))
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self.bootstrap
+
+    def wait_until_serving(self, brokers: int, timeout: float = 60.0) -> None:
+        """Poll cluster metadata until ``brokers`` brokers are registered, or fail with logs."""
+        deadline = time.monotonic() + max(timeout, 1.0)
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            for node_id, node in self.nodes.items():
+                if node.process is not None and not node.running():
+                    raise InfrastructureError(
+                        f"Kafka node {node_id} exited during startup; its log ends:\n"
+                        + node.log_tail()
+                    )
+            live = [
+                f"{HOST}:{self.ports[n].broker}"
+                for n, node in self.nodes.items()
+                if node.running() and not port_is_free(self.ports[n].broker)
+            ]
+            if not live:
+                time.sleep(0.2)
+                continue
+            try:
+                count = _run_async(_broker_count(",".join(live)))
+                if count >= brokers:
+                    return
+                last_error = f"{count} of {brokers} brokers registered"
+            except Exception as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+        tails = "\n".join(f"--- node {n}\n{node.log_tail(15)}" for n, node in self.nodes.items())
+        raise InfrastructureError(
+            f"Kafka did not serve metadata within {timeout:.0f}s ({last_error}).\n{tails}"
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            if node.running():
+                node.process.terminate()  # type: ignore[union-attr]
+        for node in self.nodes.values():
+            node.stop()
+
+    def kill_node(self, node_id: int) -> None:
+        self.nodes[node_id].kill()
+
+    def start_node(self, node_id: int, timeout: float = 60.0) -> None:
+        self.nodes[node_id].start()
+        self.wait_until_serving(sum(n.running() for n in self.nodes.values()), timeout)
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def vars_of(ports: NodePorts) -> dict[str, int]:
+    return {"broker": ports.broker, "controller": ports.controller}
+
+
+async def _broker_count(bootstrap: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return len(cluster["brokers"])
+    finally:
+        await admin.close()
+
+
+def _run_async(coro: object) -> int:
+    """Run a coroutine to completion whether or not this thread already runs an event loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()  # type: ignore[arg-type]

@@ -1,0 +1,244 @@
+"""One KRaft node (broker and controller in one JVM): its configuration and its process."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from smtp_discovery.errors import InfrastructureError, MissingToolError
+
+NO_JAVA = (
+    "Java 17 or newer is needed to run the embedded Apache Kafka broker: install it "
+    "(apt-get install openjdk-17-jre-headless) or point JAVA_HOME at one, or set "
+    "KAFKA_BOOTSTRAP=host:port to use an existing Kafka cluster."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodePorts:
+    broker: int
+    controller: int
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def render_properties(
+    *,
+    node_id: int,
+    ports: NodePorts,
+    voters: dict[int, NodePorts],
+    log_dir: Path,
+    replication: int,
+    host: str = "127.0.0.1",
+) -> str:
+    """server.properties for a combined broker+controller node with a static voter set."""
+    voter_list = ",".join(f"{nid}@{host}:{p.controller}" for nid, p in sorted(voters.items()))
+    min_isr = min(2, replication)
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voter_list,
+        "listeners": f"PLAINTEXT://{host}:{ports.broker},CONTROLLER://{host}:{ports.controller}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{ports.broker}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "default.replication.factor": str(replication),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replication),
+        "offsets.topic.num.partitions": "12",
+        "transaction.state.log.replication.factor": str(replication),
+        "transaction.state.log.min.isr": str(min_isr),
+        "transaction.state.log.num.partitions": "12",
+        "share.coordinator.state.topic.replication.factor": str(replication),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+        "log.flush.interval.messages": "9223372036854775807",
+        "unclean.leader.election.enable": "false",
+    }
+    return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+LOG4J2_PROPERTIES = """status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+def find_java() -> str:
+    """The java binary to use: $JAVA_HOME/bin/java, then PATH; must be Java 17+."""
+    home = os.environ.get("JAVA_HOME")
+    candidate = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not candidate or not Path(candidate).is_file():
+        raise MissingToolError(NO_JAVA)
+    result = subprocess.run([candidate, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if not match:
+        raise MissingToolError(f"{candidate} -version gave no version. " + NO_JAVA)
+    major = int(match.group(1))
+    if major == 1 and match.group(2):
+        major = int(match.group(2))
+    if major < 17:
+        raise MissingToolError(f"{candidate} is Java {major}. " + NO_JAVA)
+    return candidate
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the JVM when the process that started it dies (no orphan brokers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class KafkaNode:
+    """One JVM. Formats its storage on first start; keeps it across restarts."""
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        directory: Path,
+        classpath: list[Path],
+        java: str,
+        heap: str,
+    ) -> None:
+        self.node_id = node_id
+        self.directory = directory
+        self.log_dir = directory / "data"
+        self.classpath = os.pathsep.join(str(p) for p in classpath)
+        self.java = java
+        self.heap = heap
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def properties_file(self) -> Path:
+        return self.directory / "server.properties"
+
+    @property
+    def server_log(self) -> Path:
+        return self.directory / "logs" / "server.log"
+
+    def configure(self, properties: str) -> None:
+        (self.directory / "logs").mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(properties)
+        (self.directory / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            self.java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.directory / 'logs'}",
+            f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
+            "-cp",
+            self.classpath,
+            main,
+            *args,
+        ]
+
+    def is_formatted(self) -> bool:
+        return (self.log_dir / "meta.properties").is_file()
+
+    def format(self, cluster_id: str) -> None:
+        result = subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties_file),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise InfrastructureError(
+                f"formatting Kafka storage in {self.log_dir} failed: "
+                + (result.stderr or result.stdout).strip()[-2000:]
+            )
+
+    def start(self) -> None:
+        if self.running():
+            return
+        stdout = (self.directory / "logs" / "stdout.log").open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.properties_file)),
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            stdout.close()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM), then SIGKILL if the JVM does not exit in time."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: for fault tests."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        chunks = []
+        for path in (self.directory / "logs" / "stdout.log", self.server_log):
+            if path.is_file():
+                chunks.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(chunks)

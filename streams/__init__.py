@@ -1,0 +1,1 @@
+"""The Faust topology: the only writer of address state (lifecycle rules, windows, expiry)."""

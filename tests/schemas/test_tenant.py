@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.state import UserRole
+from schemas.tenant import (
+    Destination,
+    DiscoverySettings,
+    TempfailPolicy,
+    TenantConfig,
+    describe_errors,
+    validate_overrides,
+)
+from tests.schemas.samples import T0
+
+
+def tenant(**kwargs: object) -> TenantConfig:
+    base: dict[str, object] = {"tenant_id": "acme", "event_time": T0, "name": "Acme"}
+    base.update(kwargs)
+    return TenantConfig.model_validate(base)
+
+
+def test_defaults_are_the_vendors_and_designs() -> None:
+    s = DiscoverySettings()
+    assert s.default_new_user_role is UserRole.END_USER
+    assert s.inbound_detection_threshold == 3
+    assert s.detection_period_days == 30
+    assert s.notices_before_expiry == 3
+    assert s.expired_addresses_default_to_new_user is False
+    assert s.auto_add_detected_aliases is True
+    assert s.auto_add_outbound_users is False
+    assert s.report_new_users is True
+    assert s.report_new_aliases is True
+    assert s.report_include_admin_contact is True
+    assert s.directory_sync_enabled is False
+    assert s.positive_cache_ttl_s == 7 * 86400
+    assert s.negative_cache_ttl_s == 2 * 3600
+    assert s.tempfail_policy is TempfailPolicy.DEFER
+    assert s.probe_sender == ""
+    assert s.monitor_mode is False
+    assert "marked invalid" in s.invalid_ndr_text
+
+
+def test_recommended_values_are_published_in_the_json_schema() -> None:
+    props = DiscoverySettings.model_json_schema()["properties"]
+    assert props["inbound_detection_threshold"]["recommended"] == 3
+    assert props["expired_addresses_default_to_new_user"]["recommended"] is False
+    assert props["auto_add_detected_aliases"]["recommended"] is True
+    assert all(p.get("description") for p in props.values())
+
+
+def test_overrides_layer_on_provider_defaults() -> None:
+    t = tenant(settings={"inbound_detection_threshold": 5})
+    provider = DiscoverySettings(discovery_enabled=True, auto_add_detected_aliases=False)
+    effective = t.effective_settings(provider)
+    assert effective.inbound_detection_threshold == 5
+    assert effective.discovery_enabled is True  # inherited from the provider
+    assert effective.auto_add_detected_aliases is False
+    # A provider change reaches tenants that did not override the setting.
+    changed = provider.model_copy(update={"discovery_enabled": False})
+    assert t.effective_settings(changed).discovery_enabled is False
+
+
+def test_overrides_are_coerced_to_their_types() -> None:
+    assert validate_overrides({"default_new_user_role": "silent_user"}) == {
+        "default_new_user_role": UserRole.SILENT_USER
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (
+            {"inbound_detection_threshold": 0},
+            "inbound_detection_threshold: Input should be greater than or equal to 1",
+        ),
+        ({"notices_before_expiry": 53}, "notices_before_expiry"),
+        ({"default_new_user_role": "admin"}, "default_new_user_role"),
+        ({"tempfail_policy": "bounce"}, "tempfail_policy"),
+        ({"no_such_setting": 1}, "unknown setting(s): no_such_setting"),
+        ({"invalid_ndr_text": "two\r\nlines"}, "single line"),
+        ({"probe_sender": "not an address"}, "probe sender"),
+    ],
+)
+def test_bad_overrides_get_a_sentence_naming_the_setting(overrides: dict, fragment: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        tenant(settings=overrides)
+    assert fragment in "; ".join(describe_errors(err.value))
+
+
+def test_domains_are_normalised_and_unique() -> None:
+    t = tenant(domains=["Example.COM", "bücher.example"])
+    assert t.domains == ("example.com", "xn--bcher-kva.example")
+    assert t.owns_domain("example.com")
+    with pytest.raises(ValidationError, match="listed twice"):
+        tenant(domains=["example.com", "EXAMPLE.com"])
+    with pytest.raises(ValidationError, match="invalid domain"):
+        tenant(domains=["bad_domain.example"])
+    with pytest.raises(ValidationError, match="address literal"):
+        tenant(domains=["[192.0.2.1]"])
+
+
+def test_outbound_ranges_accept_cidr_strings() -> None:
+    t = tenant(outbound_ranges=["192.0.2.7/24", "2001:db8::/32"])
+    assert ipaddress.ip_address("192.0.2.200") in t.outbound_ranges[0]
+    with pytest.raises(ValidationError, match="invalid outbound range"):
+        tenant(outbound_ranges=["192.0.2.0/33"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"kind": "static"}, "needs a host"),
+        ({"kind": "mx"}, "needs a domain"),
+        ({"kind": "static", "host": "mx.example", "domain": "example"}, "not a domain"),
+        ({"kind": "static", "host": "bad host"}, "invalid host"),
+        ({"kind": "static", "host": "mx.example", "port": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_destination_validation(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        Destination(**kwargs)
+
+
+def test_destinations_accept_ip_hosts() -> None:
+    assert Destination(host="192.0.2.25", port=2525).port == 2525
+
+
+def test_tenant_ids_are_restricted() -> None:
+    for bad in ("", "Acme", "a:b", "-acme", "a" * 64, "__provider__"):
+        with pytest.raises(ValidationError, match="tenant id"):
+            tenant(tenant_id=bad)

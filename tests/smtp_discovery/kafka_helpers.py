@@ -1,0 +1,53 @@
+"""Small async helpers for tests against the real broker: consume with a deadline, never sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+
+async def consume_until(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    *,
+    timeout: float = 30.0,
+    **consumer_options: Any,
+) -> list[ConsumerRecord]:
+    """Read ``topic`` from the beginning until ``count`` records arrived or the deadline passed.
+
+    Returns what arrived either way, so the assertion (not this helper) says what was missing.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **consumer_options,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def drain_for(
+    bootstrap: str, topic: str, seconds: float, **options: Any
+) -> list[ConsumerRecord]:
+    """Everything readable on ``topic`` within ``seconds``: to assert nothing *more* came."""
+    return await consume_until(bootstrap, topic, 10**9, timeout=seconds, **options)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
