@@ -152,7 +152,7 @@ async def _check_existing(
 
 
 async def topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
-    """Current configuration of each named topic; topics the broker could not describe are absent."""
+    """Current configuration of each named topic; topics not described are absent."""
     responses = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
     )
