@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     ensure.add_argument("--replication", type=int, help="override DISCOVERY_TOPIC_REPLICATION")
     topics_sub.add_parser("list", help="print the topic registry")
 
+    kafka = sub.add_parser("kafka", help="the embedded Apache Kafka broker")
+    kafka_sub = kafka.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
+    kafka_sub.add_parser("fetch", help="resolve the broker jars from Maven Central into the cache")
+
     sub.add_parser("config", help="print the effective configuration (secrets masked)")
     return parser
 
@@ -59,6 +63,12 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         return 0
     if args.command == "topics":
         return _topics(args, config)
+    if args.command == "kafka":
+        from smtp_discovery.localkafka import resolve_kafka_classpath
+
+        jars = resolve_kafka_classpath(config.kafka_version, config.kafka_cache_dir)
+        print(f"Apache Kafka {config.kafka_version}: {len(jars)} jars in {jars[0].parent}")
+        return 0
     if args.command == "config":
         values = config.redacted()
         for var in VARIABLES:

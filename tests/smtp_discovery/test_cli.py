@@ -1,0 +1,144 @@
+"""The console script as an operator runs it: exit codes, sentences, and `up` for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from schemas.topics import REGISTRY
+from smtp_discovery.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "smtp_discovery.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_bad_configuration_exits_2_with_a_sentence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISCOVERY_TOPIC_PARTITIONS", "0")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smtp-discovery: invalid configuration: DISCOVERY_TOPIC_PARTITIONS")
+
+
+def test_topics_ensure_without_a_cluster_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    assert main(["topics", "ensure"]) == 2
+    assert "set KAFKA_BOOTSTRAP or pass --bootstrap" in capsys.readouterr().err
+
+
+def test_topics_list_prints_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topics", "list"]) == 0
+    out = capsys.readouterr().out
+    for spec in REGISTRY:
+        assert spec.name in out
+
+
+def test_config_masks_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLICKHOUSE_URL", "https://u:topsecret@ch.example:8443/db")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "topsecret" not in out
+    assert "CLICKHOUSE_URL=https://u:***@ch.example:8443/db" in out
+
+
+@pytest.mark.kafka
+def test_topics_ensure_on_a_cluster_twice(kafka_bootstrap: str) -> None:
+    first = _cli("topics", "ensure", "--partitions", "4", env={"KAFKA_BOOTSTRAP": kafka_bootstrap})
+    assert first.returncode == 0, first.stderr
+    for spec in REGISTRY:
+        assert f"{spec.name}: created" in first.stdout or f"{spec.name}: exists" in first.stdout
+    second = _cli("topics", "ensure", "--partitions", "4", env={"KAFKA_BOOTSTRAP": kafka_bootstrap})
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count(": exists") == len(REGISTRY)
+    mismatch = _cli(
+        "topics", "ensure", "--partitions", "5", env={"KAFKA_BOOTSTRAP": kafka_bootstrap}
+    )
+    assert mismatch.returncode == 1
+    assert "discovery.mail: mismatch - has 4 partitions, the registry wants 5" in mismatch.stdout
+
+
+def _wait_for_line(process: subprocess.Popen, path: Path, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text()
+        if text in content:
+            return content
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} did not appear; output:\n{path.read_text()[-3000:]}")
+
+
+def _jvms_using(data_dir: Path) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"java") and any(str(data_dir).encode() in a for a in args):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def _start_up(data_dir: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "DISCOVERY_DATA_DIR": str(data_dir), "DISCOVERY_TOPIC_PARTITIONS": "2"}
+    env.pop("KAFKA_BOOTSTRAP", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "smtp_discovery.cli", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first_log = tmp_path / "first.log"
+    process = _start_up(data_dir, first_log)
+    try:
+        out = _wait_for_line(process, first_log, "ready", 120)
+        assert "discovery.mail: created" in out
+        assert "clickhouse  chdb://" in out
+        second = _cli("up", env={"DISCOVERY_DATA_DIR": str(data_dir)})
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    assert "stopped" in first_log.read_text()
+    assert not _jvms_using(data_dir), "Ctrl-C left a Kafka JVM running"
+
+    again_log = tmp_path / "again.log"
+    process = _start_up(data_dir, again_log)
+    try:
+        out = _wait_for_line(process, again_log, "ready", 120)
+        assert "discovery.mail: exists" in out, "topics did not survive the restart"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
