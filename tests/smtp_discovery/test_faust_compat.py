@@ -6,6 +6,7 @@ checks that a keyed stream, a RocksDB-backed table and a producer all work end t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -21,7 +22,26 @@ pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_faust_agent_table_and_producer_work_on_this_broker(
+async def _create_topics_and_produce(bootstrap: str, app_id: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(f"{app_id}-{suffix}", 2, 1) for suffix in ("in", "out")]
+        )
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(30):
+            await producer.send(f"{app_id}-in", key=f"k{i % 3}".encode(), value=f"v{i}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_faust_agent_table_and_producer_work_on_this_broker(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     app_id = f"probe-{unique}"
@@ -31,48 +51,29 @@ async def test_faust_agent_table_and_producer_work_on_this_broker(
         "PROBE_BOOTSTRAP": kafka_bootstrap,
         "PROBE_DATADIR": str(tmp_path),
     }
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtp_discovery.faust_probe", "worker", "-l", "info"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.smtp_discovery.faust_probe", "worker", "-l", "info"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            await admin.create_topics(
-                [NewTopic(f"{app_id}-{suffix}", 2, 1) for suffix in ("in", "out")]
-            )
+            asyncio.run(_create_topics_and_produce(kafka_bootstrap, app_id))
+            records = asyncio.run(consume_until(kafka_bootstrap, f"{app_id}-out", 30, timeout=90))
         finally:
-            await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            for i in range(30):
-                await producer.send(
-                    f"{app_id}-in", key=f"k{i % 3}".encode(), value=f"v{i}".encode()
-                )
-            await producer.flush()
-        finally:
-            await producer.stop()
-        records = await consume_until(kafka_bootstrap, f"{app_id}-out", 30, timeout=90)
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
     output = (tmp_path / "worker.log").read_text(errors="replace")
     assert len(records) == 30, f"worker produced {len(records)} of 30; its log:\n{output[-3000:]}"
-    final_count = {}
+    final_count: dict[bytes, int] = {}
     for record in records:
-        final_count[record.key] = max(
-            final_count.get(record.key, 0), int(record.value.split(b":")[1])
-        )
+        count = int(record.value.split(b":")[1])
+        final_count[record.key] = max(final_count.get(record.key, 0), count)
     assert final_count == {b"k0": 10, b"k1": 10, b"k2": 10}
     assert list(tmp_path.glob("**/counts-*.db")), "the table was not stored in RocksDB"
     assert "Traceback" not in output
