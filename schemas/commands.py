@@ -84,6 +84,64 @@ AdminCommand = Annotated[
 ]
 
 
+class Tick(AddressMessage):
+    """Evaluate the address's time-driven transitions (expiry, pruning) as of ``event_time``.
+
+    Sent by the streams worker's own timer: tables can only change while processing a message,
+    so the timer turns "this address is due" into a message on the address's partition.
+    """
+
+    type: Literal["tick"] = "tick"
+
+
+class AliasRequest(AddressMessage):
+    """Alias link, step 1, keyed by the *primary* (``address``): is it a user? Reserve the alias.
+
+    An admin may link addresses with different route keys (jdoe@ to john.doe@), which live on
+    different partitions; the primary's partition checks and records the link, then grants it.
+    """
+
+    type: Literal["alias_request"] = "alias_request"
+    alias: MailAddress
+    command_id: str = Field(min_length=1, max_length=128)
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class AliasGrant(AddressMessage):
+    """Alias link, step 2, keyed by the alias (``address``): the primary is a user; link to it."""
+
+    type: Literal["alias_grant"] = "alias_grant"
+    primary: MailAddress
+    command_id: str = Field(min_length=1, max_length=128)
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class AliasRelease(AddressMessage):
+    """Keyed by a primary (``address``): ``alias`` is no longer its alias."""
+
+    type: Literal["alias_release"] = "alias_release"
+    alias: MailAddress
+
+
+SystemCommand = Tick | AliasRequest | AliasGrant | AliasRelease
+
+CommandsTopicValue = Annotated[
+    CreateUser
+    | CreateFunctional
+    | MarkInvalid
+    | RemoveInvalid
+    | AddAlias
+    | DeleteAddress
+    | ImportUser
+    | Tick
+    | AliasRequest
+    | AliasGrant
+    | AliasRelease,
+    Field(discriminator="type"),
+]
+"""Everything on ``discovery.commands``: admin commands and the worker's own system commands."""
+
+
 class CommandResult(AddressMessage):
     """What became of one command. A rejection always says why, in a code and a sentence."""
 

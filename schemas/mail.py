@@ -60,6 +60,10 @@ class RecipientDelivered(MailEventBase):
     message_id: str = Field(min_length=1, max_length=200, description="Ingest transaction id")
     client_ip: IPv4Address | IPv6Address
     size: int = Field(default=0, ge=0)
+    catch_all: bool = Field(
+        default=False,
+        description="The destination accepts any local part: the delivery proves nothing.",
+    )
 
 
 class OutboundSent(MailEventBase):

@@ -95,7 +95,9 @@ class AddressRecord(Contract):
         default_factory=dict, description="Clean inbound messages per event-time day."
     )
     late_dropped: int = Field(default=0, ge=0)
-    notices_sent: int = Field(default=0, ge=0)
+    aliases: tuple[MailAddress, ...] = Field(
+        default=(), description="Normalised addresses linked to this user as aliases."
+    )
     applied_event_ids: tuple[str, ...] = Field(
         default=(), description="Recent event ids already applied, for idempotence."
     )

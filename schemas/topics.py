@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from schemas.commands import AdminCommand, CommandResult
+from schemas.commands import CommandResult, CommandsTopicValue
 from schemas.deadletter import DeadLetter
 from schemas.mail import MailEvent
 from schemas.state import AddressStateSnapshot, StateChange
@@ -84,10 +84,10 @@ REGISTRY: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         COMMANDS,
-        AdminCommand,
+        CommandsTopicValue,
         KeyKind.ROUTE,
         Cleanup.DELETE,
-        "Admin commands, applied by the streams topology.",
+        "Admin commands, and the streams worker's own (ticks, alias links), applied in order.",
         retention_ms=7 * DAY_MS,
     ),
     TopicSpec(

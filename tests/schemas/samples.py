@@ -8,6 +8,9 @@ from pydantic import BaseModel
 
 from schemas.commands import (
     AddAlias,
+    AliasGrant,
+    AliasRelease,
+    AliasRequest,
     CommandResult,
     CreateFunctional,
     CreateUser,
@@ -15,6 +18,7 @@ from schemas.commands import (
     ImportUser,
     MarkInvalid,
     RemoveInvalid,
+    Tick,
 )
 from schemas.deadletter import DeadLetter, b64
 from schemas.mail import (
@@ -72,6 +76,10 @@ SAMPLES: list[BaseModel] = [
     AddAlias(**COMMON, actor="admin:tok1", primary="first.last@example.com"),
     DeleteAddress(**COMMON, actor="operator"),
     ImportUser(**COMMON, actor="admin:tok1", first_name="F", surname="L", batch_id="b1"),
+    Tick(**COMMON),
+    AliasRequest(**COMMON, alias="jdoe@example.com", command_id="c2", actor="admin:tok1"),
+    AliasGrant(**COMMON, primary="first.last@example.com", command_id="c2", actor="admin:tok1"),
+    AliasRelease(**COMMON, alias="jdoe@example.com"),
     CommandResult(
         **COMMON,
         command_id="c1",

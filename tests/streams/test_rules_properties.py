@@ -1,0 +1,147 @@
+"""Invariants of the rules under arbitrary inputs (hypothesis)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.commands import (
+    AddAlias,
+    CreateFunctional,
+    CreateUser,
+    DeleteAddress,
+    MarkInvalid,
+    Tick,
+)
+from schemas.state import AddressStatus
+from schemas.tenant import DiscoverySettings
+from streams.rules import Policy
+from tests.streams.world import T0, World
+
+GRACE = Policy().late_grace
+minutes = st.integers(min_value=0, max_value=60 * 24 * 40)
+
+
+def fresh(threshold: int = 3) -> World:
+    return World(
+        settings=DiscoverySettings(discovery_enabled=True, inbound_detection_threshold=threshold)
+    )
+
+
+@given(st.lists(minutes, min_size=1, max_size=12), st.integers(1, 5), st.data())
+def test_replaying_any_event_is_a_no_op(
+    offsets: list[int], threshold: int, data: st.DataObject
+) -> None:
+    w = fresh(threshold)
+    w.send(w.verified("alice@a.example"))
+    events = [w.delivered("alice@a.example", T0 + timedelta(minutes=m)) for m in sorted(offsets)]
+    for event in events:
+        w.send(event)
+    snapshot, changes = dict(w.records), len(w.changes)
+    replayed = data.draw(st.sampled_from(events))
+    w.send(replayed)
+    assert w.records == snapshot
+    assert len(w.changes) == changes
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.integers(0, 60 * 24 * 60), min_size=1, max_size=15),
+    st.lists(st.floats(0, 0.999), min_size=15, max_size=15),
+    st.integers(1, 6),
+)
+def test_arrival_order_within_the_grace_period_does_not_change_the_outcome(
+    offsets: list[int], jitters: list[float], threshold: int
+) -> None:
+    times = sorted(T0 + timedelta(minutes=m) for m in offsets)
+    # Arrival order: each event delayed by less than the grace period, so none is later than grace.
+    arrival = sorted(range(len(times)), key=lambda i: times[i] + jitters[i] * GRACE)
+
+    def run(order: list[int]) -> World:
+        w = fresh(threshold)
+        w.send(w.verified("alice@a.example", times[0]))
+        for i in order:
+            w.send(w.delivered("alice@a.example", times[i]))
+        return w
+
+    in_order, shuffled = run(list(range(len(times)))), run(arrival)
+    a, b = in_order.record("alice@a.example"), shuffled.record("alice@a.example")
+    assert a.status == b.status
+    assert a.clean_by_day == b.clean_by_day
+    # A transition is emitted when it becomes known: a late message can reveal that the threshold
+    # was reached up to one grace period earlier than the message that completed it in arrival
+    # order, never more.
+    if a.discovered_at is not None:
+        assert b.discovered_at is not None
+        assert abs(a.discovered_at - b.discovered_at) <= GRACE
+    assert b.late_dropped == 0
+
+
+@given(st.lists(st.tuples(st.integers(-20 * 24, 40 * 24), st.booleans()), max_size=25))
+def test_counts_never_go_negative(events: list[tuple[int, bool]]) -> None:
+    w = fresh(threshold=1000)
+    w.send(w.verified("alice@a.example"))
+    for hours, clean in events:
+        w.send(
+            w.delivered(
+                "alice@a.example", T0 + timedelta(hours=hours), "clean" if clean else "not_clean"
+            )
+        )
+        record = w.record("alice@a.example")
+        assert all(count >= 1 for count in record.clean_by_day.values())
+        assert record.late_dropped >= 0
+        assert sum(record.clean_by_day.values()) <= sum(1 for _, c in events if c)
+
+
+ADDRESSES = [
+    "john.doe@a.example",
+    "john.doe@b.example",
+    "john.doe+x@a.example",
+    "jd@a.example",
+    "jd@b.example",
+]
+actions = st.tuples(
+    st.sampled_from(
+        ["user", "alias", "delete", "invalid", "functional", "verified", "outbound", "tick"]
+    ),
+    st.sampled_from(ADDRESSES),
+    st.sampled_from(ADDRESSES),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(actions, max_size=30), st.booleans())
+def test_an_alias_primary_is_always_a_user(
+    steps: list[tuple[str, str, str]], auto_outbound: bool
+) -> None:
+    w = World(
+        settings=DiscoverySettings(discovery_enabled=True, auto_add_outbound_users=auto_outbound)
+    )
+    for i, (action, address, other) in enumerate(steps):
+        at = T0 + timedelta(days=i)
+        if action == "user":
+            w.send(w.command(CreateUser, address, at))
+        elif action == "alias" and address != other:
+            w.send(w.command(AddAlias, address, at, primary=other))
+        elif action == "delete":
+            w.send(w.command(DeleteAddress, address, at))
+        elif action == "invalid":
+            w.send(w.command(MarkInvalid, address, at))
+        elif action == "functional":
+            w.send(w.command(CreateFunctional, address, at))
+        elif action == "verified":
+            w.send(w.verified(address, at))
+        elif action == "outbound":
+            w.send(w.outbound(address, at))
+        else:
+            w.send(Tick(**w.base(address, at + timedelta(days=40))))
+        for key, record in w.records.items():
+            if record.status is AddressStatus.ALIAS:
+                assert record.primary is not None
+                primary = w.record(record.primary)
+                assert primary.status is AddressStatus.USER, f"{key} -> {record.primary}"
+                assert record.address.lower() in primary.aliases
+            if record.aliases:
+                assert record.status is AddressStatus.USER
