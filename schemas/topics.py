@@ -6,7 +6,7 @@ here, and decoders their value types: one place to change a topic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -144,3 +144,23 @@ def topic(name: str) -> TopicSpec:
         return TOPICS[name]
     except KeyError:
         raise KeyError(f"unknown topic {name!r}; known: {', '.join(TOPICS)}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """The registry's names under an optional prefix, so that several deployments (staging and
+    production, or parallel test runs) can share one Kafka cluster without sharing topics."""
+
+    prefix: str = ""
+
+    def __call__(self, base: str) -> str:
+        topic(base)  # only registry topics have names
+        return self.prefix + base
+
+    def base_of(self, name: str) -> str:
+        if not name.startswith(self.prefix):
+            raise KeyError(f"{name!r} is not a topic of prefix {self.prefix!r}")
+        return name[len(self.prefix) :]
+
+    def specs(self) -> list[TopicSpec]:
+        return [replace(spec, name=self.prefix + spec.name) for spec in REGISTRY]

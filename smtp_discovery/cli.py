@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("up", help="run the whole system on this machine (embedded Kafka and chDB)")
+    sub.add_parser("worker", help="run a streams worker (the only writer of address state)")
 
     topics = sub.add_parser("topics", help="the Kafka topics of the registry")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
@@ -61,6 +62,11 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
         asyncio.run(run_up(config))
         return 0
+    if args.command == "worker":
+        from streams.worker import run_worker
+
+        run_worker(config)
+        return 0
     if args.command == "topics":
         return _topics(args, config)
     if args.command == "kafka":
@@ -78,10 +84,8 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
 
 def _topics(args: argparse.Namespace, config: RuntimeConfig) -> int:
-    from schemas.topics import REGISTRY
-
     if args.topics_command == "list":
-        for spec in REGISTRY:
+        for spec in config.topics.specs():
             partitions = (
                 f"{config.topic_partitions} (co-partitioned)"
                 if spec.co_partitioned
@@ -108,6 +112,7 @@ def _topics(args: argparse.Namespace, config: RuntimeConfig) -> int:
             client_options(config, bootstrap),
             partitions=args.partitions or config.topic_partitions,
             replication=args.replication or config.topic_replication,
+            specs=config.topics.specs(),
         )
     )
     for outcome in outcomes:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.topics import TopicNames
 from smtp_discovery.errors import ConfigError
 
 
@@ -86,7 +87,33 @@ VARIABLES: tuple[Variable, ...] = (
         "Replication factor of new topics (default: 1 on the embedded broker, otherwise "
         "min(3, brokers)).",
     ),
+    Variable(
+        "DISCOVERY_TOPIC_PREFIX",
+        "topic_prefix",
+        "Prefix of every topic name (e.g. 'staging.'), for deployments sharing one cluster.",
+    ),
     Variable("DISCOVERY_LOG_LEVEL", "log_level", "DEBUG, INFO, WARNING or ERROR."),
+    Variable(
+        "DISCOVERY_STREAMS_APP_ID",
+        "streams_app_id",
+        "Faust application id of the streams workers: their consumer group and table names.",
+    ),
+    Variable(
+        "DISCOVERY_STREAMS_STORE",
+        "streams_store",
+        "Table storage of a streams worker: rocksdb (production) or memory.",
+    ),
+    Variable(
+        "DISCOVERY_CLOCK",
+        "clock",
+        "Clock of the expiry timer: system (wall clock) or event-time (the newest event time "
+        "seen; for replays and simulations).",
+    ),
+    Variable(
+        "DISCOVERY_EXPIRY_SCAN_S",
+        "expiry_scan_s",
+        "Seconds between a worker's scans for addresses due to expire or be pruned.",
+    ),
 )
 
 
@@ -117,7 +144,14 @@ class RuntimeConfig(BaseModel):
     kafka_heap: str = Field(default="512m", pattern=r"^\d+[kmg]$")
     topic_partitions: int = Field(default=12, ge=1, le=10_000)
     topic_replication: int | None = Field(default=None, ge=1, le=7)
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    streams_app_id: str = Field(
+        default="smtp-discovery-streams", pattern=r"^[A-Za-z0-9._-]{1,100}$"
+    )
+    streams_store: Literal["rocksdb", "memory"] = "rocksdb"
+    clock: Literal["system", "event-time"] = "system"
+    expiry_scan_s: float = Field(default=300.0, gt=0, le=3600)
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -130,6 +164,10 @@ class RuntimeConfig(BaseModel):
             if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{host!r} is not host:port")
         return ",".join(hosts)
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)
 
     @property
     def embedded_kafka(self) -> bool:

@@ -70,6 +70,7 @@ async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) ->
                 client_options(config, bootstrap),
                 partitions=config.topic_partitions,
                 replication=config.topic_replication or (1 if kafka else None),
+                specs=config.topics.specs(),
             )
             for outcome in outcomes:
                 print(f"topic       {outcome.name}: {outcome.action} {outcome.detail}".rstrip())

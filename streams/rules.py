@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from schemas.address import Address, parse_address
@@ -62,7 +62,7 @@ class Policy:
     """Clean messages older than the record's newest event by more than this are dropped."""
     prune_pending_after: timedelta = timedelta(days=30)
     """A pending record with no activity for this long is removed."""
-    remembered_event_ids: int = 100
+    remembered_event_ids: int = 20
     """How many applied event ids a record keeps to ignore redelivered events."""
 
 
@@ -226,20 +226,29 @@ def next_version(previous: int | None, at: datetime) -> int:
 
 
 def expiry_deadline(record: AddressRecord, settings: DiscoverySettings) -> datetime | None:
-    """When a discovered address expires: N weekly notices after discovery, N read *now*, so a
-    settings change applies to addresses already waiting."""
+    """When a discovered address expires: at the end of the day N weeks after the day it was
+    discovered, N read *now* so that a settings change applies to addresses already waiting.
+
+    Whole days, because the day of discovery is what event time determines exactly whatever
+    order messages arrive in (see ``_correct_discovery_day``); the time within it is not.
+    """
     if record.status is not S.DISCOVERED or record.discovered_at is None:
         return None
-    return record.discovered_at + settings.notices_before_expiry * WEEK
+    last_day = record.discovered_at.date() + settings.notices_before_expiry * WEEK
+    return _start_of(last_day + timedelta(days=1))
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time.min, UTC)
 
 
 def notices_left(record: AddressRecord, settings: DiscoverySettings, now: datetime) -> int:
-    """Weekly notices still to come before the address expires (0: it expires at the next check)."""
+    """Weekly notices still to come before the address expires (0: it expires when today ends)."""
     deadline = expiry_deadline(record, settings)
     if deadline is None or now >= deadline:
         return 0
-    remaining = deadline - now
-    return int(-(-remaining // WEEK))
+    days_left = (deadline.date() - now.date()).days - 1
+    return -(-days_left // 7)
 
 
 def due_at(record: AddressRecord, settings: DiscoverySettings, policy: Policy) -> datetime | None:
@@ -249,6 +258,13 @@ def due_at(record: AddressRecord, settings: DiscoverySettings, policy: Policy) -
     if record.status is S.PENDING:
         return (record.last_seen or record.status_since) + policy.prune_pending_after
     return None
+
+
+def _apply_all_due(work: _Work, at: datetime) -> None:
+    """Due transitions of every record in the group, as of the newest event time it has seen."""
+    for key in list(work.group):
+        record = work.group[key]
+        _apply_due(work, key, max(at, record.last_seen) if record.last_seen else at)
 
 
 def _apply_due(work: _Work, key: str, now: datetime) -> None:
@@ -360,8 +376,7 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
         )
         return work.outcome
     # Lazy time: what was due before this message happens first, at its own deadline.
-    for record_key in list(work.group):
-        _apply_due(work, record_key, message.event_time)
+    _apply_all_due(work, message.event_time)
     if _is_mail(message) and _predates(work.get(key), message.event_time, ctx.policy):
         # Older than the record itself (beyond grace): it belonged to a previous incarnation of
         # the address (pruned or removed since), so it says nothing about this one.
@@ -371,6 +386,9 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
     if handler is None:
         raise TypeError(f"no rule for {type(message).__name__}")
     handler(work, key, address, message)
+    # A late message can move a deadline earlier (a corrected discovery day): catch up to the
+    # newest event time the group has seen.
+    _apply_all_due(work, message.event_time)
     if not (work.outcome.records or work.outcome.results or work.outcome.messages):
         work.outcome.skipped = work.outcome.skipped or "no_change"
     return work.outcome
@@ -550,19 +568,34 @@ def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDeliv
     buckets = window.add_clean(touched.clean_by_day, day)
     keep = period + ctx.policy.late_grace.days + 1
     touched = touched.model_copy(update={"clean_by_day": window.prune(buckets, newest_day, keep)})
+    threshold = ctx.settings.inbound_detection_threshold
+    if touched.status is S.DISCOVERED and touched.discovered_reason == "threshold":
+        work.put(key, _correct_discovery_day(touched, day, period, threshold, at))
+        return
     crossing = None
     if touched.status is S.PENDING and ctx.discovering:
-        crossing = window.first_crossing(
-            touched.clean_by_day, day, period, ctx.settings.inbound_detection_threshold
-        )
+        crossing = window.first_crossing(touched.clean_by_day, day, period, threshold)
     if crossing is None:
         work.put(key, touched)
         return
-    discovered_at = (
-        at if crossing == day else max(at, datetime.combine(crossing, datetime.min.time(), UTC))
-    )
+    discovered_at = at if crossing == day else max(at, _start_of(crossing))
     after = _with(touched, S.DISCOVERED, discovered_at, "threshold")
     work.change(key, record, after, reason="threshold", at=discovered_at, causes=(event.event_id,))
+
+
+def _correct_discovery_day(
+    record: AddressRecord, day: date, period: int, threshold: int, at: datetime
+) -> AddressRecord:
+    """A late message may show the threshold was reached on an earlier day than the message
+    that completed it in arrival order: move the discovery to that day (no new transition), so
+    the discovery day — and the expiry deadline derived from it — do not depend on arrival
+    order. Only windows that include the late message can change, hence ``since=day``."""
+    assert record.discovered_at is not None
+    crossing = window.first_crossing(record.clean_by_day, day, period, threshold)
+    if crossing is None or crossing >= record.discovered_at.date():
+        return record
+    moved = at if crossing == day else _start_of(crossing)
+    return record.model_copy(update={"discovered_at": moved})
 
 
 def _on_outbound(work: _Work, key: str, address: Address, event: OutboundSent) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -308,8 +308,8 @@ def discovered(w: World, address: str = "alice@a.example") -> None:
 
 def test_discovered_addresses_expire_to_invalid_after_three_weekly_notices() -> None:
     w = world()
-    discovered(w)
-    deadline = T0 + 2 * DAY + 3 * WEEK
+    discovered(w)  # on day 2 (09:00): expires when the day three weeks later ends
+    deadline = datetime.combine((T0 + 2 * DAY + 3 * WEEK).date() + DAY, time.min, UTC)
     w.send(Tick(**w.base("alice@a.example", deadline - timedelta(minutes=1))))
     assert w.status("alice@a.example") == "discovered"
     w.send(Tick(**w.base("alice@a.example", deadline + timedelta(minutes=30))))
@@ -330,7 +330,7 @@ def test_a_settings_change_applies_to_waiting_addresses() -> None:
     w = world()
     discovered(w)
     w.settings = DiscoverySettings(discovery_enabled=True, notices_before_expiry=1)
-    w.send(Tick(**w.base("alice@a.example", T0 + 2 * DAY + WEEK)))
+    w.send(Tick(**w.base("alice@a.example", T0 + 3 * DAY + WEEK)))
     assert w.status("alice@a.example") == "invalid"
 
 

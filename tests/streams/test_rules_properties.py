@@ -46,7 +46,7 @@ def test_replaying_any_event_is_a_no_op(
     assert len(w.changes) == changes
 
 
-@settings(max_examples=200)
+@settings(max_examples=400)
 @given(
     st.lists(st.integers(0, 60 * 24 * 60), min_size=1, max_size=15),
     st.lists(st.floats(0, 0.999), min_size=15, max_size=15),
@@ -70,12 +70,11 @@ def test_arrival_order_within_the_grace_period_does_not_change_the_outcome(
     a, b = in_order.record("alice@a.example"), shuffled.record("alice@a.example")
     assert a.status == b.status
     assert a.clean_by_day == b.clean_by_day
-    # A transition is emitted when it becomes known: a late message can reveal that the threshold
-    # was reached up to one grace period earlier than the message that completed it in arrival
-    # order, never more.
-    if a.discovered_at is not None:
-        assert b.discovered_at is not None
-        assert abs(a.discovered_at - b.discovered_at) <= GRACE
+    # The discovery *day* (which the expiry deadline derives from) is the same; the transition
+    # itself is emitted when it becomes known, so its time may differ within that day.
+    assert (a.discovered_at and a.discovered_at.date()) == (
+        b.discovered_at and b.discovered_at.date()
+    )
     assert b.late_dropped == 0
 
 

@@ -1,0 +1,147 @@
+"""Local views of compacted topics: read from the beginning, then follow live.
+
+Ingest nodes and streams workers both need every tenant's configuration (and ingest needs every
+address's state) on every instance. A compacted topic is the source of truth; each process keeps
+a dictionary built from it and knows when it has caught up with what existed at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import MessageDecodeError, decode
+from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings, ProviderDefaults, TenantConfig
+from schemas.topics import TENANTS
+
+log = logging.getLogger("smtp_discovery.views")
+
+
+class CompactedTopicFollower:
+    """Feeds every record of a topic, from offset 0 and then live, to ``on_record(key, value)``.
+
+    ``ready`` is set once everything that existed when the follower started has been applied,
+    so a process can refuse work until its view is complete. No consumer group: every process
+    reads the whole topic.
+    """
+
+    def __init__(
+        self,
+        options: dict[str, Any],
+        topic: str,
+        on_record: Callable[[bytes | None, bytes | None], None],
+    ) -> None:
+        self.options = options
+        self.topic = topic
+        self.on_record = on_record
+        self.ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.options, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic) or set()
+        if not partitions:
+            await consumer.stop()
+            raise RuntimeError(
+                f"topic {self.topic} does not exist; run `smtp-discovery topics ensure`"
+            )
+        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        self._targets: dict[TopicPartition, int] = await consumer.end_offsets(assigned)
+        self._seen: dict[TopicPartition, int] = {}
+        self._consumer = consumer
+        self._check_ready()
+        self._task = asyncio.create_task(self._run(), name=f"follow:{self.topic}")
+
+    def _check_ready(self) -> None:
+        if all(self._seen.get(tp, 0) >= end for tp, end in self._targets.items()):
+            self.ready.set()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                for record in records:
+                    try:
+                        self.on_record(record.key, record.value)
+                    except Exception:  # a bad record must not stop the view
+                        log.exception(
+                            "skipping record %s:%d@%d", tp.topic, tp.partition, record.offset
+                        )
+                if records:
+                    self._seen[tp] = records[-1].offset + 1
+            if not self.ready.is_set():
+                for tp in self._targets:
+                    # Compaction and transaction markers can leave gaps: trust the position.
+                    self._seen[tp] = max(self._seen.get(tp, 0), await self._consumer.position(tp))
+                self._check_ready()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class TenantDirectory:
+    """Every tenant's configuration and the provider defaults, as of the tenants topic."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, TenantConfig] = {}
+        self.defaults = DiscoverySettings()
+        self._effective: dict[str, DiscoverySettings] = {}
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        name = key.decode("utf-8", "replace")
+        if value is None:
+            if name == PROVIDER_DEFAULTS_KEY:
+                self.defaults = DiscoverySettings()
+                self._effective.clear()
+            else:
+                self.tenants.pop(name, None)
+                self._effective.pop(name, None)
+            return
+        try:
+            message = decode(TENANTS, value)
+        except MessageDecodeError as exc:
+            log.warning("ignoring undecodable tenants record %r: %s", name, exc.reason)
+            return
+        if isinstance(message, ProviderDefaults):
+            self.defaults = message.settings
+            self._effective.clear()
+        elif isinstance(message, TenantConfig):
+            self.tenants[message.tenant_id] = message
+            self._effective.pop(message.tenant_id, None)
+
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        return self.tenants.get(tenant_id)
+
+    def settings(self, tenant_id: str) -> DiscoverySettings | None:
+        """Effective settings: the tenant's overrides on the provider defaults (cached)."""
+        cached = self._effective.get(tenant_id)
+        if cached is not None:
+            return cached
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return None
+        effective = tenant.effective_settings(self.defaults)
+        self._effective[tenant_id] = effective
+        return effective
+
+    def follower(self, options: dict[str, Any], topic: str = TENANTS) -> CompactedTopicFollower:
+        return CompactedTopicFollower(options, topic, self.apply)

@@ -1,0 +1,205 @@
+"""The Faust wiring: topics, tables, the agent, the expiry timer, the tenants view.
+
+Everything that decides lives in streams.rules; this module only moves bytes between Kafka and
+the Processor, and keeps Faust's constraints: tables change only inside the agent, the timer
+talks to the agent through the commands topic, and no hopping windows or exactly-once mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from schemas.address import parse_address
+from schemas.codec import encode
+from schemas.commands import Tick
+from schemas.topics import (
+    ADDRESS_STATE,
+    COMMAND_RESULTS,
+    COMMANDS,
+    DEAD_LETTER,
+    MAIL,
+    STATE_CHANGES,
+    TENANTS,
+    TopicNames,
+)
+from smtp_discovery.views import TenantDirectory
+from streams.clock import Clock
+from streams.due import DueIndex
+from streams.partitioning import partition_for
+from streams.processor import Incoming, Processor
+from streams.rules import Policy
+from streams.store import GroupStore
+
+log = logging.getLogger("smtp_discovery.streams")
+
+
+@dataclass(frozen=True)
+class StreamsSettings:
+    app_id: str
+    brokers: list[str]
+    partitions: int
+    replication: int
+    data_dir: Path
+    store: str = "rocksdb"
+    scan_interval_s: float = 300.0
+    standby_replicas: int = 1
+    commit_interval_s: float = 2.8
+    topics: TopicNames = field(default_factory=TopicNames)
+
+
+class Topology:
+    """A built worker: the Faust app plus the parts tests and the CLI need to reach."""
+
+    def __init__(
+        self,
+        settings: StreamsSettings,
+        *,
+        clock: Clock,
+        kafka_options: dict[str, Any],
+        policy: Policy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.policy = policy or Policy()
+        self.directory = TenantDirectory()
+        names = settings.topics
+        self.names = names
+        self.follower = self.directory.follower(kafka_options, names(TENANTS))
+        self.due = DueIndex(self.policy)
+        self._indexed_partitions: frozenset[int] | None = None
+        app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{b}" for b in settings.brokers],
+            broker_credentials=kafka_credentials(kafka_options),
+            store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+            datadir=str(settings.data_dir),
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication,
+            topic_allow_declare=True,
+            table_standby_replicas=settings.standby_replicas,
+            processing_guarantee="at_least_once",
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=settings.commit_interval_s,
+            stream_wait_empty=True,
+            web_enabled=False,
+        )
+        self.app = app
+        raw = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
+        self.source = app.topic(names(MAIL), names(COMMANDS), **raw)
+        self.outputs = {
+            name: app.topic(names(name), **raw)
+            for name in (ADDRESS_STATE, STATE_CHANGES, COMMAND_RESULTS, COMMANDS, DEAD_LETTER)
+        }
+        records = app.Table(
+            "records", key_type=str, value_type=bytes, partitions=settings.partitions
+        )
+        groups = app.Table("groups", key_type=str, value_type=bytes, partitions=settings.partitions)
+        self.store = GroupStore(records, groups)
+        self.processor = Processor(
+            store=self.store,
+            directory=self.directory,
+            clock=clock,
+            send=self._send,
+            due=self.due,
+            policy=self.policy,
+        )
+        app.agent(self.source, name="discovery")(self._agent)
+        app.timer(settings.scan_interval_s, on_leader=False)(self._scan)
+        follower = self.follower
+
+        class TenantsView(faust.Service):
+            """Runs the tenants view for the worker's lifetime."""
+
+            async def on_start(self) -> None:
+                await follower.start()
+
+            async def on_stop(self) -> None:
+                await follower.stop()
+
+        app.service(TenantsView)
+
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
+    ) -> Any:
+        return await self.outputs[topic].send(key=key, value=value, partition=partition)
+
+    async def _agent(self, stream: faust.StreamT) -> None:
+        await self.follower.ready.wait()
+        async for event in stream.events():
+            message = event.message
+            await self.processor.handle(
+                Incoming(
+                    self.names.base_of(message.topic),
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                )
+            )
+
+    def active_partitions(self) -> frozenset[int]:
+        return frozenset(
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.names(MAIL)
+        )
+
+    def rebuild_due_index(self, active: frozenset[int]) -> None:
+        """After a rebalance: index the waiting records of the partitions this worker owns."""
+        self.due.clear()
+        for key, record in self.store.items():
+            route_key = parse_address(record.address).route_key(record.tenant_id)
+            if partition_for(route_key.encode(), self.settings.partitions) in active:
+                self.due.update(key, record)
+        self._indexed_partitions = active
+        log.info(
+            "due index rebuilt: %d waiting addresses on partitions %s",
+            len(self.due),
+            sorted(active),
+        )
+
+    async def _scan(self) -> None:
+        """Turn due addresses into ticks on their own partition (tables change only there)."""
+        if not self.follower.ready.is_set():
+            return
+        active = self.active_partitions()
+        if active != self._indexed_partitions:
+            self.rebuild_due_index(active)
+        now = self.clock.now()
+        sent = 0
+        for _key, waiting in self.due.due(now, self.directory.settings):
+            tick = Tick(
+                tenant_id=waiting.record.tenant_id,
+                event_time=now,
+                address=waiting.record.address,
+            )
+            await self.outputs[COMMANDS].send(key=tick.kafka_key(), value=encode(tick))
+            sent += 1
+        if sent:
+            log.info("expiry scan at %s: %d addresses due", now.isoformat(), sent)
+
+
+def kafka_credentials(options: dict[str, Any]) -> Any:
+    """Faust's credentials object for the same options the aiokafka clients use."""
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return faust.SASLCredentials(
+        username=options.get("sasl_plain_username"),
+        password=options.get("sasl_plain_password"),
+        ssl_context=options.get("ssl_context"),
+        mechanism=options.get("sasl_mechanism"),
+    )

@@ -1,0 +1,82 @@
+"""``smtp-discovery worker``: one streams worker process; start several to share partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.topics import COMMANDS, MAIL, TopicNames
+from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.errors import ConfigError, InfrastructureError
+from smtp_discovery.kafka import client_options, ensure_topics
+from streams.app import StreamsSettings, Topology
+from streams.clock import make_clock
+
+log = logging.getLogger("smtp_discovery.streams")
+
+
+async def source_layout(options: dict, names: TopicNames) -> tuple[int, int]:
+    """(partitions, brokers): the topology uses discovery.mail's partition count, which the
+    commands topic must share (co-partitioning is what makes a route key's group local)."""
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        described = {
+            names.base_of(t["topic"]): len(t["partitions"])
+            for t in await admin.describe_topics([names(MAIL), names(COMMANDS)])
+        }
+        brokers = len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()
+    if described.get(MAIL) != described.get(COMMANDS):
+        raise InfrastructureError(
+            f"{MAIL} has {described.get(MAIL)} partitions and {COMMANDS} "
+            f"{described.get(COMMANDS)}: they must be equal (co-partitioned)"
+        )
+    return described[MAIL], brokers
+
+
+def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
+    options = client_options(config, bootstrap)
+
+    async def prepare() -> tuple[int, int]:
+        await ensure_topics(
+            options,
+            partitions=config.topic_partitions,
+            replication=config.topic_replication,
+            specs=config.topics.specs(),
+        )
+        return await source_layout(options, config.topics)
+
+    loop = asyncio.new_event_loop()
+    try:
+        partitions, brokers = loop.run_until_complete(prepare())
+    finally:
+        loop.close()
+    settings = StreamsSettings(
+        app_id=config.streams_app_id,
+        brokers=bootstrap.split(","),
+        partitions=partitions,
+        replication=config.topic_replication or min(3, brokers),
+        data_dir=config.data_dir / "streams" / config.streams_app_id,
+        store=config.streams_store,
+        scan_interval_s=config.expiry_scan_s,
+        topics=config.topics,
+    )
+    return Topology(settings, clock=make_clock(config.clock), kafka_options=options)
+
+
+def run_worker(config: RuntimeConfig) -> None:
+    """Run until SIGTERM/SIGINT. Blocks; Faust owns the event loop and exits the process."""
+    if not config.kafka_bootstrap:
+        raise ConfigError(
+            "the streams worker needs KAFKA_BOOTSTRAP (`smtp-discovery up` runs one in-process "
+            "against its embedded broker)"
+        )
+    topology = build_topology(config, config.kafka_bootstrap)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(topology.app, loglevel=config.log_level, override_logging=False)
+    worker.execute_from_commandline()
