@@ -114,6 +114,16 @@ VARIABLES: tuple[Variable, ...] = (
         "expiry_scan_s",
         "Seconds between a worker's scans for addresses due to expire or be pruned.",
     ),
+    Variable(
+        "DISCOVERY_STREAMS_COMMIT_S",
+        "streams_commit_s",
+        "Seconds between a worker's offset commits (work redone after a crash is at most this).",
+    ),
+    Variable(
+        "DISCOVERY_STREAMS_SESSION_TIMEOUT_S",
+        "streams_session_timeout_s",
+        "Seconds before a silent worker's partitions move to the others.",
+    ),
 )
 
 
@@ -152,6 +162,8 @@ class RuntimeConfig(BaseModel):
     streams_store: Literal["rocksdb", "memory"] = "rocksdb"
     clock: Literal["system", "event-time"] = "system"
     expiry_scan_s: float = Field(default=300.0, gt=0, le=3600)
+    streams_commit_s: float = Field(default=2.8, gt=0, le=60)
+    streams_session_timeout_s: float = Field(default=60.0, ge=6, le=1800)
 
     @field_validator("kafka_bootstrap")
     @classmethod

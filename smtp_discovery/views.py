@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import MessageDecodeError, decode
 from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings, ProviderDefaults, TenantConfig
@@ -47,13 +48,12 @@ class CompactedTopicFollower:
         consumer = AIOKafkaConsumer(
             **self.options, enable_auto_commit=False, auto_offset_reset="earliest"
         )
-        await consumer.start()
-        partitions = consumer.partitions_for_topic(self.topic) or set()
+        partitions = await _partitions_of(self.options, self.topic)
         if not partitions:
-            await consumer.stop()
             raise RuntimeError(
                 f"topic {self.topic} does not exist; run `smtp-discovery topics ensure`"
             )
+        await consumer.start()
         assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
@@ -94,6 +94,18 @@ class CompactedTopicFollower:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+async def _partitions_of(options: dict[str, Any], topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(
+        p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]
+    )
 
 
 class TenantDirectory:

@@ -14,7 +14,6 @@ from typing import Any
 
 import faust
 
-from schemas.address import parse_address
 from schemas.codec import encode
 from schemas.commands import Tick
 from schemas.topics import (
@@ -30,7 +29,6 @@ from schemas.topics import (
 from smtp_discovery.views import TenantDirectory
 from streams.clock import Clock
 from streams.due import DueIndex
-from streams.partitioning import partition_for
 from streams.processor import Incoming, Processor
 from streams.rules import Policy
 from streams.store import GroupStore
@@ -49,6 +47,7 @@ class StreamsSettings:
     scan_interval_s: float = 300.0
     standby_replicas: int = 1
     commit_interval_s: float = 2.8
+    session_timeout_s: float = 60.0
     topics: TopicNames = field(default_factory=TopicNames)
 
 
@@ -70,8 +69,9 @@ class Topology:
         names = settings.topics
         self.names = names
         self.follower = self.directory.follower(kafka_options, names(TENANTS))
-        self.due = DueIndex(self.policy)
+        self.due = DueIndex(self.policy, settings.partitions)
         self._indexed_partitions: frozenset[int] | None = None
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         app = faust.App(
             settings.app_id,
             broker=[f"kafka://{b}" for b in settings.brokers],
@@ -86,6 +86,8 @@ class Topology:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval_s,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
             stream_wait_empty=True,
             web_enabled=False,
         )
@@ -159,9 +161,8 @@ class Topology:
         """After a rebalance: index the waiting records of the partitions this worker owns."""
         self.due.clear()
         for key, record in self.store.items():
-            route_key = parse_address(record.address).route_key(record.tenant_id)
-            if partition_for(route_key.encode(), self.settings.partitions) in active:
-                self.due.update(key, record)
+            self.due.update(key, record)
+        self.due.keep_partitions(active)
         self._indexed_partitions = active
         log.info(
             "due index rebuilt: %d waiting addresses on partitions %s",
@@ -176,18 +177,17 @@ class Topology:
         active = self.active_partitions()
         if active != self._indexed_partitions:
             self.rebuild_due_index(active)
-        now = self.clock.now()
         sent = 0
-        for _key, waiting in self.due.due(now, self.directory.settings):
+        for _key, waiting in self.due.due(self.clock.now, self.directory.settings):
             tick = Tick(
                 tenant_id=waiting.record.tenant_id,
-                event_time=now,
+                event_time=self.clock.now(waiting.partition),
                 address=waiting.record.address,
             )
             await self.outputs[COMMANDS].send(key=tick.kafka_key(), value=encode(tick))
             sent += 1
         if sent:
-            log.info("expiry scan at %s: %d addresses due", now.isoformat(), sent)
+            log.info("expiry scan: %d addresses due", sent)
 
 
 def kafka_credentials(options: dict[str, Any]) -> Any:

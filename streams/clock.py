@@ -1,8 +1,10 @@
 """Where "now" comes from for the worker's timer. Rules never read a clock; only the timer does.
 
-``system`` is wall-clock time, for production. ``event-time`` is the newest event time the worker
-has seen (a watermark): replaying or simulating weeks of traffic then expires addresses exactly
-as living through them would, in seconds, with no dependence on when the run happens.
+``system`` is wall-clock time, for production. ``event-time`` is, per partition, the newest
+event time the worker has processed there (a watermark): replaying or simulating weeks of
+traffic then expires addresses exactly as living through them would, in seconds. It is kept
+per partition because partitions advance independently: a partition that is behind must not
+expire addresses before it has applied the events that precede the deadline.
 """
 
 from __future__ import annotations
@@ -14,29 +16,31 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Clock(Protocol):
-    def now(self) -> datetime: ...
+    def now(self, partition: int | None = None) -> datetime: ...
 
-    def observe(self, event_time: datetime) -> None: ...
+    def observe(self, partition: int, event_time: datetime) -> None: ...
 
 
 class SystemClock:
-    def now(self) -> datetime:
+    def now(self, partition: int | None = None) -> datetime:
         return datetime.now(UTC)
 
-    def observe(self, event_time: datetime) -> None:
+    def observe(self, partition: int, event_time: datetime) -> None:
         return None
 
 
 class EventTimeClock:
     def __init__(self) -> None:
-        self._watermark = EPOCH
+        self._watermarks: dict[int, datetime] = {}
 
-    def now(self) -> datetime:
-        return self._watermark
+    def now(self, partition: int | None = None) -> datetime:
+        if partition is None:
+            return max(self._watermarks.values(), default=EPOCH)
+        return self._watermarks.get(partition, EPOCH)
 
-    def observe(self, event_time: datetime) -> None:
-        if event_time > self._watermark:
-            self._watermark = event_time
+    def observe(self, partition: int, event_time: datetime) -> None:
+        if event_time > self._watermarks.get(partition, EPOCH):
+            self._watermarks[partition] = event_time
 
 
 def make_clock(kind: str) -> Clock:

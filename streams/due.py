@@ -1,8 +1,8 @@
 """Which addresses have a time-driven transition due: the timer's index, kept in memory.
 
 Only pending and discovered records can become due. The index keeps what the deadline is
-derived from (status, anchor time), not the deadline itself, because the deadline depends on
-settings that may change while the address waits.
+derived from (the record without its bulky parts), not the deadline itself, because the
+deadline depends on settings that may change while the address waits.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime
 from schemas.address import parse_address
 from schemas.state import AddressRecord, AddressStatus
 from schemas.tenant import DiscoverySettings
+from streams.partitioning import partition_for
 from streams.rules import Policy, due_at
 
 
@@ -21,11 +22,13 @@ from streams.rules import Policy, due_at
 class Waiting:
     record: AddressRecord
     route_key: str
+    partition: int
 
 
 class DueIndex:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, partitions: int) -> None:
         self.policy = policy
+        self.partitions = partitions
         self._waiting: dict[str, Waiting] = {}
         self._ticked: dict[str, int] = {}
 
@@ -38,24 +41,32 @@ class DueIndex:
             self._waiting.pop(key, None)
             return
         lean = record.model_copy(update={"applied_event_ids": (), "clean_by_day": {}})
-        self._waiting[key] = Waiting(
-            lean, parse_address(record.address).route_key(record.tenant_id)
-        )
+        route_key = parse_address(record.address).route_key(record.tenant_id)
+        partition = partition_for(route_key.encode(), self.partitions)
+        self._waiting[key] = Waiting(lean, route_key, partition)
+
+    def keep_partitions(self, active: frozenset[int]) -> None:
+        """Forget records of partitions this worker does not own (a memory store also holds
+        standby partitions)."""
+        for key in [k for k, w in self._waiting.items() if w.partition not in active]:
+            del self._waiting[key]
 
     def clear(self) -> None:
         self._waiting.clear()
         self._ticked.clear()
 
     def due(
-        self, now: datetime, settings_for: Callable[[str], DiscoverySettings | None]
+        self,
+        now: Callable[[int], datetime],
+        settings_for: Callable[[str], DiscoverySettings | None],
     ) -> Iterator[tuple[str, Waiting]]:
-        """Records due at ``now`` that have not been ticked at their current version yet."""
+        """Records due by their partition's ``now`` and not yet ticked at their current version."""
         for key, waiting in list(self._waiting.items()):
             settings = settings_for(waiting.record.tenant_id)
             if settings is None:
                 continue
             deadline = due_at(waiting.record, settings, self.policy)
-            if deadline is None or deadline > now:
+            if deadline is None or deadline > now(waiting.partition):
                 continue
             if self._ticked.get(key) == waiting.record.version:
                 continue

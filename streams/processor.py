@@ -71,7 +71,7 @@ class Processor:
                 LookupError(f"unknown tenant {message.tenant_id!r}: not on the tenants topic"),
             )
             return
-        self.clock.observe(message.event_time)
+        self.clock.observe(incoming.partition, message.event_time)
         route_key = message.route_key()
         try:
             group = self.store.load(route_key)

@@ -64,6 +64,8 @@ def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
         data_dir=config.data_dir / "streams" / config.streams_app_id,
         store=config.streams_store,
         scan_interval_s=config.expiry_scan_s,
+        commit_interval_s=config.streams_commit_s,
+        session_timeout_s=config.streams_session_timeout_s,
         topics=config.topics,
     )
     return Topology(settings, clock=make_clock(config.clock), kafka_options=options)
