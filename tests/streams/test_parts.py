@@ -1,0 +1,95 @@
+"""The worker's small parts: clock, partitioner, group store, due index."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from schemas.address import parse_address
+from schemas.commands import CreateUser
+from schemas.state import AddressStatus
+from schemas.tenant import DiscoverySettings
+from streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
+from streams.due import DueIndex
+from streams.partitioning import partition_for
+from streams.rules import Policy
+from streams.store import GroupStore
+from tests.streams.world import T0, World
+
+DAY = timedelta(days=1)
+
+
+def test_event_time_clock_keeps_a_watermark_per_partition() -> None:
+    clock = EventTimeClock()
+    assert clock.now(0) == EPOCH
+    clock.observe(0, T0 + DAY)
+    clock.observe(0, T0)  # late events never move the clock back
+    clock.observe(1, T0 + 5 * DAY)
+    assert clock.now(0) == T0 + DAY
+    assert clock.now(1) == T0 + 5 * DAY
+    assert clock.now() == T0 + 5 * DAY
+    assert isinstance(make_clock("system"), SystemClock)
+
+
+def test_partitioner_matches_the_producers_default() -> None:
+    default = DefaultPartitioner()
+    for key in (b"acme:alice", b"acme:first.last", b"t:\xc3\xbc", b"x" * 300):
+        assert partition_for(key, 12) == default(key, list(range(12)), list(range(12)))
+
+
+def _world_with_records() -> World:
+    w = World()
+    w.send(w.command(CreateUser, "first.last@a.example"))
+    w.send(w.verified("first.last@b.example", T0 + DAY))
+    w.send(w.verified("other@a.example", T0 + DAY))
+    return w
+
+
+def test_group_store_round_trips_groups_and_forgets_removed_records() -> None:
+    w = _world_with_records()
+    records: dict[str, bytes] = {}
+    groups: dict[str, bytes] = {}
+    store = GroupStore(records, groups)
+    for key, record in w.records.items():
+        store.save(parse_address(record.address).route_key("acme"), {key: record})
+    group = store.load("acme:first.last")
+    assert set(group) == {"acme:first.last@a.example", "acme:first.last@b.example"}
+    assert group["acme:first.last@b.example"] == w.records["acme:first.last@b.example"]
+    store.save("acme:first.last", {"acme:first.last@b.example": None})
+    assert list(store.load("acme:first.last")) == ["acme:first.last@a.example"]
+    store.save("acme:other", {"acme:other@a.example": None})
+    assert "acme:other" not in groups
+    assert "acme:other@a.example" not in records
+
+
+def test_due_index_ticks_each_due_record_once_per_version() -> None:
+    w = World()
+    w.verify_and_deliver("alice@a.example", [0, 1, 2])  # discovered
+    w.send(w.verified("bob@a.example"))  # pending
+    index = DueIndex(Policy(), partitions=4)
+    for key, record in w.records.items():
+        index.update(key, record)
+    settings = DiscoverySettings(discovery_enabled=True)
+    early = list(index.due(lambda _p: T0 + 10 * DAY, lambda _t: settings))
+    assert early == []
+    late = list(index.due(lambda _p: T0 + 40 * DAY, lambda _t: settings))
+    assert {key for key, _ in late} == {"acme:alice@a.example", "acme:bob@a.example"}
+    assert list(index.due(lambda _p: T0 + 41 * DAY, lambda _t: settings)) == []  # already ticked
+    # A managed record leaves the index.
+    alice = w.record("alice@a.example").model_copy(update={"status": AddressStatus.USER})
+    index.update("acme:alice@a.example", alice)
+    assert len(index) == 1
+    # Records of partitions this worker does not own are forgotten.
+    index.keep_partitions(frozenset())
+    assert len(index) == 0
+
+
+def test_due_index_follows_a_settings_change() -> None:
+    w = World()
+    w.verify_and_deliver("alice@a.example", [0, 1, 2])
+    index = DueIndex(Policy(), partitions=4)
+    index.update("acme:alice@a.example", w.record("alice@a.example"))
+    one_week = DiscoverySettings(discovery_enabled=True, notices_before_expiry=1)
+    due = list(index.due(lambda _p: T0 + 10 * DAY, lambda _t: one_week))
+    assert [k for k, _ in due] == ["acme:alice@a.example"]
