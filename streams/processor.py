@@ -1,9 +1,12 @@
 """One message through the worker: decode, find the tenant, apply the rules, publish, store.
 
-Outputs are acknowledged by Kafka *before* the tables are written. If the worker dies in
-between, the message is redelivered and produces the same outputs with the same ids (the rules
-are deterministic), which consumers drop as repeats; the other order could lose a transition
-for good, because the redelivered message would find itself already applied.
+Transitions, command results and system messages are acknowledged by Kafka *before* the tables
+are written. If the worker dies in between, the message is redelivered and produces the same
+outputs with the same ids (the rules are deterministic), which consumers drop as repeats; the
+other order could lose a transition for good, because the redelivered message would find itself
+already applied. Snapshot-only outcomes (a counted message) are not awaited: a redelivered
+message republishes the record's current snapshot, and Faust flushes the producer before it
+commits offsets, so the common path pays no round trip per message.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class Processor:
             )
         for message in outcome.messages:
             pending.append(await self.send(COMMANDS, message.kafka_key(), encode(message), None))
-        if pending:
+        if pending and outcome.must_confirm:
             await asyncio.gather(*pending)
 
     async def _dead_letter(self, incoming: Incoming, error: Exception) -> None:

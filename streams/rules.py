@@ -89,11 +89,20 @@ class Outcome:
     messages: list[Tick | AliasRequest | AliasGrant | AliasRelease] = field(default_factory=list)
     skipped: str | None = None
     """Why a message changed nothing, for metrics and logs (None when it changed something)."""
+    resend: dict[str, AddressRecord] = field(default_factory=dict)
+    """Unchanged records whose snapshot is published again (see ``_duplicate``)."""
+
+    @property
+    def must_confirm(self) -> bool:
+        """Outputs that would be lost for good if the table were written and they were not:
+        transitions, command results and system messages. A snapshot alone need not wait: a
+        redelivered message publishes the current snapshot again."""
+        return bool(self.changes or self.results or self.messages)
 
     def snapshots(self) -> list[tuple[str, AddressStateSnapshot | None]]:
         """The compacted-topic outputs: (record key, snapshot or None for a tombstone)."""
         out: list[tuple[str, AddressStateSnapshot | None]] = []
-        for key, record in self.records.items():
+        for key, record in (self.records | self.resend).items():
             if record is None:
                 out.append((key, None))
                 continue
@@ -409,8 +418,15 @@ def _predates(record: AddressRecord | None, at: datetime, policy: Policy) -> boo
     )
 
 
-def _already_applied(record: AddressRecord | None, event_id: str) -> bool:
-    return record is not None and event_id in record.applied_event_ids
+def _duplicate(work: _Work, key: str, event_id: str) -> bool:
+    """A redelivered message: change nothing, but publish the record's current snapshot again,
+    in case the first delivery's output never reached Kafka (snapshots are not awaited)."""
+    record = work.get(key)
+    if record is None or event_id not in record.applied_event_ids:
+        return False
+    work.outcome.skipped = "duplicate"
+    work.outcome.resend[key] = record
+    return True
 
 
 # ---- mail events --------------------------------------------------------------------------------
@@ -499,8 +515,7 @@ def _link_on_primary(
 
 def _on_callout_verified(work: _Work, key: str, address: Address, event: CalloutVerified) -> None:
     record = work.get(key)
-    if _already_applied(record, event.event_id):
-        work.outcome.skipped = "duplicate"
+    if _duplicate(work, key, event.event_id):
         return
     if record is None:
         if event.catch_all:
@@ -534,8 +549,7 @@ def _on_callout_tempfailed(
 
 def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDelivered) -> None:
     record = work.get(key)
-    if _already_applied(record, event.event_id):
-        work.outcome.skipped = "duplicate"
+    if _duplicate(work, key, event.event_id):
         return
     at = event.event_time
     ctx = work.ctx
@@ -600,8 +614,7 @@ def _correct_discovery_day(
 
 def _on_outbound(work: _Work, key: str, address: Address, event: OutboundSent) -> None:
     record = work.get(key)
-    if _already_applied(record, event.event_id):
-        work.outcome.skipped = "duplicate"
+    if _duplicate(work, key, event.event_id):
         return
     ctx = work.ctx
     at = event.event_time
@@ -641,8 +654,9 @@ def _reject(work: _Work, command: Any, code: str, message: str) -> None:
 
 def _command_preamble(work: _Work, key: str, command: Any) -> tuple[bool, AddressRecord | None]:
     record = work.get(key)
-    if _already_applied(record, command.event_id):
-        work.outcome.skipped = "duplicate"
+    if _duplicate(work, key, command.event_id):
+        # Only applied commands are remembered: say so again (same result id as the first time).
+        work.result(command, ok=True, at=command.event_time)
         return False, record
     return True, record
 
@@ -995,8 +1009,7 @@ def _on_alias_request(work: _Work, key: str, address: Address, message: AliasReq
 def _on_alias_grant(work: _Work, key: str, address: Address, message: AliasGrant) -> None:
     """On the alias's partition: link, unless the address changed meanwhile (then release)."""
     record = work.get(key)
-    if _already_applied(record, message.event_id):
-        work.outcome.skipped = "duplicate"
+    if _duplicate(work, key, message.event_id):
         return
     primary = parse_address(message.primary)
     if record is not None and record.aliases:
