@@ -3,9 +3,12 @@
     .venv/bin/python -m bench.streams_worker [--events 20000] [--recovery-addresses 1000000]
 
 Figures (one JSON object each):
-* ``worker_events_per_s``: mail events through one worker (decode, rules, table update, both
-  outputs acknowledged before the table write), divided by the events/s of a bare aiokafka
-  consume→produce loop over the same input topic, measured in the same run.
+* ``worker_events_per_s`` (``mix=discovering``): mail to addresses being discovered, the
+  heaviest path (decode, rules, table update, snapshot; new addresses' transitions acknowledged
+  before the table write), divided by the events/s of a bare aiokafka consume→produce loop over
+  the same input topic, measured in the same run.
+* ``worker_events_per_s`` (``mix=users``): mail to addresses that are already users, the bulk of
+  a provider's steady-state traffic (decode and look-up, no write), over the same baseline.
 * ``worker_recovery_s``: seconds a fresh worker (empty data directory) needs to restore a
   table of N addresses from its changelog and index the waiting ones.
 """
@@ -30,10 +33,11 @@ from aiokafka.errors import KafkaError
 
 from bench.kafka_baseline import emit, pass_through
 from schemas.codec import encode
+from schemas.commands import ImportUser
 from schemas.mail import CalloutVerified, RecipientDelivered
 from schemas.state import AddressRecord, AddressStatus
 from schemas.tenant import TenantConfig
-from schemas.topics import MAIL, STATE_CHANGES, TENANTS, TopicNames
+from schemas.topics import COMMANDS, MAIL, STATE_CHANGES, TENANTS, TopicNames
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import client_options, ensure_topics
 from smtp_discovery.localkafka import LocalKafka
@@ -148,12 +152,24 @@ async def committed_total(bootstrap: str, group: str, topics: list[str]) -> int:
     return sum(o.offset for tp, o in offsets.items() if tp.topic in topics and o.offset > 0)
 
 
-async def worker_throughput(bootstrap: str, events: int, addresses: int, tmp: Path) -> float:
-    names = TopicNames(f"bench{int(time.time())}.")
+async def worker_throughput(
+    bootstrap: str, events: int, addresses: int, tmp: Path, *, users: bool = False
+) -> float:
+    names = TopicNames(f"bench{int(time.time())}{'u' if users else 'd'}.")
     await setup(bootstrap, names)
+    if users:
+        imports = [
+            ImportUser(
+                tenant_id="bench", event_time=T0, address=f"user{i}@bench.example", actor="bench"
+            )
+            for i in range(addresses)
+        ]
+        await produce(bootstrap, names(COMMANDS), [(c.kafka_key(), encode(c)) for c in imports])
     await produce(bootstrap, names(MAIL), mail_events(events, addresses))
     app_id = f"{names.prefix}streams"
-    process = start_worker(worker_env(bootstrap, names, app_id, tmp / "tp"), tmp / "throughput.log")
+    process = start_worker(
+        worker_env(bootstrap, names, app_id, tmp / names.prefix), tmp / "throughput.log"
+    )
     try:
         first = None
         started = 0
@@ -270,14 +286,16 @@ async def wait_for_log(path: Path, text: str, timeout: float) -> float:
 
 async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> None:
     base = await baseline(bootstrap, args.events, args.addresses)
-    rate = await worker_throughput(bootstrap, args.events, args.addresses, tmp)
-    emit(
-        "worker_events_per_s",
-        events_per_s=round(rate),
-        baseline_events_per_s=round(base),
-        ratio=round(rate / base, 4),
-        events=args.events,
-    )
+    for users in (False, True):
+        rate = await worker_throughput(bootstrap, args.events, args.addresses, tmp, users=users)
+        emit(
+            "worker_events_per_s",
+            mix="users" if users else "discovering",
+            events_per_s=round(rate),
+            baseline_events_per_s=round(base),
+            ratio=round(rate / base, 4),
+            events=args.events,
+        )
     if args.recovery_addresses:
         result = await recovery(bootstrap, args.recovery_addresses, tmp)
         emit("worker_recovery_s", addresses=args.recovery_addresses, **result)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import idna
 
@@ -117,8 +118,12 @@ def record_key(tenant_id: str, normalized_address: str) -> str:
     return f"{tenant_id}:{normalized_address}"
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_address(text: str, *, smtputf8: bool = True) -> Address:
     """Parse an RFC 5321 mailbox or path (``<local@domain>`` or ``local@domain``).
+
+    Cached: the same few addresses are parsed over and over on hot paths (every message names
+    one, and every record of a group is compared), and an Address is immutable.
 
     ``smtputf8`` says whether the transaction negotiated SMTPUTF8; without it a non-ASCII local
     part is refused (a non-ASCII domain is always acceptable: it has an ASCII form).

@@ -180,9 +180,9 @@ class Topology:
         sent = 0
         for _key, waiting in self.due.due(self.clock.now, self.directory.settings):
             tick = Tick(
-                tenant_id=waiting.record.tenant_id,
+                tenant_id=waiting.tenant_id,
                 event_time=self.clock.now(waiting.partition),
-                address=waiting.record.address,
+                address=waiting.address,
             )
             await self.outputs[COMMANDS].send(key=tick.kafka_key(), value=encode(tick))
             sent += 1

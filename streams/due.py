@@ -20,8 +20,15 @@ from streams.rules import Policy, due_at
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    record: AddressRecord
-    route_key: str
+    """The few fields of a waiting record that its deadline depends on (a rules.Timed)."""
+
+    tenant_id: str
+    address: str
+    version: int
+    status: AddressStatus
+    status_since: datetime
+    discovered_at: datetime | None
+    last_seen: datetime | None
     partition: int
 
 
@@ -40,10 +47,17 @@ class DueIndex:
         if record is None or record.status not in (AddressStatus.PENDING, AddressStatus.DISCOVERED):
             self._waiting.pop(key, None)
             return
-        lean = record.model_copy(update={"applied_event_ids": (), "clean_by_day": {}})
         route_key = parse_address(record.address).route_key(record.tenant_id)
-        partition = partition_for(route_key.encode(), self.partitions)
-        self._waiting[key] = Waiting(lean, route_key, partition)
+        self._waiting[key] = Waiting(
+            tenant_id=record.tenant_id,
+            address=record.address,
+            version=record.version,
+            status=record.status,
+            status_since=record.status_since,
+            discovered_at=record.discovered_at,
+            last_seen=record.last_seen,
+            partition=partition_for(route_key.encode(), self.partitions),
+        )
 
     def keep_partitions(self, active: frozenset[int]) -> None:
         """Forget records of partitions this worker does not own (a memory store also holds
@@ -62,13 +76,13 @@ class DueIndex:
     ) -> Iterator[tuple[str, Waiting]]:
         """Records due by their partition's ``now`` and not yet ticked at their current version."""
         for key, waiting in list(self._waiting.items()):
-            settings = settings_for(waiting.record.tenant_id)
+            settings = settings_for(waiting.tenant_id)
             if settings is None:
                 continue
-            deadline = due_at(waiting.record, settings, self.policy)
+            deadline = due_at(waiting, settings, self.policy)
             if deadline is None or deadline > now(waiting.partition):
                 continue
-            if self._ticked.get(key) == waiting.record.version:
+            if self._ticked.get(key) == waiting.version:
                 continue
-            self._ticked[key] = waiting.record.version
+            self._ticked[key] = waiting.version
             yield key, waiting

@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.address import Address, parse_address
+from schemas.base import SCHEMA_VERSION
 from schemas.commands import (
     AddAlias,
     AliasGrant,
@@ -109,7 +110,10 @@ class Outcome:
             out.append(
                 (
                     key,
-                    AddressStateSnapshot(
+                    # The record was validated when it was built; don't validate it again.
+                    AddressStateSnapshot.model_construct(
+                        schema_version=SCHEMA_VERSION,
+                        type="address_state",
                         event_id=_derived_id("snapshot", key, record.version),
                         tenant_id=record.tenant_id,
                         event_time=record.status_since
@@ -234,7 +238,20 @@ def next_version(previous: int | None, at: datetime) -> int:
 # ---- time-driven transitions -------------------------------------------------------------------
 
 
-def expiry_deadline(record: AddressRecord, settings: DiscoverySettings) -> datetime | None:
+class Timed(Protocol):
+    """What time-driven transitions depend on (an AddressRecord, or the timer's lean copy)."""
+
+    @property
+    def status(self) -> AddressStatus: ...
+    @property
+    def status_since(self) -> datetime: ...
+    @property
+    def discovered_at(self) -> datetime | None: ...
+    @property
+    def last_seen(self) -> datetime | None: ...
+
+
+def expiry_deadline(record: Timed, settings: DiscoverySettings) -> datetime | None:
     """When a discovered address expires: at the end of the day N weeks after the day it was
     discovered, N read *now* so that a settings change applies to addresses already waiting.
 
@@ -260,7 +277,7 @@ def notices_left(record: AddressRecord, settings: DiscoverySettings, now: dateti
     return -(-days_left // 7)
 
 
-def due_at(record: AddressRecord, settings: DiscoverySettings, policy: Policy) -> datetime | None:
+def due_at(record: Timed, settings: DiscoverySettings, policy: Policy) -> datetime | None:
     """The next moment a time-driven transition applies to the record, if any."""
     if record.status is S.DISCOVERED:
         return expiry_deadline(record, settings)
@@ -391,6 +408,11 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
         # the address (pruned or removed since), so it says nothing about this one.
         work.outcome.skipped = "predates_record"
         return work.outcome
+    if _is_mail(message) and _settled(work.get(key)):
+        # Users, functional accounts, aliases and invalid addresses are the admins' business:
+        # mail to or from them changes nothing (and costs no write: most traffic is theirs).
+        work.outcome.skipped = "settled"
+        return work.outcome
     handler = _HANDLERS.get(type(message))
     if handler is None:
         raise TypeError(f"no rule for {type(message).__name__}")
@@ -408,6 +430,10 @@ def _is_mail(message: Any) -> bool:
         message,
         (CalloutVerified, CalloutRejected, CalloutTempfailed, RecipientDelivered, OutboundSent),
     )
+
+
+def _settled(record: AddressRecord | None) -> bool:
+    return record is not None and record.status not in (S.PENDING, S.DISCOVERED)
 
 
 def _predates(record: AddressRecord | None, at: datetime, policy: Policy) -> bool:
@@ -563,7 +589,7 @@ def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDeliv
         record = created
         touched = record
     else:
-        if record.status not in (S.PENDING, S.DISCOVERED) or event.verdict != "clean":
+        if event.verdict != "clean":
             work.put(key, _touch(record, at, event.event_id, ctx.policy))
             return
         newest = record.last_seen or record.status_since

@@ -134,12 +134,21 @@ def test_old_buckets_are_pruned() -> None:
     assert days == [(T0 + 50 * DAY).date()]
 
 
-def test_delivered_to_managed_addresses_changes_no_status() -> None:
-    w = world()
-    with_user(w, "alice@a.example")
-    w.send(w.delivered("alice@a.example", T0 + DAY))
-    assert w.status("alice@a.example") == "user"
-    assert w.record("alice@a.example").last_seen == T0 + DAY
+@pytest.mark.parametrize("command", [CreateUser, CreateFunctional, MarkInvalid])
+def test_mail_to_settled_addresses_changes_nothing(command: type) -> None:
+    w = world(auto_add_outbound_users=True)
+    w.send(w.command(command, "alice@a.example"))
+    before = dict(w.records)
+    for event in (
+        w.verified("alice@a.example", T0 + DAY),
+        w.delivered("alice@a.example", T0 + DAY),
+        w.outbound("alice@a.example", T0 + DAY),
+        w.rejected("alice@a.example", T0 + DAY),
+    ):
+        outcomes = w.send(event)
+        assert outcomes[0].skipped == "settled"
+        assert outcomes[0].records == {}
+    assert w.records == before
 
 
 def test_directory_sync_stops_pending_addresses_from_being_discovered() -> None:
