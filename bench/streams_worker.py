@@ -63,15 +63,20 @@ def worker_env(bootstrap: str, names: TopicNames, app_id: str, data_dir: Path) -
     }
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_module(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    args = ["worker"] if module == "smtp_discovery.cli" else ["worker", "-l", "warn"]
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "smtp_discovery.cli", "worker"],
+            [sys.executable, "-m", module, *args],
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return start_module("smtp_discovery.cli", env, log)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -171,22 +176,52 @@ async def worker_throughput(
         worker_env(bootstrap, names, app_id, tmp / names.prefix), tmp / "throughput.log"
     )
     try:
-        first = None
-        started = 0
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            done = await committed_total(bootstrap, app_id, [names(MAIL)])
-            if first is None and done > 0:
-                first, started = time.monotonic(), done
-            if done >= events:
-                assert first is not None
-                return (events - started) / (time.monotonic() - first)
-            if process.poll() is not None:
-                raise RuntimeError(read_log(tmp / "throughput.log")[-3000:])
-            await asyncio.sleep(0.05)
-        raise RuntimeError("worker did not finish in time")
+        return await rate_until_committed(
+            bootstrap, app_id, names(MAIL), events, process, tmp / "throughput.log"
+        )
     finally:
         stop(process)
+
+
+async def faust_floor(bootstrap: str, events: int, addresses: int, tmp: Path) -> float:
+    """Events/s of a Faust agent that does nothing with each event."""
+    names = TopicNames(f"noop{int(time.time())}.")
+    await setup(bootstrap, names)
+    await produce(bootstrap, names(MAIL), mail_events(events, addresses))
+    app_id = f"{names.prefix}noop"
+    env = {
+        **os.environ,
+        "NOOP_APP_ID": app_id,
+        "NOOP_BOOTSTRAP": bootstrap,
+        "NOOP_TOPIC": names(MAIL),
+    }
+    process = start_module("bench.faust_noop", env, tmp / "noop.log")
+    try:
+        return await rate_until_committed(
+            bootstrap, app_id, names(MAIL), events, process, tmp / "noop.log"
+        )
+    finally:
+        stop(process)
+
+
+async def rate_until_committed(
+    bootstrap: str, group: str, topic: str, events: int, process: subprocess.Popen[bytes], log: Path
+) -> float:
+    """Events/s between the group's first commit on ``topic`` and its commit of the last event."""
+    first = None
+    started = 0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        done = await committed_total(bootstrap, group, [topic])
+        if first is None and done > 0:
+            first, started = time.monotonic(), done
+        if done >= events:
+            assert first is not None
+            return (events - started) / (time.monotonic() - first)
+        if process.poll() is not None:
+            raise RuntimeError(read_log(log)[-3000:])
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{group} did not finish in time")
 
 
 async def baseline(bootstrap: str, events: int, addresses: int) -> float:
@@ -285,17 +320,25 @@ async def wait_for_log(path: Path, text: str, timeout: float) -> float:
 
 
 async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> None:
-    base = await baseline(bootstrap, args.events, args.addresses)
-    for users in (False, True):
-        rate = await worker_throughput(bootstrap, args.events, args.addresses, tmp, users=users)
+    if args.events:
+        base = await baseline(bootstrap, args.events, args.addresses)
+        floor = await faust_floor(bootstrap, args.events, args.addresses, tmp)
         emit(
-            "worker_events_per_s",
-            mix="users" if users else "discovering",
-            events_per_s=round(rate),
+            "faust_noop_events_per_s",
+            events_per_s=round(floor),
             baseline_events_per_s=round(base),
-            ratio=round(rate / base, 4),
-            events=args.events,
+            ratio=round(floor / base, 4),
         )
+        for users in (False, True):
+            rate = await worker_throughput(bootstrap, args.events, args.addresses, tmp, users=users)
+            emit(
+                "worker_events_per_s",
+                mix="users" if users else "discovering",
+                events_per_s=round(rate),
+                baseline_events_per_s=round(base),
+                ratio=round(rate / base, 4),
+                events=args.events,
+            )
     if args.recovery_addresses:
         result = await recovery(bootstrap, args.recovery_addresses, tmp)
         emit("worker_recovery_s", addresses=args.recovery_addresses, **result)
