@@ -110,7 +110,7 @@ class Outcome:
             out.append(
                 (
                     key,
-                    # The record was validated when it was built; don't validate it again.
+                    # Records are built here from validated parts: skip validating them again.
                     AddressStateSnapshot.model_construct(
                         schema_version=SCHEMA_VERSION,
                         type="address_state",

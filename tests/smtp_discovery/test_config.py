@@ -64,4 +64,4 @@ def test_every_variable_maps_to_a_field_and_is_documented_in_the_readme() -> Non
     for var in VARIABLES:
         assert var.field in RuntimeConfig.model_fields
         assert var.env in documented, f"{var.env} is missing from the README's table"
-    assert documented == {v.env for v in VARIABLES}
+    assert documented == {v.env for v in VARIABLES}, "run scripts/readme-config-table"

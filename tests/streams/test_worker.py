@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from schemas.codec import decode, encode
 from schemas.state import AddressRecord, StateChange
+from schemas.topics import DEAD_LETTER, MAIL
 from tests.streams.scenario import Scenario, tenants
 from tests.streams.worker_harness import WorkerRun
 
@@ -73,12 +75,25 @@ async def test_45_days_of_traffic_end_in_the_oracles_states(
     scenario.run_oracle()
     run = WorkerRun(kafka_bootstrap, f"w{unique}", tmp_path)
     await run.setup(tenants())
+    # Poison first: bytes that are no message, and a message for a tenant nobody registered.
+    stranger = (
+        Scenario().worlds["acme"].verified("x@a.example").model_copy(update={"tenant_id": "nobody"})
+    )
+    await run.publish_raw(
+        MAIL, [(b"acme:x", b"\xff not json"), (stranger.kafka_key(), encode(stranger))]
+    )
     run.start("w1")
     try:
         await _play(run, scenario)
         changes = await _compare(run, scenario)
+        letters = [decode(DEAD_LETTER, value) for _key, value in await run.read(DEAD_LETTER)]
     finally:
         run.stop_all()
+    assert sorted(letter.error for letter in letters) == [
+        "discovery.mail: value is not valid UTF-8 JSON",
+        "unknown tenant 'nobody': not on the tenants topic",
+    ]
+    assert letters[0].original_value() in (b"\xff not json", encode(stranger))
     reasons = Counter(c.reason for c in changes)
     # Every kind of transition the scenario was built to exercise happened.
     for reason in (

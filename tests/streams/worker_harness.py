@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from schemas.codec import decode, encode
 from schemas.state import AddressStateSnapshot, StateChange
 from schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, STATE_CHANGES, TENANTS, TopicNames
+from schemas.topics import topic as spec_of
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import client_options, ensure_topics
 
@@ -109,7 +110,17 @@ class WorkerRun:
         finally:
             await producer.stop()
 
-    async def caught_up(self, timeout: float = 90.0) -> None:
+    async def publish_raw(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send(self.names(topic), key=key, value=value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def caught_up(self, timeout: float = 180.0) -> None:
         """Wait until the workers committed everything on the source topics, twice in a row
         (system messages the workers produce themselves land on the commands topic)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -149,7 +160,8 @@ class WorkerRun:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            tps = [TopicPartition(self.names(topic), p) for p in range(PARTITIONS)]
+            count = spec_of(topic).partition_count(PARTITIONS)
+            tps = [TopicPartition(self.names(topic), p) for p in range(count)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
