@@ -6,14 +6,22 @@ the whole session; tests isolate themselves with unique topic and table names in
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
+
+# Deterministic by default (the same examples on every run, so CI cannot flake); run with
+# HYPOTHESIS_PROFILE=explore to search new random examples.
+settings.register_profile("default", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def _config() -> RuntimeConfig:
