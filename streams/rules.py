@@ -150,6 +150,34 @@ class _Work:
         self.group.pop(key, None)
         self.outcome.records[key] = None
 
+    def set_alias(self, primary_key: str, alias_norm: str, *, linked: bool, at: datetime) -> None:
+        """Add the alias to (or remove it from) a primary in this group; no-op if already so."""
+        primary = self.get(primary_key)
+        if primary is None or (alias_norm in primary.aliases) == linked:
+            return
+        others = tuple(a for a in primary.aliases if a != alias_norm)
+        self.put(
+            primary_key,
+            primary.model_copy(
+                update={
+                    "aliases": (*others, alias_norm) if linked else others,
+                    "version": next_version(primary.version, at),
+                }
+            ),
+        )
+
+    def release(self, primary: str, alias: str, at: datetime, cause: str) -> None:
+        """Tell a primary on another partition that ``alias`` is no longer its alias."""
+        self.outcome.messages.append(
+            AliasRelease(
+                event_id=_derived_id("release", cause, 0),
+                tenant_id=self.tenant_id,
+                event_time=at,
+                address=primary,
+                alias=alias,
+            )
+        )
+
     def change(
         self,
         key: str,
@@ -523,20 +551,8 @@ def _discover_new(
 def _link_on_primary(
     work: _Work, primary: AddressRecord, alias: AddressRecord, at: datetime
 ) -> None:
-    alias_norm = parse_address(alias.address).normalized
-    if alias_norm in primary.aliases:
-        return
     primary_key = parse_address(primary.address).record_key(work.tenant_id)
-    current = work.get(primary_key) or primary
-    work.put(
-        primary_key,
-        current.model_copy(
-            update={
-                "aliases": (*current.aliases, alias_norm),
-                "version": next_version(current.version, at),
-            }
-        ),
-    )
+    work.set_alias(primary_key, parse_address(alias.address).normalized, linked=True, at=at)
 
 
 def _on_callout_verified(work: _Work, key: str, address: Address, event: CalloutVerified) -> None:
@@ -694,28 +710,10 @@ def _unlink_from_primary(work: _Work, record: AddressRecord, at: datetime) -> No
     primary = parse_address(record.primary)
     alias_norm = parse_address(record.address).normalized
     primary_key = primary.record_key(work.tenant_id)
-    local = work.get(primary_key)
-    if local is not None:
-        if alias_norm in local.aliases:
-            work.put(
-                primary_key,
-                local.model_copy(
-                    update={
-                        "aliases": tuple(a for a in local.aliases if a != alias_norm),
-                        "version": next_version(local.version, at),
-                    }
-                ),
-            )
+    if work.get(primary_key) is not None:
+        work.set_alias(primary_key, alias_norm, linked=False, at=at)
         return
-    work.outcome.messages.append(
-        AliasRelease(
-            event_id=_derived_id("release", primary_key + "|" + alias_norm, record.version),
-            tenant_id=work.tenant_id,
-            event_time=at,
-            address=record.primary,
-            alias=record.address,
-        )
-    )
+    work.release(record.primary, record.address, at, f"{primary_key}|{alias_norm}|{record.version}")
 
 
 def _managed_change(
@@ -1008,17 +1006,7 @@ def _on_alias_request(work: _Work, key: str, address: Address, message: AliasReq
             address=message.alias,
         )
         return
-    alias_norm = parse_address(message.alias).normalized
-    if alias_norm not in record.aliases:
-        work.put(
-            key,
-            record.model_copy(
-                update={
-                    "aliases": (*record.aliases, alias_norm),
-                    "version": next_version(record.version, at),
-                }
-            ),
-        )
+    work.set_alias(key, parse_address(message.alias).normalized, linked=True, at=at)
     work.outcome.messages.append(
         AliasGrant(
             event_id=_derived_id("alias-grant", message.command_id, 0),
@@ -1048,15 +1036,7 @@ def _on_alias_grant(work: _Work, key: str, address: Address, message: AliasGrant
             command_id=message.command_id,
             command_type="add_alias",
         )
-        work.outcome.messages.append(
-            AliasRelease(
-                event_id=_derived_id("release", message.command_id, 0),
-                tenant_id=work.tenant_id,
-                event_time=message.event_time,
-                address=message.primary,
-                alias=message.address,
-            )
-        )
+        work.release(message.primary, message.address, message.event_time, message.command_id)
         return
     if _is_alias_of(record, primary):
         work.result(
@@ -1076,15 +1056,7 @@ def _on_alias_release(work: _Work, key: str, address: Address, message: AliasRel
     if record is None or alias_norm not in record.aliases:
         work.outcome.skipped = "not_applicable"
         return
-    work.put(
-        key,
-        record.model_copy(
-            update={
-                "aliases": tuple(a for a in record.aliases if a != alias_norm),
-                "version": next_version(record.version, message.event_time),
-            }
-        ),
-    )
+    work.set_alias(key, alias_norm, linked=False, at=message.event_time)
 
 
 def _on_tick(work: _Work, key: str, address: Address, message: Tick) -> None:
