@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import aiosmtplib
-import pytest
 
-from smtp_discovery.localkafka.node import free_port
 from tests.ingest.postfix import PostfixServer
-
-
-@pytest.fixture(scope="module")
-def postfix_servers() -> Iterator[dict[str, PostfixServer]]:
-    servers = {}
-    for mode in ("strict", "greylist", "catchall"):
-        server = PostfixServer(
-            port=free_port(),
-            domains=("a.example",),
-            mailboxes=("alice@a.example", "bob@a.example"),
-            mode=mode,
-        )
-        server.start()
-        servers[mode] = server
-    yield servers
-    for server in servers.values():
-        server.stop()
 
 
 async def rcpt(server: PostfixServer, address: str) -> int:

@@ -1,0 +1,217 @@
+"""Recipient verification callouts: ask the tenant's own server whether an address exists.
+
+EHLO, STARTTLS when offered, ``MAIL FROM`` with the tenant's probe sender, ``RCPT TO``, then
+``RSET`` so the connection can serve the next probe; idle connections are closed with QUIT.
+2xx means the mailbox exists, 5xx that it does not; 4xx, timeouts, refused connections and TLS
+failures are tempfails, after which the next destination (by priority) is tried.
+
+Two protections for the tenant's server: at most ``max_per_destination`` probes in flight per
+destination, and concurrent probes for the same address share one conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from ingest.policy import CalloutResult
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Target:
+    priority: int
+    host: str
+    port: int = 25
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOutcome:
+    result: CalloutResult
+    destination: str | None
+    code: int | None = None
+    text: str = ""
+    reason: str | None = None
+    """For tempfails: reply_4xx, timeout, connect_failed, tls_failed or no_destination."""
+    latency_ms: float = 0.0
+
+
+class _Connection:
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+        self.idle_since = time.monotonic()
+
+
+class Prober:
+    def __init__(
+        self,
+        *,
+        helo_name: str,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 30.0,
+        max_per_destination: int = 4,
+        idle_seconds: float = 30.0,
+    ) -> None:
+        self.helo_name = helo_name
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.idle_seconds = idle_seconds
+        self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(max_per_destination)
+        )
+        self._idle: defaultdict[str, list[_Connection]] = defaultdict(list)
+        self._inflight: dict[tuple[str, str, tuple[Target, ...]], asyncio.Future[ProbeOutcome]] = {}
+        # Callouts go to the tenant's own, often self-signed, server: encrypt, don't authenticate.
+        self._tls = ssl.create_default_context()
+        self._tls.check_hostname = False
+        self._tls.verify_mode = ssl.CERT_NONE
+
+    async def probe(self, targets: list[Target], address: str, sender: str = "") -> ProbeOutcome:
+        """Verify ``address`` against the targets in priority order; one conversation for all
+        concurrent callers asking the same question."""
+        key = (address.lower(), sender, tuple(sorted(targets)))
+        shared = self._inflight.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        future: asyncio.Future[ProbeOutcome] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            outcome = await self._probe_targets(sorted(targets), address, sender)
+            future.set_result(outcome)
+            return outcome
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            del self._inflight[key]
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: no "never retrieved" warning when unshared
+
+    async def _probe_targets(
+        self, targets: list[Target], address: str, sender: str
+    ) -> ProbeOutcome:
+        if not targets:
+            return ProbeOutcome(CalloutResult.TEMPFAIL, None, reason="no_destination")
+        last = None
+        for target in targets:
+            last = await self._probe_one(target, address, sender)
+            if last.result is not CalloutResult.TEMPFAIL:
+                return last
+        assert last is not None
+        return last
+
+    async def _probe_one(self, target: Target, address: str, sender: str) -> ProbeOutcome:
+        began = time.monotonic()
+
+        def outcome(result: CalloutResult, **kw: object) -> ProbeOutcome:
+            latency = (time.monotonic() - began) * 1000
+            return ProbeOutcome(result, target.name, latency_ms=latency, **kw)  # type: ignore[arg-type]
+
+        async with self._limits[target.name]:
+            try:
+                connection = await self._checkout(target)
+            except ssl.SSLError as exc:
+                return outcome(CalloutResult.TEMPFAIL, reason="tls_failed", text=str(exc))
+            except (aiosmtplib.SMTPTimeoutError, TimeoutError):
+                return outcome(CalloutResult.TEMPFAIL, reason="timeout")
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return outcome(CalloutResult.TEMPFAIL, reason="connect_failed", text=str(exc)[:200])
+            client = connection.client
+            try:
+                mail = await client.execute_command(
+                    f"MAIL FROM:<{sender}>".encode(), timeout=self.command_timeout
+                )
+                if mail.code >= 400:
+                    await self._finish(target, connection, reuse=mail.code < 500)
+                    return outcome(
+                        CalloutResult.TEMPFAIL,
+                        code=mail.code,
+                        text=mail.message,
+                        reason="reply_4xx",
+                    )
+                reply = await client.execute_command(
+                    f"RCPT TO:<{address}>".encode(), timeout=self.command_timeout
+                )
+                await client.execute_command(b"RSET", timeout=self.command_timeout)
+            except (aiosmtplib.SMTPTimeoutError, TimeoutError):
+                await self._finish(target, connection, reuse=False)
+                return outcome(CalloutResult.TEMPFAIL, reason="timeout")
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                await self._finish(target, connection, reuse=False)
+                return outcome(CalloutResult.TEMPFAIL, reason="connect_failed", text=str(exc)[:200])
+            await self._finish(target, connection, reuse=True)
+            if 200 <= reply.code < 300:
+                return outcome(CalloutResult.EXISTS, code=reply.code, text=reply.message)
+            if reply.code >= 500:
+                return outcome(CalloutResult.MISSING, code=reply.code, text=reply.message)
+            return outcome(
+                CalloutResult.TEMPFAIL, code=reply.code, text=reply.message, reason="reply_4xx"
+            )
+
+    async def _checkout(self, target: Target) -> _Connection:
+        idle = self._idle[target.name]
+        while idle:
+            connection = idle.pop()
+            if (
+                connection.client.is_connected
+                and time.monotonic() - connection.idle_since < self.idle_seconds
+            ):
+                return connection
+            await self._quit(connection)
+        client = aiosmtplib.SMTP(
+            hostname=target.host,
+            port=target.port,
+            local_hostname=self.helo_name,
+            timeout=self.connect_timeout,
+            start_tls=False,
+            tls_context=self._tls,
+        )
+        await client.connect()
+        try:
+            await client.ehlo(timeout=self.command_timeout)
+            if client.supports_extension("starttls"):
+                await client.starttls(tls_context=self._tls, timeout=self.command_timeout)
+                await client.ehlo(timeout=self.command_timeout)
+        except BaseException:
+            client.close()
+            raise
+        return _Connection(client)
+
+    async def _finish(self, target: Target, connection: _Connection, *, reuse: bool) -> None:
+        if reuse and connection.client.is_connected:
+            connection.idle_since = time.monotonic()
+            self._idle[target.name].append(connection)
+        else:
+            await self._quit(connection)
+
+    async def _quit(self, connection: _Connection) -> None:
+        with contextlib.suppress(Exception):
+            await connection.client.quit(timeout=2)
+        connection.client.close()
+
+    async def close_idle(self) -> None:
+        """QUIT every idle connection older than ``idle_seconds`` (call periodically)."""
+        now = time.monotonic()
+        for name, connections in self._idle.items():
+            keep = []
+            for connection in connections:
+                if now - connection.idle_since >= self.idle_seconds:
+                    await self._quit(connection)
+                else:
+                    keep.append(connection)
+            self._idle[name] = keep
+
+    async def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                await self._quit(connection)
+        self._idle.clear()
