@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from ingest.cache import CatchAllTracker, VerificationCache
+from ingest.policy import CalloutResult
+from schemas.tenant import DiscoverySettings
+
+T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+SETTINGS = DiscoverySettings(positive_cache_ttl_s=7 * 86400, negative_cache_ttl_s=2 * 3600)
+
+
+class FakeClock:
+    """An injected clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_positive_and_negative_lifetimes() -> None:
+    clock = FakeClock()
+    cache = VerificationCache(clock)
+    cache.put("acme:alice@a.example", CalloutResult.EXISTS, SETTINGS, epoch=0)
+    cache.put("acme:ghost@a.example", CalloutResult.MISSING, SETTINGS, epoch=0)
+    clock.now = T0 + timedelta(hours=1, minutes=59)
+    assert cache.get("acme:ghost@a.example", 0) is CalloutResult.MISSING
+    clock.now = T0 + timedelta(hours=2)
+    assert cache.get("acme:ghost@a.example", 0) is None
+    clock.now = T0 + timedelta(days=6, hours=23)
+    assert cache.get("acme:alice@a.example", 0) is CalloutResult.EXISTS
+    clock.now = T0 + timedelta(days=7)
+    assert cache.get("acme:alice@a.example", 0) is None
+    assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_tempfails_and_zero_lifetimes_are_not_cached() -> None:
+    cache = VerificationCache(FakeClock())
+    cache.put("k", CalloutResult.TEMPFAIL, SETTINGS, epoch=0)
+    cache.put(
+        "n", CalloutResult.MISSING, SETTINGS.model_copy(update={"negative_cache_ttl_s": 0}), 0
+    )
+    assert len(cache) == 0
+
+
+def test_state_changes_and_a_cleared_tenant_cache_invalidate() -> None:
+    cache = VerificationCache(FakeClock())
+    cache.put("acme:a@a.example", CalloutResult.EXISTS, SETTINGS, epoch=0)
+    cache.put("acme:b@a.example", CalloutResult.EXISTS, SETTINGS, epoch=0)
+    cache.invalidate("acme:a@a.example")
+    assert cache.get("acme:a@a.example", 0) is None
+    assert cache.get("acme:b@a.example", 1) is None  # the admin bumped the tenant's epoch
+
+
+def test_the_cache_is_bounded_least_recently_used_first() -> None:
+    cache = VerificationCache(FakeClock(), max_entries=2)
+    for key in ("a", "b"):
+        cache.put(key, CalloutResult.EXISTS, SETTINGS, 0)
+    cache.get("a", 0)
+    cache.put("c", CalloutResult.EXISTS, SETTINGS, 0)
+    assert cache.get("b", 0) is None
+    assert cache.get("a", 0) is CalloutResult.EXISTS
+
+
+def test_catch_all_checks_at_most_daily_and_report_changes() -> None:
+    clock = FakeClock()
+    tracker = CatchAllTracker(clock)
+    assert tracker.needs_check("mx:25")
+    assert tracker.record("mx:25", True) is True
+    assert tracker.is_catch_all("mx:25")
+    clock.now = T0 + timedelta(hours=23)
+    assert not tracker.needs_check("mx:25")
+    clock.now = T0 + timedelta(days=1)
+    assert tracker.needs_check("mx:25")
+    assert tracker.record("mx:25", True) is False  # unchanged: no new event
+    assert tracker.record("mx:25", False) is True
+    assert not tracker.is_catch_all("mx:25")
+    assert tracker.record("other:25", False) is False
