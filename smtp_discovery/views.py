@@ -115,6 +115,7 @@ class TenantDirectory:
         self.tenants: dict[str, TenantConfig] = {}
         self.defaults = DiscoverySettings()
         self._effective: dict[str, DiscoverySettings] = {}
+        self._domains: dict[str, str] = {}
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -125,6 +126,7 @@ class TenantDirectory:
                 self.defaults = DiscoverySettings()
                 self._effective.clear()
             else:
+                self._forget_domains(name)
                 self.tenants.pop(name, None)
                 self._effective.pop(name, None)
             return
@@ -137,8 +139,30 @@ class TenantDirectory:
             self.defaults = message.settings
             self._effective.clear()
         elif isinstance(message, TenantConfig):
+            self._forget_domains(message.tenant_id)
             self.tenants[message.tenant_id] = message
             self._effective.pop(message.tenant_id, None)
+            for domain in message.domains:
+                owner = self._domains.setdefault(domain, message.tenant_id)
+                if owner != message.tenant_id:
+                    log.warning(
+                        "domain %s is registered by %s and %s; %s keeps it",
+                        domain,
+                        owner,
+                        message.tenant_id,
+                        owner,
+                    )
+
+    def _forget_domains(self, tenant_id: str) -> None:
+        previous = self.tenants.get(tenant_id)
+        for domain in previous.domains if previous else ():
+            if self._domains.get(domain) == tenant_id:
+                del self._domains[domain]
+
+    def tenant_for_domain(self, domain: str) -> TenantConfig | None:
+        """The tenant that registered ``domain`` (lower-case A-labels), if any."""
+        owner = self._domains.get(domain)
+        return None if owner is None else self.tenants.get(owner)
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return self.tenants.get(tenant_id)

@@ -67,3 +67,23 @@ async def test_follower_is_ready_after_the_existing_records_and_then_follows(
     finally:
         await follower.stop()
         await producer.stop()
+
+
+def test_domains_map_to_their_tenant_first_claim_wins() -> None:
+    d = TenantDirectory()
+    d.apply(
+        b"acme", encode(tenant().model_copy(update={"domains": ("a.example", "shared.example")}))
+    )
+    d.apply(
+        b"beta",
+        encode(tenant("beta").model_copy(update={"domains": ("shared.example", "b.example")})),
+    )
+    assert d.tenant_for_domain("a.example").tenant_id == "acme"  # type: ignore[union-attr]
+    assert d.tenant_for_domain("shared.example").tenant_id == "acme"  # type: ignore[union-attr]
+    assert d.tenant_for_domain("b.example").tenant_id == "beta"  # type: ignore[union-attr]
+    # acme gives a.example up; removing acme frees nothing beta did not claim first.
+    d.apply(b"acme", encode(tenant().model_copy(update={"domains": ("shared.example",)})))
+    assert d.tenant_for_domain("a.example") is None
+    d.apply(b"acme", None)
+    assert d.tenant_for_domain("shared.example") is None
+    assert d.tenant_for_domain("nowhere.example") is None
