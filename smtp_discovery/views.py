@@ -65,27 +65,35 @@ class CompactedTopicFollower:
 
     def _check_ready(self) -> None:
         if all(self._seen.get(tp, 0) >= end for tp, end in self._targets.items()):
+            log.info("view of %s is complete", self.topic)
             self.ready.set()
 
     async def _run(self) -> None:
-        assert self._consumer is not None
         while True:
-            batch = await self._consumer.getmany(timeout_ms=500)
-            for tp, records in batch.items():
-                for record in records:
-                    try:
-                        self.on_record(record.key, record.value)
-                    except Exception:  # a bad record must not stop the view
-                        log.exception(
-                            "skipping record %s:%d@%d", tp.topic, tp.partition, record.offset
-                        )
-                if records:
-                    self._seen[tp] = records[-1].offset + 1
-            if not self.ready.is_set():
-                for tp in self._targets:
-                    # Compaction and transaction markers can leave gaps: trust the position.
-                    self._seen[tp] = max(self._seen.get(tp, 0), await self._consumer.position(tp))
-                self._check_ready()
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the view must outlive a transient error: log, retry
+                log.exception("following %s failed; retrying", self.topic)
+                await asyncio.sleep(1.0)
+
+    async def _step(self) -> None:
+        assert self._consumer is not None
+        batch = await self._consumer.getmany(timeout_ms=500)
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    self.on_record(record.key, record.value)
+                except Exception:  # a bad record must not stop the view
+                    log.exception("skipping record %s:%d@%d", tp.topic, tp.partition, record.offset)
+            if records:
+                self._seen[tp] = records[-1].offset + 1
+        if not self.ready.is_set():
+            for tp in self._targets:
+                # Compaction and transaction markers can leave gaps: trust the position.
+                self._seen[tp] = max(self._seen.get(tp, 0), await self._consumer.position(tp))
+            self._check_ready()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -7,6 +7,7 @@ talks to the agent through the commands topic, and no hopping windows or exactly
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,11 @@ class Topology:
         return await self.outputs[topic].send(key=key, value=value, partition=partition)
 
     async def _agent(self, stream: faust.StreamT) -> None:
-        await self.follower.ready.wait()
+        while not self.follower.ready.is_set():
+            try:
+                await asyncio.wait_for(self.follower.ready.wait(), 10)
+            except TimeoutError:
+                log.warning("waiting for the tenants view before processing messages")
         async for event in stream.events():
             message = event.message
             await self.processor.handle(

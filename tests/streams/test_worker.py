@@ -46,7 +46,7 @@ async def _play(run: WorkerRun, scenario: Scenario, *, crash_after: int | None =
         if index == crash_after:
             # Kill mid-flight: the phase is published but not necessarily processed or committed.
             run.kill("w1")
-            run.start("w3")
+            run.start("w2")
         await run.caught_up()
 
 
@@ -117,6 +117,7 @@ async def test_45_days_of_traffic_end_in_the_oracles_states(
     assert alice.event_time.date().isoformat() == "2026-03-07"
 
 
+@pytest.mark.fault
 async def test_a_killed_worker_loses_and_doubles_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
@@ -125,7 +126,6 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
     run = WorkerRun(kafka_bootstrap, f"k{unique}", tmp_path)
     await run.setup(tenants())
     run.start("w1")
-    run.start("w2")
     try:
         await _play(run, scenario, crash_after=len(scenario.ordered()) // 2)
         await _compare(run, scenario)

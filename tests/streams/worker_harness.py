@@ -120,7 +120,7 @@ class WorkerRun:
         finally:
             await producer.stop()
 
-    async def caught_up(self, timeout: float = 180.0) -> None:
+    async def caught_up(self, timeout: float = 120.0) -> None:
         """Wait until the workers committed everything on the source topics, twice in a row
         (system messages the workers produce themselves land on the commands topic)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -132,6 +132,7 @@ class WorkerRun:
         ]
         deadline = time.monotonic() + timeout
         stable = 0
+        lag: dict[str, tuple[int | None, int]] = {}
         try:
             while time.monotonic() < deadline:
                 for name, process in self.processes.items():
@@ -147,13 +148,23 @@ class WorkerRun:
                     for tp, end in ends.items()
                 )
                 stable = stable + 1 if done else 0
+                lag = {
+                    f"{tp.topic}:{tp.partition}": (
+                        committed.get(tp).offset if committed.get(tp) else None,  # type: ignore[union-attr]
+                        end,
+                    )
+                    for tp, end in ends.items()
+                }
                 if stable >= 3:
                     return
                 await asyncio.sleep(0.1)
         finally:
             await consumer.stop()
             await admin.close()
-        raise AssertionError(f"workers did not catch up within {timeout}s; logs:\n{self.logs()}")
+        raise AssertionError(
+            f"workers did not catch up within {timeout}s; (committed, end) per partition: "
+            f"{lag}; logs:\n{self.logs()}"
+        )
 
     async def read(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         """Everything on the topic now, in partition order."""
