@@ -841,16 +841,7 @@ def _on_remove_invalid(work: _Work, key: str, address: Address, command: RemoveI
             f"{command.address} {state}, not on the Marked Invalid list",
         )
         return
-    work.change(
-        key,
-        record,
-        None,
-        reason="admin:remove_invalid",
-        at=command.event_time,
-        actor=command.actor,
-        causes=(command.event_id,),
-    )
-    work.result(command, ok=True, at=command.event_time)
+    _admin_remove(work, key, record, command, "admin:remove_invalid")
 
 
 def _on_delete(work: _Work, key: str, address: Address, command: DeleteAddress) -> None:
@@ -863,16 +854,15 @@ def _on_delete(work: _Work, key: str, address: Address, command: DeleteAddress) 
     if _has_aliases(work, command, record, "delete it"):
         return
     _unlink_from_primary(work, record, command.event_time)
+    _admin_remove(work, key, record, command, "admin:delete")
+
+
+def _admin_remove(work: _Work, key: str, record: AddressRecord, command: Any, reason: str) -> None:
+    at = command.event_time
     work.change(
-        key,
-        record,
-        None,
-        reason="admin:delete",
-        at=command.event_time,
-        actor=command.actor,
-        causes=(command.event_id,),
+        key, record, None, reason=reason, at=at, actor=command.actor, causes=(command.event_id,)
     )
-    work.result(command, ok=True, at=command.event_time)
+    work.result(command, ok=True, at=at)
 
 
 def _is_alias_of(record: AddressRecord | None, primary: Address) -> bool:
