@@ -436,6 +436,8 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
         # the address (pruned or removed since), so it says nothing about this one.
         work.outcome.skipped = "predates_record"
         return work.outcome
+    if _is_mail(message) and _duplicate(work, key, message.event_id):
+        return work.outcome
     if _is_mail(message) and _settled(work.get(key)):
         # Users, functional accounts, aliases and invalid addresses are the admins' business:
         # mail to or from them changes nothing (and costs no write: most traffic is theirs).
@@ -557,8 +559,6 @@ def _link_on_primary(
 
 def _on_callout_verified(work: _Work, key: str, address: Address, event: CalloutVerified) -> None:
     record = work.get(key)
-    if _duplicate(work, key, event.event_id):
-        return
     if record is None:
         if event.catch_all:
             work.outcome.skipped = "catch_all"
@@ -591,8 +591,6 @@ def _on_callout_tempfailed(
 
 def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDelivered) -> None:
     record = work.get(key)
-    if _duplicate(work, key, event.event_id):
-        return
     at = event.event_time
     ctx = work.ctx
     if record is None:
@@ -656,8 +654,6 @@ def _correct_discovery_day(
 
 def _on_outbound(work: _Work, key: str, address: Address, event: OutboundSent) -> None:
     record = work.get(key)
-    if _duplicate(work, key, event.event_id):
-        return
     ctx = work.ctx
     at = event.event_time
     if record is None:
