@@ -21,17 +21,9 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from ingest.policy import CalloutResult
+from ingest.smtp_client import Target, open_client, opportunistic_tls
 
-
-@dataclass(frozen=True, slots=True, order=True)
-class Target:
-    priority: int
-    host: str
-    port: int = 25
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}:{self.port}"
+__all__ = ["ProbeOutcome", "Prober", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +62,19 @@ class Prober:
         )
         self._idle: defaultdict[str, list[_Connection]] = defaultdict(list)
         self._inflight: dict[tuple[str, str, tuple[Target, ...]], asyncio.Future[ProbeOutcome]] = {}
-        # Callouts go to the tenant's own, often self-signed, server: encrypt, don't authenticate.
-        self._tls = ssl.create_default_context()
-        self._tls.check_hostname = False
-        self._tls.verify_mode = ssl.CERT_NONE
+        self._tls = opportunistic_tls()
 
-    async def probe(self, targets: list[Target], address: str, sender: str = "") -> ProbeOutcome:
+    async def probe(
+        self,
+        targets: list[Target],
+        address: str,
+        sender: str = "",
+        *,
+        timeouts: tuple[float, float] | None = None,
+    ) -> ProbeOutcome:
         """Verify ``address`` against the targets in priority order; one conversation for all
-        concurrent callers asking the same question."""
+        concurrent callers asking the same question. ``timeouts`` (connect, command) are the
+        tenant's, when it has its own."""
         key = (address.lower(), sender, tuple(sorted(targets)))
         shared = self._inflight.get(key)
         if shared is not None:
@@ -85,7 +82,9 @@ class Prober:
         future: asyncio.Future[ProbeOutcome] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            outcome = await self._probe_targets(sorted(targets), address, sender)
+            outcome = await self._probe_targets(
+                sorted(targets), address, sender, timeouts or self.timeouts
+            )
             future.set_result(outcome)
             return outcome
         except BaseException as exc:
@@ -96,20 +95,27 @@ class Prober:
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: no "never retrieved" warning when unshared
 
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.command_timeout)
+
     async def _probe_targets(
-        self, targets: list[Target], address: str, sender: str
+        self, targets: list[Target], address: str, sender: str, timeouts: tuple[float, float]
     ) -> ProbeOutcome:
         if not targets:
             return ProbeOutcome(CalloutResult.TEMPFAIL, None, reason="no_destination")
         last = None
         for target in targets:
-            last = await self._probe_one(target, address, sender)
+            last = await self._probe_one(target, address, sender, timeouts)
             if last.result is not CalloutResult.TEMPFAIL:
                 return last
         assert last is not None
         return last
 
-    async def _probe_one(self, target: Target, address: str, sender: str) -> ProbeOutcome:
+    async def _probe_one(
+        self, target: Target, address: str, sender: str, timeouts: tuple[float, float]
+    ) -> ProbeOutcome:
+        command_timeout = timeouts[1]
         began = time.monotonic()
 
         def outcome(result: CalloutResult, **kw: object) -> ProbeOutcome:
@@ -118,7 +124,7 @@ class Prober:
 
         async with self._limits[target.name]:
             try:
-                connection = await self._checkout(target)
+                connection = await self._checkout(target, timeouts)
             except ssl.SSLError as exc:
                 return outcome(CalloutResult.TEMPFAIL, reason="tls_failed", text=str(exc))
             except (aiosmtplib.SMTPTimeoutError, TimeoutError):
@@ -128,7 +134,7 @@ class Prober:
             client = connection.client
             try:
                 mail = await client.execute_command(
-                    f"MAIL FROM:<{sender}>".encode(), timeout=self.command_timeout
+                    f"MAIL FROM:<{sender}>".encode(), timeout=command_timeout
                 )
                 if mail.code >= 400:
                     await self._finish(target, connection, reuse=mail.code < 500)
@@ -139,9 +145,9 @@ class Prober:
                         reason="reply_4xx",
                     )
                 reply = await client.execute_command(
-                    f"RCPT TO:<{address}>".encode(), timeout=self.command_timeout
+                    f"RCPT TO:<{address}>".encode(), timeout=command_timeout
                 )
-                await client.execute_command(b"RSET", timeout=self.command_timeout)
+                await client.execute_command(b"RSET", timeout=command_timeout)
             except (aiosmtplib.SMTPTimeoutError, TimeoutError):
                 await self._finish(target, connection, reuse=False)
                 return outcome(CalloutResult.TEMPFAIL, reason="timeout")
@@ -157,7 +163,7 @@ class Prober:
                 CalloutResult.TEMPFAIL, code=reply.code, text=reply.message, reason="reply_4xx"
             )
 
-    async def _checkout(self, target: Target) -> _Connection:
+    async def _checkout(self, target: Target, timeouts: tuple[float, float]) -> _Connection:
         idle = self._idle[target.name]
         while idle:
             connection = idle.pop()
@@ -167,23 +173,13 @@ class Prober:
             ):
                 return connection
             await self._quit(connection)
-        client = aiosmtplib.SMTP(
-            hostname=target.host,
-            port=target.port,
-            local_hostname=self.helo_name,
-            timeout=self.connect_timeout,
-            start_tls=False,
-            tls_context=self._tls,
+        client = await open_client(
+            target,
+            helo_name=self.helo_name,
+            tls=self._tls,
+            connect_timeout=timeouts[0],
+            command_timeout=timeouts[1],
         )
-        await client.connect()
-        try:
-            await client.ehlo(timeout=self.command_timeout)
-            if client.supports_extension("starttls"):
-                await client.starttls(tls_context=self._tls, timeout=self.command_timeout)
-                await client.ehlo(timeout=self.command_timeout)
-        except BaseException:
-            client.close()
-            raise
         return _Connection(client)
 
     async def _finish(self, target: Target, connection: _Connection, *, reuse: bool) -> None:

@@ -50,18 +50,24 @@ class EventPublisher:
         await self._connect()
         self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
 
-    async def publish(self, records: list[SpoolRecord]) -> None:
-        """Deliver or spool every record; raises SpoolFull when neither is possible."""
+    @property
+    def admits_new_work(self) -> bool:
+        """False once the spool is full: new transactions get 451 until Kafka drains it."""
+        return self.spool.admits_new_work
+
+    async def publish(self, records: list[SpoolRecord], *, admitted: bool = False) -> None:
+        """Deliver or spool every record; raises SpoolFull when neither is possible (never for
+        ``admitted`` records, which belong to mail already delivered)."""
         async with self._lock:
-            if self._producer is None or self.spool.depth:
-                self._to_spool(records)
+            if self._producer is None or self.spool.size_bytes:
+                self._to_spool(records, admitted)
                 return
             failed = await self._send(records)
             if failed:
-                self._to_spool(failed)
+                self._to_spool(failed, admitted=True)
 
-    def _to_spool(self, records: list[SpoolRecord]) -> None:
-        self.spool.append(records)
+    def _to_spool(self, records: list[SpoolRecord], admitted: bool) -> None:
+        self.spool.append(records, admitted=admitted)
         self.spooled += len(records)
         self._wake.set()
 
@@ -147,7 +153,7 @@ class EventPublisher:
 
     async def _drain_forever(self) -> None:
         while True:
-            if self.spool.depth:
+            if self.spool.size_bytes:
                 await self.drain_once()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -159,6 +165,6 @@ class EventPublisher:
             self._drainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drainer
-        if self.spool.depth:
+        if self.spool.size_bytes:
             await self.drain_once()
         await self._disconnect()

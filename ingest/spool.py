@@ -78,17 +78,21 @@ class Spool:
         if not self._segments:
             self._segments = [max(self._acked.segment, 0)]
             self._path(self._segments[0]).touch()
+        self._size = self._measure()
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def append(self, records: list[SpoolRecord]) -> None:
-        """Write records durably (one fsync for the batch), or raise SpoolFull writing nothing."""
+    def append(self, records: list[SpoolRecord], *, admitted: bool = False) -> None:
+        """Write records durably (one fsync for the batch), or raise SpoolFull writing nothing.
+
+        ``admitted`` records belong to work already accepted (a message the destination took):
+        they are written past the limit, which only turns *new* work away."""
         frames = []
         for record in records:
             payload = record.encode()
             frames.append(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
         data = b"".join(frames)
-        if self.size_bytes + len(data) > self.max_bytes:
+        if not admitted and self._size + len(data) > self.max_bytes:
             raise SpoolFull(f"spool {self.directory} is full ({self.max_bytes} bytes)")
         tail = self._path(self._segments[-1])
         if tail.stat().st_size + len(data) > self.segment_bytes and tail.stat().st_size > 0:
@@ -99,6 +103,7 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
         self._fsync_dir()
+        self._size += len(data)
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -131,6 +136,7 @@ class Spool:
                 path.unlink()
                 self._segments.remove(segment)
         self._fsync_dir()
+        self._size = self._measure()
 
     @property
     def depth(self) -> int:
@@ -138,6 +144,14 @@ class Spool:
 
     @property
     def size_bytes(self) -> int:
+        """Bytes not yet acknowledged (kept in memory: asked on every transaction)."""
+        return self._size
+
+    @property
+    def admits_new_work(self) -> bool:
+        return self._size < self.max_bytes
+
+    def _measure(self) -> int:
         total = sum(self._path(s).stat().st_size for s in self._segments)
         if self._acked.segment in self._segments:
             total -= self._acked.offset

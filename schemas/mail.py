@@ -75,8 +75,25 @@ class OutboundSent(MailEventBase):
     recipient_count: int = Field(default=1, ge=1)
 
 
+class CatchAllChecked(MailEventBase):
+    """A destination was asked about a random local part (``address``), at most daily.
+
+    A fact about the tenant's server, not about an address: the reports show destinations that
+    accept anything, and the streams layer ignores it. Keyed like any address event.
+    """
+
+    type: Literal["catch_all_checked"] = "catch_all_checked"
+    destination: str = Field(min_length=1, max_length=300)
+    catch_all: bool = Field(description="The destination accepted the random local part.")
+
+
 MailEvent = Annotated[
-    CalloutVerified | CalloutRejected | CalloutTempfailed | RecipientDelivered | OutboundSent,
+    CalloutVerified
+    | CalloutRejected
+    | CalloutTempfailed
+    | RecipientDelivered
+    | OutboundSent
+    | CatchAllChecked,
     Field(discriminator="type"),
 ]
 
@@ -84,6 +101,7 @@ __all__ = [
     "CalloutRejected",
     "CalloutTempfailed",
     "CalloutVerified",
+    "CatchAllChecked",
     "MailEvent",
     "MailEventBase",
     "OutboundSent",

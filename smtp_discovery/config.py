@@ -7,12 +7,21 @@ each one, and deployment files may set only these.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.topics import TopicNames
 from smtp_discovery.errors import ConfigError
@@ -124,7 +133,115 @@ VARIABLES: tuple[Variable, ...] = (
         "streams_session_timeout_s",
         "Seconds before a silent worker's partitions move to the others.",
     ),
+    Variable(
+        "DISCOVERY_LOG_FORMAT",
+        "log_format",
+        "text (human) or json (one object per line, for log shippers). Never message contents.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_LISTEN",
+        "ingest_listen",
+        "host:port the SMTP ingest listens on (port 25 in production).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_HOSTNAME",
+        "ingest_hostname",
+        "Name in the greeting, EHLO of callouts and relays, and Received headers "
+        "(default: this host's FQDN).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_NODE_ID",
+        "ingest_node_id",
+        "This ingest node's id in events (default: the host name).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_TLS_CERT",
+        "ingest_tls_cert",
+        "PEM certificate chain offered with STARTTLS (unset: no STARTTLS).",
+    ),
+    Variable("DISCOVERY_INGEST_TLS_KEY", "ingest_tls_key", "PEM private key of that certificate."),
+    Variable(
+        "DISCOVERY_INGEST_REQUIRE_TLS",
+        "ingest_require_tls",
+        "Refuse mail transactions before STARTTLS (530).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_MAX_MESSAGE_BYTES",
+        "ingest_max_message_bytes",
+        "Largest message accepted (advertised as SIZE; larger: 552).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_MAX_LINE_BYTES",
+        "ingest_max_line_bytes",
+        "Longest line of a message accepted (RFC 5322: 998 plus CRLF).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_MAX_RECIPIENTS",
+        "ingest_max_recipients",
+        "Recipients per message; more get 452 4.5.3 (the sender retries them separately).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_MAX_COMMANDS",
+        "ingest_max_commands",
+        "Times one connection may send any one command (MAIL, RCPT, NOOP, ...); then "
+        "421 4.7.0 and the connection closes.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_IDLE_TIMEOUT_S",
+        "ingest_idle_timeout_s",
+        "Seconds a client may stay silent before the connection is closed.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_PROXY_PROTOCOL",
+        "ingest_proxy_protocol",
+        "Expect a HAProxy PROXY header on each connection (behind a TCP load balancer), so the "
+        "client IP is the real sender's.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_SMARTHOST",
+        "ingest_smarthost",
+        "host:port that relays tenants' outbound mail (unset: outbound mail is refused).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_SPOOL_DIR",
+        "ingest_spool_dir",
+        "Durable spool for events while Kafka is unreachable (default <data dir>/spool).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_SPOOL_MAX_BYTES",
+        "ingest_spool_max_bytes",
+        "Spool size past which new transactions get 451 4.3.1.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_PROBES_PER_DESTINATION",
+        "ingest_probes_per_destination",
+        "Concurrent verification callouts per destination host, to protect tenants' servers.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_SPAM_HEADER",
+        "ingest_spam_header",
+        "Header:regex marking a message not clean for the default verdict step "
+        "(the upstream filter's verdict).",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_VERDICT",
+        "ingest_verdict",
+        "module:callable returning a verdict step, to replace the spam-header verdict.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_METRICS_LISTEN",
+        "ingest_metrics_listen",
+        "host:port of the Prometheus /metrics endpoint (empty: off).",
+    ),
 )
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` into its parts, or a ValueError saying what is wrong."""
+    name, sep, port = value.strip().rpartition(":")
+    if not sep or not name or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return name.strip("[]"), int(port)
 
 
 def _default_data_dir() -> Path:
@@ -164,6 +281,26 @@ class RuntimeConfig(BaseModel):
     expiry_scan_s: float = Field(default=300.0, gt=0, le=3600)
     streams_commit_s: float = Field(default=2.8, gt=0, le=60)
     streams_session_timeout_s: float = Field(default=60.0, ge=6, le=1800)
+    log_format: Literal["text", "json"] = "text"
+    ingest_listen: str = Field(default="127.0.0.1:2525")
+    ingest_hostname: str = Field(default_factory=socket.getfqdn, max_length=255)
+    ingest_node_id: str = Field(default_factory=socket.gethostname, max_length=128)
+    ingest_tls_cert: Path | None = None
+    ingest_tls_key: Path | None = None
+    ingest_require_tls: bool = False
+    ingest_max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    ingest_max_line_bytes: int = Field(default=1000, ge=512, le=1_000_000)
+    ingest_max_recipients: int = Field(default=100, ge=1, le=100_000)
+    ingest_max_commands: int = Field(default=1000, ge=10, le=10_000_000)
+    ingest_idle_timeout_s: float = Field(default=300.0, gt=0, le=3600)
+    ingest_proxy_protocol: bool = False
+    ingest_smarthost: str | None = None
+    ingest_spool_dir: Path | None = None
+    ingest_spool_max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
+    ingest_probes_per_destination: int = Field(default=4, ge=1, le=1000)
+    ingest_spam_header: str = Field(default=r"X-Spam-Flag:^\s*yes\b", min_length=3)
+    ingest_verdict: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
+    ingest_metrics_listen: str = Field(default="127.0.0.1:9125")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -172,10 +309,39 @@ class RuntimeConfig(BaseModel):
             return None
         hosts = [h.strip() for h in value.split(",") if h.strip()]
         for host in hosts:
-            name, sep, port = host.rpartition(":")
-            if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{host!r} is not host:port")
+            split_host_port(host)
         return ",".join(hosts)
+
+    @field_validator("ingest_listen", "ingest_smarthost", "ingest_metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value:
+            split_host_port(value)
+        return value
+
+    @field_validator("ingest_spam_header")
+    @classmethod
+    def _spam_header(cls, value: str) -> str:
+        name, sep, pattern = value.partition(":")
+        if not sep or not name.strip() or not pattern:
+            raise ValueError("must be Header-Name:regex, e.g. X-Spam-Flag:^\\s*yes")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RuntimeConfig:
+        if (self.ingest_tls_cert is None) != (self.ingest_tls_key is None):
+            raise ValueError("DISCOVERY_INGEST_TLS_CERT and DISCOVERY_INGEST_TLS_KEY go together")
+        if self.ingest_require_tls and self.ingest_tls_cert is None:
+            raise ValueError("DISCOVERY_INGEST_REQUIRE_TLS needs a certificate")
+        return self
+
+    @property
+    def effective_spool_dir(self) -> Path:
+        return self.ingest_spool_dir or self.data_dir / "spool"
 
     @property
     def topics(self) -> TopicNames:
@@ -199,12 +365,11 @@ class RuntimeConfig(BaseModel):
             by_field = {v.field: v.env for v in VARIABLES}
             problems = []
             for error in exc.errors(include_url=False):
-                name = (
-                    by_field.get(str(error["loc"][0]), str(error["loc"][0]))
-                    if error["loc"]
-                    else "?"
-                )
-                problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+                message = error["msg"].removeprefix("Value error, ")
+                if error["loc"]:
+                    field = str(error["loc"][0])
+                    message = f"{by_field.get(field, field)}: {message}"
+                problems.append(message)
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
     def redacted(self) -> dict[str, str]:

@@ -124,10 +124,13 @@ class TenantDirectory:
         self.defaults = DiscoverySettings()
         self._effective: dict[str, DiscoverySettings] = {}
         self._domains: dict[str, str] = {}
+        self.generation = 0
+        """Bumped on every change, so indexes derived from the directory know to rebuild."""
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
+        self.generation += 1
         name = key.decode("utf-8", "replace")
         if value is None:
             if name == PROVIDER_DEFAULTS_KEY:

@@ -37,6 +37,7 @@ from schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
     CalloutVerified,
+    CatchAllChecked,
     OutboundSent,
     RecipientDelivered,
 )
@@ -589,6 +590,11 @@ def _on_callout_tempfailed(
     work.outcome.skipped = "tempfail"
 
 
+def _on_catch_all_checked(work: _Work, key: str, address: Address, event: CatchAllChecked) -> None:
+    """About the tenant's server, for the reports: no address state."""
+    work.outcome.skipped = "tenant_fact"
+
+
 def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDelivered) -> None:
     record = work.get(key)
     at = event.event_time
@@ -1053,6 +1059,7 @@ _HANDLERS: dict[type, Any] = {
     CalloutVerified: _on_callout_verified,
     CalloutRejected: _on_callout_rejected,
     CalloutTempfailed: _on_callout_tempfailed,
+    CatchAllChecked: _on_catch_all_checked,
     RecipientDelivered: _on_delivered,
     OutboundSent: _on_outbound,
     CreateUser: _on_create_user,

@@ -16,8 +16,8 @@ def postfix_servers() -> Iterator[dict[str, PostfixServer]]:
     for mode in ("strict", "greylist", "catchall"):
         server = PostfixServer(
             port=free_port(),
-            domains=("a.example",),
-            mailboxes=("alice@a.example", "bob@a.example"),
+            domains=("a.example", "g.example", "c.example", "b.example"),
+            mailboxes=("alice@a.example", "bob@a.example", "carol@b.example"),
             mode=mode,
         )
         server.start()

@@ -9,6 +9,7 @@ is a loopback ``host:port`` line in master.cf.
 
 from __future__ import annotations
 
+import asyncio
 import pwd
 import shutil
 import socket
@@ -125,6 +126,15 @@ class PostfixServer:
         local, domain = mailbox.split("@")
         new = self.directory / "mail" / domain / local / "new"
         return [p.read_bytes() for p in sorted(new.glob("*"))] if new.is_dir() else []
+
+    async def wait_delivered(self, mailbox: str, count: int, timeout: float = 30.0) -> list[bytes]:
+        """Postfix delivers after it queued: poll the maildir until ``count`` messages or the
+        deadline, then return what is there (the test's assertion says what was missing)."""
+        deadline = time.monotonic() + timeout
+        # A maildir has no event to await: poll it.
+        while len(messages := self.delivered(mailbox)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return messages
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"

@@ -1,0 +1,412 @@
+"""The SMTP conversation: an aiosmtpd handler whose hooks answer MAIL, RCPT and DATA.
+
+Inbound (a recipient in a registered domain): harvest protection, then the recipient decision
+(views, cache, callout), then the recipient is opened on the destination and the destination's
+reply is the client's. Outbound (a client in a tenant's outbound ranges, sending from one of its
+domains): every recipient goes to the smarthost. DATA is relayed before it is answered, then the
+events are published (Kafka or the durable spool) before the client hears 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from ingest.dha import Action, HarvestGuard
+from ingest.events import EventPublisher
+from ingest.metrics import IngestMetrics
+from ingest.outbound import IPAddress, OutboundIndex
+from ingest.policy import Verdict
+from ingest.recipients import RecipientChecker
+from ingest.relay import Downstream, Reply
+from ingest.smtp_client import Target
+from ingest.spool import SpoolFull, SpoolRecord
+from ingest.verdict import VerdictStep
+from schemas.address import Address, AddressError, parse_address
+from schemas.base import AddressMessage
+from schemas.codec import encode
+from schemas.mail import OutboundSent, RecipientDelivered
+from schemas.tenant import TenantConfig
+from smtp_discovery.views import TenantDirectory
+
+log = logging.getLogger("smtp_discovery.ingest")
+
+SPOOL_FULL = "451 4.3.1 Insufficient system storage, try again later"
+INTERNAL_ERROR = "451 4.3.0 Temporary internal error, try again later"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+OTHER_DESTINATION = "452 4.5.3 Recipient served by another destination, send it separately"
+NO_DESTINATION = "451 4.4.3 No delivery destination is configured for this recipient"
+SENDER_REFUSED = "550 5.7.1 Sender address not allowed from this IP address"
+NO_SMARTHOST = "550 5.7.1 Outbound relaying is not available here"
+
+DownstreamFactory = Callable[[list[Target]], Downstream]
+
+
+@dataclass(slots=True)
+class Connection:
+    """What outlives a transaction: who the client is, and the relay conversation."""
+
+    client_ip: IPAddress
+    downstream: Downstream | None = None
+
+
+@dataclass(slots=True)
+class Transaction:
+    id: str
+    sender: str
+    """As the client gave it; "" for the null sender."""
+    smtputf8: bool
+    mail_options: list[str]
+    outbound_tenant: TenantConfig | None = None
+    sender_address: Address | None = None
+    recipients: list[tuple[str, Address, bool]] = field(default_factory=list)
+    """(tenant id, address, catch-all destination) per accepted recipient."""
+
+
+class IngestHandler:
+    def __init__(
+        self,
+        *,
+        checker: RecipientChecker,
+        tenants: TenantDirectory,
+        outbound: OutboundIndex,
+        guard: HarvestGuard,
+        publisher: EventPublisher,
+        mail_topic: str,
+        verdict: VerdictStep,
+        metrics: IngestMetrics,
+        downstream: DownstreamFactory,
+        smarthost: list[Target],
+        hostname: str,
+        node_id: str,
+        clock: Callable[[], datetime],
+        max_recipients: int,
+        tarpit: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.checker = checker
+        self.tenants = tenants
+        self.outbound = outbound
+        self.guard = guard
+        self.publisher = publisher
+        self.mail_topic = mail_topic
+        self.verdict = verdict
+        self.metrics = metrics
+        self.downstream = downstream
+        self.smarthost = smarthost
+        self.hostname = hostname
+        self.node_id = node_id
+        self.clock = clock
+        self.max_recipients = max_recipients
+        self.tarpit = tarpit
+        self._connections: dict[int, Connection] = {}
+
+    # ---- connection ---------------------------------------------------------------------------
+
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: Envelope, proxy: Any
+    ) -> bool:
+        """Behind a load balancer the PROXY header names the real client (aiosmtpd checked it)."""
+        return bool(proxy and proxy.valid)
+
+    def _connection(self, session: Session) -> Connection:
+        connection = self._connections.get(id(session))
+        if connection is None:
+            proxied = session.proxy_data.src_addr if session.proxy_data is not None else None
+            peer = proxied or (session.peer[0] if session.peer else "0.0.0.0")
+            connection = Connection(ipaddress.ip_address(peer))
+            self._connections[id(session)] = connection
+            self.metrics.connections.inc()
+        return connection
+
+    async def session_closed(self, session: Session) -> None:
+        connection = self._connections.pop(id(session), None)
+        if connection is not None and connection.downstream is not None:
+            await connection.downstream.close()
+
+    # ---- MAIL ---------------------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        connection = self._connection(session)
+        if not self.publisher.admits_new_work:
+            return SPOOL_FULL
+        smtputf8 = "SMTPUTF8" in (option.upper() for option in mail_options)
+        sender = "" if address == "<>" else address
+        transaction = Transaction(uuid.uuid4().hex[:16], sender, smtputf8, list(mail_options))
+        if sender:
+            try:
+                transaction.sender_address = parse_address(sender, smtputf8=smtputf8)
+            except AddressError as exc:
+                return f"553 5.1.7 Sender address rejected: {exc.message}"
+        owner = self.outbound.tenant_for_ip(connection.client_ip)
+        if owner is not None:
+            tenant = self.tenants.tenant(owner)
+            sender_address = transaction.sender_address
+            own = tenant is not None and sender_address is not None
+            if not own or sender_address.domain not in tenant.domains:  # type: ignore[union-attr]
+                self.metrics.messages.labels("outbound", "refused").inc()
+                log.info(
+                    "outbound sender refused",
+                    extra={"client_ip": str(connection.client_ip), "tenant": owner},
+                )
+                return SENDER_REFUSED
+            if not self.smarthost:
+                return NO_SMARTHOST
+            transaction.outbound_tenant = tenant
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.transaction = transaction  # type: ignore[attr-defined]
+        return "250 2.1.0 Sender OK"
+
+    # ---- RCPT ---------------------------------------------------------------------------------
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        connection = self._connection(session)
+        transaction: Transaction = envelope.transaction  # type: ignore[attr-defined]
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return self._count("defer", "too_many_recipients", TOO_MANY_RECIPIENTS)
+        try:
+            recipient = parse_address(address, smtputf8=transaction.smtputf8)
+        except AddressError as exc:
+            return self._count("reject", "bad_address", f"553 {exc.enhanced_status} {exc.message}")
+        if transaction.outbound_tenant is not None:
+            return await self._outbound_rcpt(connection, transaction, envelope, address, recipient)
+        return await self._inbound_rcpt(connection, transaction, envelope, address, recipient)
+
+    async def _inbound_rcpt(
+        self,
+        connection: Connection,
+        transaction: Transaction,
+        envelope: Envelope,
+        raw: str,
+        recipient: Address,
+    ) -> str:
+        client_ip = str(connection.client_ip)
+        tenant = self.tenants.tenant_for_domain(recipient.domain)
+        settings = self.tenants.settings(tenant.tenant_id) if tenant else None
+        if tenant is not None and settings is not None:
+            verdict = self.guard.check(client_ip, tenant.tenant_id, settings)
+            if verdict.action is not Action.ALLOW:
+                log.warning(
+                    "directory harvest suspected",
+                    extra={"client_ip": client_ip, "tenant": tenant.tenant_id},
+                )
+                await self.tarpit(verdict.delay_s)
+                return self._count("defer", f"dha_{verdict.action.value}", verdict.reply)
+        check = await self.checker.check(recipient)
+        if check.cache_hit or check.probe is not None:
+            self.metrics.cache.labels("hit" if check.cache_hit else "miss").inc()
+        if check.probe is not None:
+            self.metrics.callout_latency.labels(check.probe.result.value).observe(
+                check.probe.latency_ms / 1000
+            )
+        if check.events:
+            try:
+                await self._publish(check.events)
+            except SpoolFull:
+                return self._count("defer", "spool_full", SPOOL_FULL)
+        decision = check.decision
+        if decision.verdict is not Verdict.ACCEPT:
+            if decision.code >= 500 and check.tenant is not None and check.settings is not None:
+                self.guard.rejected(client_ip, check.tenant.tenant_id, check.settings)
+            return self._count(decision.verdict.value, decision.reason, decision.reply)
+        if decision.monitored:
+            log.info(
+                "monitor mode: would reject",
+                extra={"tenant": tenant.tenant_id if tenant else "", "reason": decision.reason},
+            )
+        assert check.tenant is not None
+        if not check.targets:
+            return self._count("defer", "no_destination", NO_DESTINATION)
+        reply = await self._open_recipient(connection, transaction, envelope, check.targets, raw)
+        if reply.ok:
+            envelope.rcpt_tos.append(raw)
+            transaction.recipients.append((check.tenant.tenant_id, recipient, check.catch_all))
+        elif reply.code >= 500 and check.settings is not None:
+            self.guard.rejected(client_ip, check.tenant.tenant_id, check.settings)
+        outcome = "accept" if reply.ok else "defer" if reply.code < 500 else "reject"
+        reason = decision.reason if reply.ok else "destination_refused"
+        return self._count(outcome, reason, reply.line)
+
+    async def _outbound_rcpt(
+        self,
+        connection: Connection,
+        transaction: Transaction,
+        envelope: Envelope,
+        raw: str,
+        recipient: Address,
+    ) -> str:
+        if recipient.has_relay_hack:
+            return self._count(
+                "reject", "relay_hack", "550 5.7.1 Relaying via %-hack or bang path denied"
+            )
+        reply = await self._open_recipient(connection, transaction, envelope, self.smarthost, raw)
+        if reply.ok:
+            envelope.rcpt_tos.append(raw)
+        return self._count("accept" if reply.ok else "reject", "outbound", reply.line)
+
+    async def _open_recipient(
+        self,
+        connection: Connection,
+        transaction: Transaction,
+        envelope: Envelope,
+        targets: list[Target],
+        raw: str,
+    ) -> Reply:
+        """RCPT on the relay conversation, opening the conversation (MAIL) when it is new.
+
+        One destination per transaction, so that the destination's answer to DATA is the
+        answer for every recipient: a recipient elsewhere gets 452 and is sent again later."""
+        downstream = connection.downstream
+        if downstream is not None and downstream.targets != tuple(sorted(targets)):
+            if envelope.rcpt_tos:
+                return Reply(452, OTHER_DESTINATION.removeprefix("452 "))
+            await downstream.close()
+            downstream = None
+        if downstream is None:
+            downstream = connection.downstream = self.downstream(targets)
+        if downstream.owner != transaction.id:
+            began = await downstream.begin(
+                transaction.sender, transaction.mail_options, owner=transaction.id
+            )
+            if not began.ok:
+                return began
+        return await downstream.rcpt(raw)
+
+    # ---- DATA ---------------------------------------------------------------------------------
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        connection = self._connection(session)
+        transaction: Transaction = envelope.transaction  # type: ignore[attr-defined]
+        downstream = connection.downstream
+        assert downstream is not None and downstream.owner == transaction.id
+        content = envelope.original_content or b""
+        direction = "outbound" if transaction.outbound_tenant is not None else "inbound"
+        verdict = self.verdict(content) if direction == "inbound" else "clean"
+        received = self._received_header(session, transaction, envelope)
+        reply = await downstream.data(received + content)
+        if not reply.ok:
+            self.metrics.messages.labels(direction, "refused").inc()
+            return reply.line
+        events = self._delivery_events(
+            connection, transaction, verdict, len(content), len(envelope.rcpt_tos)
+        )
+        try:
+            # Delivered already: these events must be kept, even past the spool's soft limit.
+            await self._publish(events, admitted=True)
+        except Exception:
+            log.exception("events of a delivered message could not be stored")
+            raise
+        self.metrics.messages.labels(direction, "relayed").inc()
+        log.info(
+            "message relayed",
+            extra={
+                "transaction": transaction.id,
+                "client_ip": str(connection.client_ip),
+                "direction": direction,
+                "recipients": len(envelope.rcpt_tos),
+                "size": len(content),
+                "verdict": verdict,
+                "destination": downstream.target.name if downstream.target else "",
+            },
+        )
+        return reply.line
+
+    def _delivery_events(
+        self,
+        connection: Connection,
+        transaction: Transaction,
+        verdict: str,
+        size: int,
+        recipients: int,
+    ) -> list[AddressMessage]:
+        now = self.clock()
+        if transaction.outbound_tenant is not None:
+            assert transaction.sender_address is not None
+            return [
+                OutboundSent(
+                    tenant_id=transaction.outbound_tenant.tenant_id,
+                    address=transaction.sender_address.display,
+                    event_time=now,
+                    node_id=self.node_id,
+                    message_id=transaction.id,
+                    client_ip=connection.client_ip,
+                    recipient_count=max(1, recipients),
+                )
+            ]
+        return [
+            RecipientDelivered(
+                tenant_id=tenant_id,
+                address=address.display,
+                event_time=now,
+                node_id=self.node_id,
+                verdict=verdict,  # type: ignore[arg-type]
+                message_id=transaction.id,
+                client_ip=connection.client_ip,
+                size=size,
+                catch_all=catch_all,
+            )
+            for tenant_id, address, catch_all in transaction.recipients
+        ]
+
+    def _received_header(
+        self, session: Session, transaction: Transaction, envelope: Envelope
+    ) -> bytes:
+        connection = self._connection(session)
+        helo = (session.host_name or "unknown").replace("\r", "").replace("\n", "")[:255]
+        protocol = "ESMTPS" if session.ssl else "ESMTP" if session.extended_smtp else "SMTP"
+        recipient = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
+        line = (
+            f"Received: from {helo} ([{connection.client_ip}])\r\n\tby {self.hostname} "
+            f"(smtp-discovery) with {protocol} id {transaction.id}{recipient};\r\n\t"
+            f"{format_datetime(self.clock())}\r\n"
+        )
+        return line.encode("utf-8", "replace")
+
+    # ---- RSET, errors -------------------------------------------------------------------------
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        connection = self._connection(session)
+        if connection.downstream is not None and connection.downstream.owner is not None:
+            await connection.downstream.reset()
+        return "250 2.0.0 OK"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session failed: %s", type(error).__name__, exc_info=error)
+        return INTERNAL_ERROR
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    async def _publish(self, events: list[AddressMessage], *, admitted: bool = False) -> None:
+        records = [SpoolRecord(self.mail_topic, e.kafka_key(), encode(e)) for e in events]
+        spooled_before = self.publisher.spooled
+        await self.publisher.publish(records, admitted=admitted)
+        spooled = self.publisher.spooled - spooled_before
+        self.metrics.events.labels("spool").inc(spooled)
+        self.metrics.events.labels("kafka").inc(len(records) - spooled)
+
+    def _count(self, outcome: str, reason: str, reply: str) -> str:
+        self.metrics.rcpt.labels(outcome, reason).inc()
+        return reply

@@ -1,0 +1,188 @@
+"""One ingest node: the views it decides from, the SMTP listener, the publisher, the metrics.
+
+The listener opens only once both views (tenants, address state) have caught up with their
+topics: a node that answered before it knew every tenant would refuse mail it should take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest.cache import CatchAllTracker, VerificationCache
+from ingest.callout import Prober
+from ingest.destinations import DestinationResolver, MxLookup
+from ingest.dha import HarvestGuard
+from ingest.events import EventPublisher
+from ingest.handler import IngestHandler
+from ingest.metrics import IngestMetrics
+from ingest.outbound import OutboundIndex
+from ingest.recipients import RecipientChecker
+from ingest.relay import Downstream
+from ingest.server import IngestSMTP
+from ingest.smtp_client import Target, opportunistic_tls
+from ingest.spool import Spool
+from ingest.state_view import AddressStateView
+from ingest.verdict import load_verdict_step
+from schemas.topics import ADDRESS_STATE, MAIL, TENANTS
+from smtp_discovery.config import RuntimeConfig, split_host_port
+from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
+
+log = logging.getLogger("smtp_discovery.ingest")
+
+PROXY_TIMEOUT_S = 10.0
+
+
+def server_tls(config: RuntimeConfig) -> ssl.SSLContext | None:
+    if config.ingest_tls_cert is None or config.ingest_tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.ingest_tls_cert, config.ingest_tls_key)
+    return context
+
+
+class IngestNode:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        kafka_options: dict[str, Any],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        mx_lookup: MxLookup | None = None,
+        tarpit: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        serve_metrics: bool = True,
+    ) -> None:
+        self.config = config
+        self.kafka_options = kafka_options
+        self.metrics = IngestMetrics()
+        self.tenants = TenantDirectory()
+        self.cache = VerificationCache(clock)
+        self.states = AddressStateView(on_change=self.cache.invalidate)
+        topics = config.topics
+        self._followers = [
+            CompactedTopicFollower(kafka_options, topics(TENANTS), self.tenants.apply),
+            CompactedTopicFollower(kafka_options, topics(ADDRESS_STATE), self.states.apply),
+        ]
+        self.spool = Spool(config.effective_spool_dir, max_bytes=config.ingest_spool_max_bytes)
+        self.publisher = EventPublisher(kafka_options, self.spool)
+        self.prober = Prober(
+            helo_name=config.ingest_hostname,
+            max_per_destination=config.ingest_probes_per_destination,
+        )
+        self._tls_client = opportunistic_tls()
+        self.checker = RecipientChecker(
+            tenants=self.tenants,
+            states=self.states,
+            cache=self.cache,
+            catch_all=CatchAllTracker(clock),
+            prober=self.prober,
+            destinations=DestinationResolver(mx_lookup),
+            clock=clock,
+            node_id=config.ingest_node_id,
+        )
+        smarthost = []
+        if config.ingest_smarthost:
+            host, port = split_host_port(config.ingest_smarthost)
+            smarthost = [Target(0, host, port)]
+        self.handler = IngestHandler(
+            checker=self.checker,
+            tenants=self.tenants,
+            outbound=OutboundIndex(self.tenants),
+            guard=HarvestGuard(monotonic),
+            publisher=self.publisher,
+            mail_topic=topics(MAIL),
+            verdict=load_verdict_step(config.ingest_verdict, config.ingest_spam_header),
+            metrics=self.metrics,
+            downstream=self._downstream,
+            smarthost=smarthost,
+            hostname=config.ingest_hostname,
+            node_id=config.ingest_node_id,
+            clock=clock,
+            max_recipients=config.ingest_max_recipients,
+            tarpit=tarpit,
+        )
+        self.metrics.watch(lambda: self.spool.size_bytes, lambda: len(self.states))
+        self._serve_metrics = serve_metrics
+        self._stop_metrics: Callable[[], None] | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def _downstream(self, targets: list[Target]) -> Downstream:
+        return Downstream(
+            targets,
+            helo_name=self.config.ingest_hostname,
+            tls=self._tls_client,
+            connect_timeout=self.prober.connect_timeout,
+            command_timeout=self.prober.command_timeout,
+        )
+
+    def _protocol(self) -> IngestSMTP:
+        config = self.config
+        return IngestSMTP(
+            self.handler,
+            max_line_bytes=config.ingest_max_line_bytes,
+            data_size_limit=config.ingest_max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=config.ingest_hostname,
+            ident="ESMTP smtp-discovery",
+            tls_context=self._tls_server,
+            require_starttls=config.ingest_require_tls,
+            timeout=config.ingest_idle_timeout_s,
+            command_call_limit=config.ingest_max_commands,
+            proxy_protocol_timeout=PROXY_TIMEOUT_S if config.ingest_proxy_protocol else None,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> None:
+        self._tls_server = server_tls(self.config)
+        for follower in self._followers:
+            await follower.start()
+        await asyncio.gather(*(follower.ready.wait() for follower in self._followers))
+        log.info(
+            "views complete: %d tenants, %d addresses", len(self.tenants.tenants), len(self.states)
+        )
+        await self.publisher.start()
+        host, port = split_host_port(self.config.ingest_listen)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._protocol, host, port, reuse_address=True
+        )
+        if self._serve_metrics and self.config.ingest_metrics_listen:
+            metrics_host, metrics_port = split_host_port(self.config.ingest_metrics_listen)
+            self._stop_metrics = self.metrics.serve(metrics_host, metrics_port)
+        self._housekeeping = asyncio.create_task(self._close_idle_probes(), name="probe-idle")
+        log.info("SMTP ingest listening on %s:%d", host, self.port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _close_idle_probes(self) -> None:
+        while True:
+            await asyncio.sleep(self.prober.idle_seconds / 2)
+            await self.prober.close_idle()
+
+    async def stop(self) -> None:
+        """Stop listening, let the publisher flush its spool, close the views."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.publisher.stop()
+        await self.prober.close()
+        for follower in self._followers:
+            await follower.stop()
+        if self._stop_metrics is not None:
+            self._stop_metrics()
