@@ -25,6 +25,7 @@ from schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
     CalloutVerified,
+    CatchAllChecked,
     OutboundSent,
     RecipientDelivered,
 )
@@ -67,6 +68,7 @@ SAMPLES: list[BaseModel] = [
         **COMMON, verdict="clean", message_id="tx-1", client_ip="2001:db8::25", size=2048
     ),
     OutboundSent(**COMMON, message_id="tx-2", client_ip="192.0.2.10", recipient_count=3),
+    CatchAllChecked(**COMMON, destination="mx.example.com:25", catch_all=True),
     CreateUser(
         **COMMON, actor="admin:tok1", first_name="First", surname="Last", role=UserRole.SILENT_USER
     ),
