@@ -209,6 +209,8 @@ class IngestHandler:
         if tenant is not None and settings is not None:
             verdict = self.guard.check(client_ip, tenant.tenant_id, settings)
             if verdict.action is not Action.ALLOW:
+                # A deferred guess is still a guess: it counts, so persistence ends in 421.
+                self.guard.rejected(client_ip, tenant.tenant_id, settings)
                 log.warning(
                     "directory harvest suspected",
                     extra={"client_ip": client_ip, "tenant": tenant.tenant_id},
