@@ -112,6 +112,7 @@ async def running_ingest(
     states: Sequence[AddressStateSnapshot] = (),
     env: dict[str, str] | None = None,
     clock: Any = None,
+    serve_metrics: bool = False,
 ) -> AsyncIterator[Ingest]:
     config = RuntimeConfig.from_env(
         {
@@ -139,7 +140,7 @@ async def running_ingest(
         options,
         clock=clock or (lambda: datetime.now(UTC)),
         tarpit=tarpit,
-        serve_metrics=False,
+        serve_metrics=serve_metrics,
     )
     await node.start()
     try:
