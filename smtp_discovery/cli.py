@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
 from smtp_discovery import __version__
 from smtp_discovery.config import VARIABLES, RuntimeConfig
 from smtp_discovery.errors import OperatorError
+from smtp_discovery.logs import configure as configure_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("up", help="run the whole system on this machine (embedded Kafka and chDB)")
     sub.add_parser("worker", help="run a streams worker (the only writer of address state)")
+    sub.add_parser("ingest", help="run an SMTP ingest node (needs KAFKA_BOOTSTRAP)")
+
+    cache = sub.add_parser("cache", help="the ingest nodes' verification caches")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    clear = cache_sub.add_parser(
+        "clear", help="make every ingest node forget a tenant's cached callouts"
+    )
+    clear.add_argument("tenant", help="tenant id")
 
     topics = sub.add_parser("topics", help="the Kafka topics of the registry")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
@@ -45,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = RuntimeConfig.from_env()
-        logging.basicConfig(
-            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        configure_logs(config.log_level, config.log_format)
         return _dispatch(args, config)
     except OperatorError as exc:
         print(f"smtp-discovery: {exc.message}", file=sys.stderr)
@@ -66,6 +72,17 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         from streams.worker import run_worker
 
         run_worker(config)
+        return 0
+    if args.command == "ingest":
+        from ingest.run import run_ingest
+
+        asyncio.run(run_ingest(config))
+        return 0
+    if args.command == "cache":
+        from ingest.admin import clear_cache
+
+        epoch = asyncio.run(clear_cache(config, args.tenant))
+        print(f"{args.tenant}: verification cache cleared (epoch {epoch})")
         return 0
     if args.command == "topics":
         return _topics(args, config)

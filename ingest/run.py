@@ -1,0 +1,44 @@
+"""``smtp-discovery ingest``: one ingest node until SIGTERM, then a clean shutdown that flushes
+the spool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from ingest.node import IngestNode
+from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.errors import ConfigError, InfrastructureError
+from smtp_discovery.kafka import client_options
+
+
+async def run_ingest(
+    config: RuntimeConfig,
+    *,
+    bootstrap: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    servers = bootstrap or config.kafka_bootstrap
+    if not servers:
+        raise ConfigError(
+            "the ingest node needs Kafka: set KAFKA_BOOTSTRAP (or run `smtp-discovery up`, "
+            "which starts an embedded broker and an ingest node)"
+        )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    node = IngestNode(config, client_options(config, servers))
+    try:
+        await node.start()
+    except OSError as exc:
+        await node.stop()
+        raise InfrastructureError(
+            f"cannot listen on {config.ingest_listen}: {exc.strerror or exc}"
+        ) from None
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
