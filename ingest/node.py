@@ -161,6 +161,11 @@ class IngestNode:
         log.info("SMTP ingest listening on %s:%d", host, self.port)
 
     @property
+    def listening(self) -> str:
+        host, _ = split_host_port(self.config.ingest_listen)
+        return f"{host}:{self.port}"
+
+    @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])

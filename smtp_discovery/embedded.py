@@ -1,7 +1,8 @@
-"""The embedded mode: everything in one process on one machine, state kept under one directory.
+"""The embedded mode: the whole system on one machine, state kept under one directory.
 
-chDB allows one process per data path, so the roles that use ClickHouse must share this process;
-Kafka runs as a local broker the process starts and stops.
+chDB allows one process per data path, so the roles that use ClickHouse share this process, and
+so does the SMTP ingest node. Kafka runs as a local broker the process starts and stops; the
+streams worker runs as a child process (Faust wants an event loop of its own).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,10 +83,54 @@ async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) ->
             print(
                 f"clickhouse  {redact_url(config.effective_clickhouse_url)} (ClickHouse {version})"
             )
-            print("ready; press Ctrl-C to stop", flush=True)
-            await stop.wait()
-            print("stopping …", flush=True)
+            await _serve(config, bootstrap, stop)
         finally:
             if kafka is not None:
                 await asyncio.to_thread(kafka.stop)
     print("stopped", flush=True)
+
+
+async def _serve(config: RuntimeConfig, bootstrap: str, stop: asyncio.Event) -> None:
+    """The streams worker and the ingest node, until ``stop``."""
+    from ingest.node import IngestNode
+
+    worker = _start_worker(bootstrap)
+    node = IngestNode(config, client_options(config, bootstrap))
+    try:
+        await node.start()
+        print(f"worker      pid {worker.pid} (streams, {config.streams_app_id})")
+        print(f"smtp        {node.listening} (ingest node {config.ingest_node_id})")
+        if config.ingest_metrics_listen:
+            print(f"metrics     http://{config.ingest_metrics_listen}/metrics")
+        print("ready; press Ctrl-C to stop", flush=True)
+        waiter = asyncio.create_task(stop.wait())
+        exited = asyncio.create_task(asyncio.to_thread(worker.wait))
+        done, _ = await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if exited in done:
+            raise OperatorError(f"the streams worker exited with status {worker.returncode}")
+        print("stopping …", flush=True)
+    finally:
+        await node.stop()
+        await asyncio.to_thread(_stop_worker, worker)
+
+
+def _start_worker(bootstrap: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap}
+    return subprocess.Popen(
+        [sys.executable, "-m", "smtp_discovery.cli", "worker"],
+        env=env,
+        start_new_session=True,  # Ctrl-C goes to us; we stop the worker in order
+    )
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    worker.terminate()
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        log.warning("the streams worker did not stop within 60 s; killing it")
+        worker.kill()
+        worker.wait()

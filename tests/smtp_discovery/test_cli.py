@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,7 +108,13 @@ def _jvms_using(data_dir: Path) -> list[int]:
 
 
 def _start_up(data_dir: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "DISCOVERY_DATA_DIR": str(data_dir), "DISCOVERY_TOPIC_PARTITIONS": "2"}
+    env = {
+        **os.environ,
+        "DISCOVERY_DATA_DIR": str(data_dir),
+        "DISCOVERY_TOPIC_PARTITIONS": "2",
+        "DISCOVERY_INGEST_LISTEN": "127.0.0.1:0",
+        "DISCOVERY_INGEST_METRICS_LISTEN": "",
+    }
     env.pop("KAFKA_BOOTSTRAP", None)
     return subprocess.Popen(
         [sys.executable, "-m", "smtp_discovery.cli", "up"],
@@ -125,6 +133,11 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
         out = _wait_for_line(process, first_log, "ready", 120)
         assert "discovery.mail: created" in out
         assert "clickhouse  chdb://" in out
+        assert "worker      pid " in out
+        smtp = re.search(r"smtp        127\.0\.0\.1:(\d+) ", out)
+        assert smtp, out
+        with socket.create_connection(("127.0.0.1", int(smtp.group(1))), timeout=10) as conn:
+            assert conn.recv(100).startswith(b"220 "), "the ingest node answers SMTP"
         second = _cli("up", env={"DISCOVERY_DATA_DIR": str(data_dir)})
         assert second.returncode == 1
         assert "already running" in second.stderr
