@@ -57,48 +57,67 @@ class EventPublisher:
 
     async def publish(self, records: list[SpoolRecord], *, admitted: bool = False) -> None:
         """Deliver or spool every record; raises SpoolFull when neither is possible (never for
-        ``admitted`` records, which belong to mail already delivered)."""
+        ``admitted`` records, which belong to mail already delivered).
+
+        The lock covers only handing records to the producer (which keeps their order); the
+        wait for acknowledgements happens outside it, so concurrent SMTP sessions share
+        Kafka round trips instead of queueing for them one by one."""
         async with self._lock:
-            if self._producer is None or self.spool.size_bytes:
+            producer = self._producer
+            if producer is None or self.spool.size_bytes:
                 self._to_spool(records, admitted)
                 return
-            failed = await self._send(records)
-            if failed:
-                self._to_spool(failed, admitted=True)
+            futures = await self._hand_over(producer, records)
+        delivered = await self._outcomes(futures, len(records))
+        if all(delivered):
+            return
+        async with self._lock:
+            if self._producer is producer:
+                log.warning("Kafka failed %d event(s): spooling them", delivered.count(False))
+                await self._disconnect()
+            self._to_spool([r for r, ok in zip(records, delivered, strict=True) if not ok], True)
 
     def _to_spool(self, records: list[SpoolRecord], admitted: bool) -> None:
         self.spool.append(records, admitted=admitted)
         self.spooled += len(records)
         self._wake.set()
 
-    async def _send(self, records: list[SpoolRecord]) -> list[SpoolRecord]:
-        """Send in order; return the records Kafka failed."""
-        delivered = await self._deliver(records)
-        return [r for r, ok in zip(records, delivered, strict=True) if not ok]
-
-    async def _deliver(self, records: list[SpoolRecord]) -> list[bool]:
-        """Send in order and wait for every outcome: True where Kafka acknowledged."""
-        assert self._producer is not None
+    async def _hand_over(
+        self, producer: AIOKafkaProducer, records: list[SpoolRecord]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue records on the producer in order (send() waits only when its buffer is full)."""
         futures = []
         try:
             for record in records:
                 futures.append(
-                    await self._producer.send(record.topic, key=record.key, value=record.value)
+                    await producer.send(record.topic, key=record.key, value=record.value)
                 )
         except KafkaError as exc:
             log.warning("Kafka refused an event (%s)", type(exc).__name__)
-        # aiokafka retries a batch for as long as the broker is away; past our deadline the
-        # producer is abandoned (its retries with it) and the unacknowledged events spooled.
+        return futures
+
+    async def _outcomes(self, futures: list[asyncio.Future[Any]], count: int) -> list[bool]:
+        """True per record Kafka acknowledged within the deadline.
+
+        aiokafka retries a batch for as long as the broker is away; past our deadline the
+        producer is abandoned (its retries with it) and the unacknowledged events spooled."""
         done, _pending = (
             await asyncio.wait(futures, timeout=self.request_timeout_ms / 1000)
             if futures
             else (set(), set())
         )
         delivered = [f in done and not f.cancelled() and f.exception() is None for f in futures]
-        delivered += [False] * (len(records) - len(delivered))
+        delivered += [False] * (count - len(delivered))
         self.sent += sum(delivered)
+        return delivered
+
+    async def _deliver(self, records: list[SpoolRecord]) -> list[bool]:
+        """Send in order and wait for every outcome (the drainer, which holds the lock)."""
+        assert self._producer is not None
+        futures = await self._hand_over(self._producer, records)
+        delivered = await self._outcomes(futures, len(records))
         if not all(delivered):
-            log.warning("Kafka failed %d event(s): spooling them", delivered.count(False))
+            log.warning("Kafka failed %d event(s): keeping them spooled", delivered.count(False))
             await self._disconnect()
         return delivered
 

@@ -291,7 +291,7 @@ class RuntimeConfig(BaseModel):
     ingest_max_message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     ingest_max_line_bytes: int = Field(default=1000, ge=512, le=1_000_000)
     ingest_max_recipients: int = Field(default=100, ge=1, le=100_000)
-    ingest_max_commands: int = Field(default=1000, ge=10, le=10_000_000)
+    ingest_max_commands: int = Field(default=10_000, ge=10, le=10_000_000)
     ingest_idle_timeout_s: float = Field(default=300.0, gt=0, le=3600)
     ingest_proxy_protocol: bool = False
     ingest_smarthost: str | None = None

@@ -1,0 +1,198 @@
+"""SMTP ingest throughput and RCPT latency, against a bare aiosmtpd server in the same run.
+
+    .venv/bin/python -m bench.ingest [--messages 3000] [--connections 8] [--view-addresses 1000000]
+
+Figures (one JSON object each):
+* ``ingest_messages_per_s``: messages through one ingest node (RCPT decided from cached
+  verifications, relayed before-queue to a local downstream that accepts everything, one
+  ``recipient_delivered`` event per message acknowledged by Kafka with acks=all before the
+  250), divided by the messages/s of a bare aiosmtpd server that accepts everything, with the
+  same clients in the same run.
+* ``ingest_rcpt_latency_ms``: RCPT round-trip p50/p99 for cache hits and for callouts (the
+  downstream answers the probe; the callout event is acknowledged by Kafka before the reply).
+* ``ingest_view_bytes_per_address``: memory of the address-state view per address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import statistics
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from aiokafka import AIOKafkaProducer
+from aiosmtpd.smtp import SMTP
+
+from bench.kafka_baseline import emit
+from ingest.node import IngestNode
+from ingest.state_view import AddressStateView
+from schemas.codec import encode
+from schemas.tenant import Destination, TenantConfig
+from schemas.topics import TENANTS
+from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.kafka import ensure_topics
+from smtp_discovery.localkafka import LocalKafka
+
+MESSAGE = b"From: someone@outside.example\r\nSubject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 25
+
+
+class AcceptAll:
+    """A server that takes everything: the bare baseline, and the ingest node's downstream."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 2.0.0 Ok: queued"
+
+
+async def serve_accept_all() -> tuple[asyncio.base_events.Server, int]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(AcceptAll(), hostname="sink.bench", loop=loop), "127.0.0.1", 0
+    )
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def send_load(port: int, connections: int, messages: int, recipients: list[str]) -> float:
+    """Messages per second from ``connections`` persistent clients."""
+    per_connection = messages // connections
+
+    async def client(index: int) -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60) as smtp:
+            for i in range(per_connection):
+                rcpt = recipients[(index * per_connection + i) % len(recipients)]
+                await smtp.sendmail("someone@outside.example", [rcpt], MESSAGE)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(connections)))
+    return per_connection * connections / (time.perf_counter() - began)
+
+
+async def rcpt_latencies(port: int, addresses: list[str]) -> list[float]:
+    out = []
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60) as smtp:
+        for index, address in enumerate(addresses):
+            if index % 50 == 0:
+                await smtp.rset()
+                await smtp.mail("someone@outside.example")
+            began = time.perf_counter()
+            reply = await smtp.execute_command(f"RCPT TO:<{address}>".encode())
+            out.append((time.perf_counter() - began) * 1000)
+            assert reply.code == 250, reply
+    return out
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    quantiles = statistics.quantiles(values, n=100)
+    return {"p50": round(quantiles[49], 3), "p99": round(quantiles[98], 3), "n": len(values)}
+
+
+def view_bytes_per_address(count: int) -> float:
+    view = AddressStateView()
+    value = b'{"record": {"status": "discovered"}}'
+    keys = [
+        f"tenant-{i % 5000:04d}:first.last{i}@domain{i % 7}.example".encode() for i in range(count)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for key in keys:
+        view.apply(key, value)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(view) == count
+    return (after - before) / count
+
+
+async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> None:
+    sink, sink_port = await serve_accept_all()
+    bare, bare_port = await serve_accept_all()
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    config = RuntimeConfig.from_env(
+        {
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "DISCOVERY_TOPIC_PREFIX": prefix,
+            "DISCOVERY_TOPIC_PARTITIONS": "4",
+            "DISCOVERY_DATA_DIR": str(tmp),
+            "DISCOVERY_INGEST_LISTEN": "127.0.0.1:0",
+            "DISCOVERY_INGEST_HOSTNAME": "ingest.bench",
+            "DISCOVERY_INGEST_PROBES_PER_DESTINATION": "8",
+            "DISCOVERY_INGEST_MAX_COMMANDS": "1000000",
+        }
+    )
+    options = {"bootstrap_servers": bootstrap}
+    await ensure_topics(options, partitions=4, replication=1, specs=config.topics.specs())
+    tenant = TenantConfig(
+        tenant_id="bench",
+        event_time=datetime.now(UTC),
+        name="Bench",
+        domains=("bench.example",),
+        destinations=(Destination(host="127.0.0.1", port=sink_port),),
+        settings={"discovery_enabled": True, "catch_all_detection": False},
+    )
+    producer = AIOKafkaProducer(**options)
+    await producer.start()
+    await producer.send_and_wait(config.topics(TENANTS), encode(tenant), key=tenant.kafka_key())
+    await producer.stop()
+    node = IngestNode(config, options, serve_metrics=False)
+    await node.start()
+    try:
+        pool = [f"user{i}@bench.example" for i in range(200)]
+        await rcpt_latencies(node.port, pool)  # warm: one callout each, then cached
+        callouts = await rcpt_latencies(
+            node.port, [f"new{i}@bench.example" for i in range(args.callouts)]
+        )
+        hits = await rcpt_latencies(node.port, pool * 10)
+        emit("ingest_rcpt_latency_ms", cache_hit=percentiles(hits), callout=percentiles(callouts))
+
+        await send_load(bare_port, args.connections, args.messages // 5, pool)  # warm-up
+        bare_rate = await send_load(bare_port, args.connections, args.messages, pool)
+        ingest_rate = await send_load(node.port, args.connections, args.messages, pool)
+        emit(
+            "ingest_messages_per_s",
+            ratio=round(ingest_rate / bare_rate, 3),
+            ingest=round(ingest_rate, 1),
+            bare_aiosmtpd=round(bare_rate, 1),
+            connections=args.connections,
+            messages=args.messages,
+            message_bytes=len(MESSAGE),
+        )
+    finally:
+        await node.stop()
+        sink.close()
+        bare.close()
+    per_address = view_bytes_per_address(args.view_addresses)
+    emit(
+        "ingest_view_bytes_per_address",
+        bytes=round(per_address, 1),
+        addresses=args.view_addresses,
+        gib_per_100m=round(per_address * 100e6 / 2**30, 1),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--callouts", type=int, default=500)
+    parser.add_argument("--view-addresses", type=int, default=1_000_000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = RuntimeConfig.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        if config.kafka_bootstrap:
+            asyncio.run(main_async(config.kafka_bootstrap, args, Path(tmp)))
+            return
+        with LocalKafka(Path(tmp) / "kafka", cache_dir=config.kafka_cache_dir) as kafka:
+            asyncio.run(main_async(kafka.bootstrap, args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
