@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import signal
 
+from aiokafka.errors import KafkaError
+
 from ingest.node import IngestNode
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError, InfrastructureError
@@ -38,6 +40,9 @@ async def run_ingest(
         raise InfrastructureError(
             f"cannot listen on {config.ingest_listen}: {exc.strerror or exc}"
         ) from None
+    except (RuntimeError, KafkaError) as exc:  # a missing topic, an unreachable cluster
+        await node.stop()
+        raise InfrastructureError(f"the ingest node could not start: {exc}") from None
     try:
         await stop.wait()
     finally:
