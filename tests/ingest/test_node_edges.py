@@ -148,3 +148,16 @@ async def test_metrics_are_served_for_prometheus(
     )
     assert "smtp_discovery_ingest_callout_latency_seconds_count" in text
     assert "smtp_discovery_ingest_spool_depth_bytes 0.0" in text
+
+
+async def test_an_idle_client_is_disconnected(
+    kafka_bootstrap: str, tmp_path: Path, postfix_servers: dict[str, PostfixServer]
+) -> None:
+    acme = tenant("acme", ["a.example"], postfix_servers["strict"].port)
+    env = {"DISCOVERY_INGEST_IDLE_TIMEOUT_S": "0.5"}
+    async with running_ingest(kafka_bootstrap, tmp_path, [acme], env=env) as ingest:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+        assert (await reader.readline()).startswith(b"220 ")
+        # Say nothing; the node must hang up (EOF) well before this deadline.
+        assert await asyncio.wait_for(reader.read(), timeout=30) == b""
+        writer.close()
