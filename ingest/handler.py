@@ -25,7 +25,7 @@ from ingest.dha import Action, HarvestGuard
 from ingest.events import EventPublisher
 from ingest.metrics import IngestMetrics
 from ingest.outbound import IPAddress, OutboundIndex
-from ingest.policy import Verdict
+from ingest.policy import Verdict, relay_hack
 from ingest.recipients import RecipientChecker
 from ingest.relay import Downstream, Reply
 from ingest.smtp_client import Target
@@ -261,9 +261,8 @@ class IngestHandler:
         recipient: Address,
     ) -> str:
         if recipient.has_relay_hack:
-            return self._count(
-                "reject", "relay_hack", "550 5.7.1 Relaying via %-hack or bang path denied"
-            )
+            refusal = relay_hack()
+            return self._count(refusal.verdict.value, refusal.reason, refusal.reply)
         reply = await self._open_recipient(connection, transaction, envelope, self.smarthost, raw)
         if reply.ok:
             envelope.rcpt_tos.append(raw)

@@ -59,6 +59,12 @@ def relay_denied(text: str = "Relaying denied") -> Decision:
     return Decision(Verdict.REJECT, 550, "5.7.1", text, "relay_denied")
 
 
+def relay_hack() -> Decision:
+    return Decision(
+        Verdict.REJECT, 550, "5.7.1", "Relaying via %-hack or bang path denied", "relay_hack"
+    )
+
+
 def _tenant_reject(decision: Decision, settings: DiscoverySettings) -> Decision:
     if settings.monitor_mode:
         return replace(accept(decision.reason), monitored=True)
@@ -72,9 +78,7 @@ def decide_rcpt(
     if settings is None:
         return relay_denied()
     if address.has_relay_hack:
-        return Decision(
-            Verdict.REJECT, 550, "5.7.1", "Relaying via %-hack or bang path denied", "relay_hack"
-        )
+        return relay_hack()
     if status in SETTLED:
         return accept(SETTLED[status])
     if status is AddressStatus.INVALID:
