@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="run the whole system on this machine (embedded Kafka and chDB)")
     sub.add_parser("worker", help="run a streams worker (the only writer of address state)")
     sub.add_parser("ingest", help="run an SMTP ingest node (needs KAFKA_BOOTSTRAP)")
+    sub.add_parser("sink", help="run a ClickHouse sink (needs KAFKA_BOOTSTRAP)")
+    sub.add_parser("migrate", help="create or upgrade the ClickHouse schema (idempotent)")
 
     cache = sub.add_parser("cache", help="the ingest nodes' verification caches")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -77,6 +79,19 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         from ingest.run import run_ingest
 
         asyncio.run(run_ingest(config))
+        return 0
+    if args.command == "sink":
+        from sinks.run import run_sink
+
+        asyncio.run(run_sink(config))
+        return 0
+    if args.command == "migrate":
+        from sinks.run import run_migrate
+
+        applied = run_migrate(config)
+        layout = config.analytics_layout
+        done = ", ".join(map(str, applied)) if applied else "none (up to date)"
+        print(f"{layout.database}: migrations applied: {done}")
         return 0
     if args.command == "cache":
         from ingest.admin import clear_cache

@@ -63,6 +63,16 @@ def parse_clickhouse_url(url: str) -> ClickHouseTarget:
     )
 
 
+DEFAULT_DATABASE = "discovery"
+
+
+def analytics_database(url: str) -> str:
+    """The database of the analytics tables: the one a server URL names, else ``discovery``."""
+    parts = urlsplit(url)
+    named = parts.path.strip("/") if parts.scheme.lower() in ("http", "https") else ""
+    return named or DEFAULT_DATABASE
+
+
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from schemas.topics import TopicNames
+from sinks.schema import Layout
 from smtp_discovery.errors import ConfigError
 
 
@@ -132,6 +133,26 @@ VARIABLES: tuple[Variable, ...] = (
         "DISCOVERY_STREAMS_SESSION_TIMEOUT_S",
         "streams_session_timeout_s",
         "Seconds before a silent worker's partitions move to the others.",
+    ),
+    Variable(
+        "DISCOVERY_SINK_GROUP",
+        "sink_group",
+        "Consumer group of the ClickHouse sinks (run several: they share partitions).",
+    ),
+    Variable(
+        "DISCOVERY_SINK_BATCH_ROWS",
+        "sink_batch_rows",
+        "Rows per ClickHouse insert at most (one insert per partition and batch).",
+    ),
+    Variable(
+        "DISCOVERY_SINK_BATCH_S",
+        "sink_batch_s",
+        "Seconds a partition's rows may wait before they are inserted.",
+    ),
+    Variable(
+        "DISCOVERY_MAIL_EVENTS_TTL_DAYS",
+        "mail_events_ttl_days",
+        "Days mail events are kept in ClickHouse (rollups and state history are kept).",
     ),
     Variable(
         "DISCOVERY_LOG_FORMAT",
@@ -281,6 +302,10 @@ class RuntimeConfig(BaseModel):
     expiry_scan_s: float = Field(default=300.0, gt=0, le=3600)
     streams_commit_s: float = Field(default=2.8, gt=0, le=60)
     streams_session_timeout_s: float = Field(default=60.0, ge=6, le=1800)
+    sink_group: str = Field(default="smtp-discovery-sink", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    sink_batch_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    sink_batch_s: float = Field(default=1.0, gt=0, le=300)
+    mail_events_ttl_days: int = Field(default=180, ge=1, le=3650)
     log_format: Literal["text", "json"] = "text"
     ingest_listen: str = Field(default="127.0.0.1:2525")
     ingest_hostname: str = Field(default_factory=socket.getfqdn, max_length=255)
@@ -338,6 +363,17 @@ class RuntimeConfig(BaseModel):
         if self.ingest_require_tls and self.ingest_tls_cert is None:
             raise ValueError("DISCOVERY_INGEST_REQUIRE_TLS needs a certificate")
         return self
+
+    @property
+    def analytics_layout(self) -> Layout:
+        """Where the analytics tables live: the URL's database, else ``discovery``."""
+        from smtp_discovery.clickhouse import analytics_database
+
+        return Layout(
+            database=analytics_database(self.effective_clickhouse_url),
+            cluster=self.clickhouse_cluster or None,
+            mail_events_ttl_days=self.mail_events_ttl_days,
+        )
 
     @property
     def effective_spool_dir(self) -> Path:

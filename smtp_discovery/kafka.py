@@ -151,17 +151,27 @@ async def _check_existing(
     return outcomes
 
 
-async def topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
-    """Current configuration of each named topic; topics not described are absent."""
-    responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
-    )
+async def topic_configs(
+    admin: AIOKafkaAdminClient, names: list[str], settle_s: float = 15.0
+) -> dict[str, dict[str, str]]:
+    """Current configuration of each named topic; topics not described are absent.
+
+    The broker answering may not know a topic created a moment ago (metadata propagates
+    across a cluster), so missing names are asked again until ``settle_s`` has passed."""
     out: dict[str, dict[str, str]] = {}
-    for response in responses:
-        for error_code, _message, _type, name, entries in response.resources:
-            if error_code == 0:
-                out[name] = {entry[0]: entry[1] for entry in entries}
-    return out
+    deadline = asyncio.get_running_loop().time() + settle_s
+    while True:
+        missing = [name for name in names if name not in out]
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in missing]
+        )
+        for response in responses:
+            for error_code, _message, _type, name, entries in response.resources:
+                if error_code == 0:
+                    out[name] = {entry[0]: entry[1] for entry in entries}
+        if len(out) == len(names) or asyncio.get_running_loop().time() >= deadline:
+            return out
+        await asyncio.sleep(0.2)
 
 
 async def _describe_settled(

@@ -1,0 +1,56 @@
+"""``smtp-discovery migrate`` and ``smtp-discovery sink``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+from sinks.migrate import migrate
+from sinks.sink import Sink, SinkSettings
+from smtp_discovery.clickhouse import connect
+from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.errors import ConfigError
+from smtp_discovery.kafka import client_options
+
+
+def run_migrate(config: RuntimeConfig) -> list[int]:
+    return migrate(connect(config.effective_clickhouse_url), config.analytics_layout)
+
+
+def sink_settings(config: RuntimeConfig) -> SinkSettings:
+    return SinkSettings(
+        group=config.sink_group,
+        batch_rows=config.sink_batch_rows,
+        batch_seconds=config.sink_batch_s,
+    )
+
+
+async def run_sink(
+    config: RuntimeConfig,
+    *,
+    bootstrap: str | None = None,
+    client: Any = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    servers = bootstrap or config.kafka_bootstrap
+    if not servers:
+        raise ConfigError(
+            "the sink needs Kafka: set KAFKA_BOOTSTRAP (`smtp-discovery up` runs one in-process)"
+        )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    client = client or connect(config.effective_clickhouse_url)
+    await asyncio.to_thread(migrate, client, config.analytics_layout)
+    sink = Sink(
+        client_options(config, servers),
+        client,
+        config.analytics_layout,
+        config.topics,
+        sink_settings(config),
+    )
+    await sink.run(stop)

@@ -1,0 +1,274 @@
+"""``smtp-discovery sink``: Kafka topics into ClickHouse, every row exactly once.
+
+One consumer group over the state changes, the address snapshots, the mail events and the
+tenants. Rows are batched per topic partition (by size and by time) and each batch is one
+insert whose deduplication token names its offset range. Before the insert, the batch's range
+is recorded (``sink_progress``); after it, the offset is committed. A sink that dies anywhere in
+between is replaced by one that finds the recorded range beyond the committed offset and
+inserts exactly that range again with the same token: ClickHouse drops what it already has
+(rollups included) and writes what it missed. A ClickHouse outage stalls the sink (nothing new
+is consumed) until inserts succeed again; a record that cannot be decoded goes to the
+dead-letter topic and its offset still counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from schemas.codec import MessageDecodeError, dead_letter, encode
+from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL, STATE_CHANGES, TENANTS, TopicNames
+from sinks.rows import SOURCES, to_row
+from sinks.schema import Layout
+from smtp_discovery.kafka import idempotent_producer
+
+log = logging.getLogger("smtp_discovery.sink")
+
+SOURCE_TOPICS = (STATE_CHANGES, ADDRESS_STATE, MAIL, TENANTS)
+INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
+@dataclass(slots=True)
+class Batch:
+    start: int
+    rows: list[list[Any]] = field(default_factory=list)
+    end: int = 0
+    """Offset after the last record taken (rows may be fewer: dead letters, compaction gaps)."""
+    opened: float = 0.0
+    replay_end: int | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    group: str
+    batch_rows: int = 10_000
+    batch_seconds: float = 1.0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+class Sink:
+    def __init__(
+        self,
+        kafka_options: dict[str, Any],
+        client: Any,
+        layout: Layout,
+        names: TopicNames,
+        settings: SinkSettings,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        topics: Sequence[str] = SOURCE_TOPICS,
+    ) -> None:
+        self.kafka_options = kafka_options
+        self.client = client
+        self.layout = layout
+        self.names = names
+        self.settings = settings
+        self.clock = clock
+        self.monotonic = monotonic
+        self.topics = tuple(topics)
+        self._batches: dict[TopicPartition, Batch] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = idempotent_producer(kafka_options)
+        self.rows_written = 0
+        self.dead_letters = 0
+        self.ready = asyncio.Event()
+        """Set once the first assignment was prepared (tests wait for it)."""
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.kafka_options,
+            group_id=self.settings.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.batch_rows,
+        )
+        consumer.subscribe([self.names(t) for t in self.topics], listener=_Listener(self))
+        self._consumer = consumer
+        await self._producer.start()
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.batch_rows
+                )
+                for tp, records in batches.items():
+                    await self._take(tp, records)
+                await self._flush_due(force=False)
+            await self._flush_due(force=True)
+        finally:
+            await consumer.stop()
+            await self._producer.stop()
+
+    # ---- batching -----------------------------------------------------------------------------
+
+    async def _take(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        base = self.names.base_of(tp.topic)
+        at = self.clock()
+        for record in records:
+            batch = self._batches.get(tp)
+            if batch is None:
+                batch = self._batches[tp] = Batch(record.offset, opened=self.monotonic())
+            if batch.replay_end is not None and record.offset >= batch.replay_end:
+                # The replayed range is complete: flush it before taking anything newer.
+                await self._flush(tp, batch)
+                batch = self._batches[tp] = Batch(record.offset, opened=self.monotonic())
+            try:
+                batch.rows.append(
+                    to_row(base, record.key, record.value, tp.partition, record.offset, at)
+                )
+            except MessageDecodeError as exc:
+                await self._dead_letter(tp, record, exc)
+            batch.end = record.offset + 1
+            if batch.replay_end is None and len(batch.rows) >= self.settings.batch_rows:
+                await self._flush(tp, batch)
+        await self._flush_replays_reached(tp)
+
+    async def _flush_replays_reached(self, tp: TopicPartition) -> None:
+        batch = self._batches.get(tp)
+        if batch is None or batch.replay_end is None:
+            return
+        assert self._consumer is not None
+        if await self._consumer.position(tp) >= batch.replay_end:
+            batch.end = batch.replay_end
+            await self._flush(tp, batch)
+
+    async def _flush_due(self, *, force: bool) -> None:
+        now = self.monotonic()
+        for tp, batch in list(self._batches.items()):
+            if batch.replay_end is not None:
+                await self._flush_replays_reached(tp)
+                continue
+            if batch.end > batch.start and (
+                force or now - batch.opened >= self.settings.batch_seconds
+            ):
+                await self._flush(tp, batch)
+
+    async def _flush(self, tp: TopicPartition, batch: Batch) -> None:
+        """Record the range, insert it (retrying until ClickHouse takes it), commit it."""
+        base = self.names.base_of(tp.topic)
+        token = (
+            batch.token or f"{self.settings.group}/{base}/{tp.partition}/{batch.start}-{batch.end}"
+        )
+        if batch.token is None:
+            await self._with_retry(
+                self._record_range, base, tp.partition, batch.start, batch.end, token
+            )
+        if batch.rows:
+            source = SOURCES[base]
+            await self._with_retry(self._insert, source.table, source.columns, batch.rows, token)
+        assert self._consumer is not None
+        await self._consumer.commit({tp: batch.end})
+        self.rows_written += len(batch.rows)
+        del self._batches[tp]
+
+    # ---- ClickHouse ---------------------------------------------------------------------------
+
+    def _record_range(self, topic: str, partition: int, start: int, end: int, token: str) -> None:
+        self.client.insert(
+            self.layout.name("sink_progress"),
+            [[self.settings.group, topic, partition, start, end, token, datetime.now(UTC)]],
+            column_names=["consumer_group", "topic", "partition", "start_offset", "end_offset",
+                          "token", "at"],
+        )  # fmt: skip
+
+    def _insert(
+        self, table: str, columns: tuple[str, ...], rows: list[list[Any]], token: str
+    ) -> None:
+        self.client.insert(
+            self.layout.name(table),
+            rows,
+            column_names=list(columns),
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+        )
+
+    def _recorded_range(self, topic: str, partition: int) -> tuple[int, int, str] | None:
+        result = self.client.query(
+            f"SELECT start_offset, end_offset, token FROM {self.layout.name('sink_progress')} "
+            "FINAL WHERE consumer_group = {g:String} AND topic = {t:String} "
+            "AND partition = {p:UInt16}",
+            parameters={"g": self.settings.group, "t": topic, "p": partition},
+        )
+        rows = result.result_rows
+        return (int(rows[0][0]), int(rows[0][1]), str(rows[0][2])) if rows else None
+
+    async def _with_retry(self, call: Callable[..., Any], *args: Any) -> Any:
+        delay = self.settings.retry_initial_s
+        while True:
+            try:
+                return await asyncio.to_thread(call, *args)
+            except Exception as exc:  # ClickHouse down, timing out, refusing: wait, try again
+                log.warning(
+                    "ClickHouse failed (%s: %s); retrying in %.1f s",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+
+    # ---- rebalancing --------------------------------------------------------------------------
+
+    async def prepare(self, assigned: set[TopicPartition]) -> None:
+        """A range recorded beyond the committed offset was maybe half written: replay it."""
+        assert self._consumer is not None
+        for tp in assigned:
+            base = self.names.base_of(tp.topic)
+            recorded = await self._with_retry(self._recorded_range, base, tp.partition)
+            committed = await self._consumer.committed(tp) or 0
+            if recorded is not None and recorded[1] > committed:
+                start, end, token = recorded
+                log.info("replaying %s:%d offsets %d-%d", tp.topic, tp.partition, start, end)
+                self._consumer.seek(tp, start)
+                self._batches[tp] = Batch(
+                    start, end=start, opened=self.monotonic(), replay_end=end, token=token
+                )
+        self.ready.set()
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
+        """Uncommitted rows of partitions that moved away are the new owner's to write."""
+        for tp in revoked:
+            self._batches.pop(tp, None)
+
+    async def _dead_letter(
+        self, tp: TopicPartition, record: ConsumerRecord, error: MessageDecodeError
+    ) -> None:
+        letter = dead_letter(
+            component="sink",
+            topic_name=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            error=error,
+        )
+        await self._producer.send_and_wait(
+            self.names(DEAD_LETTER), encode(letter), key=letter.kafka_key()
+        )
+        self.dead_letters += 1
+        log.warning(
+            "dead letter from %s:%d@%d: %s", tp.topic, tp.partition, record.offset, error.reason
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.sink.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.sink.prepare(set(assigned))

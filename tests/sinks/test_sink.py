@@ -1,0 +1,261 @@
+"""The sink on the real broker and embedded ClickHouse: every row once, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from schemas.base import Message
+from schemas.codec import decode, encode
+from schemas.mail import RecipientDelivered
+from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus, StateChange
+from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL, STATE_CHANGES, TopicNames
+from sinks.migrate import migrate
+from sinks.schema import Layout
+from sinks.sink import Sink, SinkSettings
+from smtp_discovery.kafka import ensure_topics
+from tests.smtp_discovery.kafka_helpers import consume_until
+
+pytestmark = pytest.mark.kafka
+
+T0 = datetime(2026, 10, 5, 8, tzinfo=UTC)
+
+
+class Crash(BaseException):
+    """What SIGKILL does to the sink, at a chosen point (not an Exception: nothing retries it)."""
+
+
+class Flaky:
+    """The real client, with failures injected into chosen calls."""
+
+    def __init__(self, client: Any, *, fail: int = 0, crash_after_insert: int | None = None,
+                 crash_before_insert: int | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.fail = fail
+        self.crash_after_insert = crash_after_insert
+        self.crash_before_insert = crash_before_insert
+        self.data_inserts = 0
+        self.failures = 0
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table.endswith("sink_progress"):
+            return self.client.insert(table, *args, **kwargs)
+        if self.failures < self.fail:
+            self.failures += 1
+            raise ConnectionError("ClickHouse is unavailable")
+        self.data_inserts += 1
+        if self.data_inserts == self.crash_before_insert:
+            raise Crash
+        result = self.client.insert(table, *args, **kwargs)
+        if self.data_inserts == self.crash_after_insert:
+            raise Crash
+        return result
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        return self.client.query(*args, **kwargs)
+
+
+def changes(count: int) -> list[StateChange]:
+    return [
+        StateChange(
+            tenant_id=f"t{i % 3}",
+            address=f"user{i}@t{i % 3}.example",
+            event_time=T0 + timedelta(minutes=i),
+            from_status=None,
+            to_status=AddressStatus.PENDING,
+            reason="verified",
+            version=1,
+        )
+        for i in range(count)
+    ]
+
+
+def delivered(count: int) -> list[RecipientDelivered]:
+    return [
+        RecipientDelivered(
+            tenant_id="t0",
+            address=f"user{i % 7}@t0.example",
+            event_time=T0 + timedelta(minutes=i),
+            verdict="clean" if i % 4 else "not_clean",
+            message_id=f"m{i}",
+            client_ip="192.0.2.1",
+        )
+        for i in range(count)
+    ]
+
+
+Record = Message | tuple[bytes, bytes | None]
+
+
+async def produce(bootstrap: str, topic: str, messages: Sequence[Record]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for message in messages:
+            if isinstance(message, tuple):
+                await producer.send(topic, message[1], key=message[0])
+            else:
+                await producer.send(topic, encode(message), key=message.kafka_key())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def sink_running(sink: Sink) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        with contextlib.suppress(Crash):
+            await asyncio.wait_for(task, 60)
+
+
+def count(client: Any, sql: str) -> int:
+    return int(client.query(sql).result_rows[0][0])
+
+
+async def until(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def world(kafka_bootstrap: str, clickhouse: Any, unique: str):  # type: ignore[no-untyped-def]
+    names = TopicNames(f"s{unique}.")
+    options = {"bootstrap_servers": kafka_bootstrap}
+    await ensure_topics(options, partitions=3, replication=1, specs=names.specs())
+    layout = Layout(f"sink_{unique}")
+    migrate(clickhouse, layout)
+    settings = SinkSettings(group=f"sink-{unique}", batch_rows=40, batch_seconds=0.2,
+                            retry_initial_s=0.01, retry_max_s=0.05)  # fmt: skip
+
+    def make(client: Any = clickhouse) -> Sink:
+        return Sink(options, client, layout, names, settings)
+
+    return names, layout, make
+
+
+async def test_rows_and_rollups_arrive_once(kafka_bootstrap: str, clickhouse: Any, world) -> None:  # type: ignore[no-untyped-def]
+    names, layout, make = world
+    await produce(kafka_bootstrap, names(STATE_CHANGES), changes(150))
+    await produce(kafka_bootstrap, names(MAIL), delivered(60))
+    sink = make()
+    async with sink_running(sink):
+        await until(lambda: sink.rows_written >= 210)
+    db = layout.database
+    assert count(clickhouse, f"SELECT count() FROM {db}.state_changes") == 150
+    assert count(clickhouse, f"SELECT count() FROM {db}.mail_events") == 60
+    daily = clickhouse.query(
+        f"SELECT sum(new_pending), sum(messages), sum(clean_messages) FROM {db}.tenant_daily"
+    ).result_rows[0]
+    assert daily == (150, 60, 45)
+
+
+async def test_address_snapshots_keep_the_latest_version_and_honour_tombstones(
+    kafka_bootstrap: str,
+    clickhouse: Any,
+    world,  # type: ignore[no-untyped-def]
+) -> None:
+    names, layout, make = world
+
+    def snapshot(status: AddressStatus, version: int) -> AddressStateSnapshot:
+        record = AddressRecord(
+            tenant_id="t0",
+            address="Ann@t0.example",
+            status=status,
+            status_since=T0,
+            status_reason="import",
+            version=version,
+        )
+        return AddressStateSnapshot(
+            tenant_id="t0", address="Ann@t0.example", event_time=T0, record=record
+        )
+
+    gone = snapshot(AddressStatus.PENDING, 1)
+    await produce(kafka_bootstrap, names(ADDRESS_STATE), [
+        snapshot(AddressStatus.PENDING, 1), snapshot(AddressStatus.DISCOVERED, 2),
+        snapshot(AddressStatus.USER, 3),
+        gone.model_copy(update={"address": "bob@t0.example", "record": gone.record.model_copy(
+            update={"address": "bob@t0.example"})}),
+        (b"t0:bob@t0.example", None),
+    ])  # fmt: skip
+    sink = make()
+    async with sink_running(sink):
+        await until(lambda: sink.rows_written >= 5)
+    rows = clickhouse.query(
+        f"SELECT record_key, status, record_version FROM {layout.database}.address_state FINAL"
+    ).result_rows
+    assert rows == [("t0:ann@t0.example", "user", 3)]
+
+
+@pytest.mark.parametrize("where", ["before_insert", "after_insert"])
+async def test_a_sink_killed_mid_batch_is_replaced_without_loss_or_doubles(
+    kafka_bootstrap: str,
+    clickhouse: Any,
+    world,
+    where: str,  # type: ignore[no-untyped-def]
+) -> None:
+    names, layout, make = world
+    await produce(kafka_bootstrap, names(STATE_CHANGES), changes(200))
+    crashing = Flaky(clickhouse, **{f"crash_{where}": 2})
+    first = make(crashing)
+    async with sink_running(first) as task:
+        with pytest.raises(Crash):
+            await asyncio.wait_for(asyncio.shield(task), 60)
+    second = make()
+    async with sink_running(second):
+        table = f"{layout.database}.state_changes"
+        await until(lambda: count(clickhouse, f"SELECT count() FROM {table}") >= 200)
+        await until(lambda: second.ready.is_set())
+        await until(lambda: not second._batches)  # everything flushed and committed
+    db = layout.database
+    assert count(clickhouse, f"SELECT count() FROM {db}.state_changes") == 200
+    assert count(clickhouse, f"SELECT uniqExact(event_id) FROM {db}.state_changes") == 200
+    assert count(clickhouse, f"SELECT sum(new_pending) FROM {db}.tenant_daily") == 200
+
+
+async def test_clickhouse_outage_stalls_the_sink_and_loses_nothing(
+    kafka_bootstrap: str,
+    clickhouse: Any,
+    world,  # type: ignore[no-untyped-def]
+) -> None:
+    names, layout, make = world
+    await produce(kafka_bootstrap, names(MAIL), delivered(100))
+    flaky = Flaky(clickhouse, fail=25)
+    sink = make(flaky)
+    async with sink_running(sink):
+        await until(lambda: sink.rows_written >= 100)
+    assert flaky.failures == 25
+    assert count(clickhouse, f"SELECT count() FROM {layout.database}.mail_events") == 100
+    assert count(clickhouse, f"SELECT sum(messages) FROM {layout.database}.tenant_daily") == 100
+
+
+async def test_an_undecodable_record_goes_to_the_dead_letter_topic(
+    kafka_bootstrap: str,
+    clickhouse: Any,
+    world,  # type: ignore[no-untyped-def]
+) -> None:
+    names, layout, make = world
+    good = delivered(3)
+    await produce(
+        kafka_bootstrap, names(MAIL), [good[0], (b"t0:x", b"{not json"), good[1], good[2]]
+    )
+    sink = make()
+    async with sink_running(sink):
+        await until(lambda: sink.rows_written == 3 and sink.dead_letters == 1)
+    (letter,) = await consume_until(kafka_bootstrap, names(DEAD_LETTER), 1)
+    decoded = decode(DEAD_LETTER, letter.value)
+    assert (decoded.component, decoded.original_value()) == ("sink", b"{not json")
+    assert count(clickhouse, f"SELECT count() FROM {layout.database}.mail_events") == 3
