@@ -27,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run an SMTP ingest node (needs KAFKA_BOOTSTRAP)")
     sub.add_parser("sink", help="run a ClickHouse sink (needs KAFKA_BOOTSTRAP)")
     sub.add_parser("migrate", help="create or upgrade the ClickHouse schema (idempotent)")
+    sub.add_parser("jobs", help="send the weekly reports on their Thursday schedule")
+    report = sub.add_parser("report", help="preview or send one weekly report")
+    report.add_argument("kind", choices=["new-users", "new-aliases", "warning"])
+    report.add_argument("--tenant", required=True, help="tenant id")
+    report.add_argument("--week", help="ISO week reported on, e.g. 2026-W47 (default: last week)")
+    report.add_argument("--format", choices=["text", "html", "csv", "json"], default="text")
+    report.add_argument("--send", action="store_true", help="send it (once) instead of printing")
 
     cache = sub.add_parser("cache", help="the ingest nodes' verification caches")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -93,6 +100,13 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         done = ", ".join(map(str, applied)) if applied else "none (up to date)"
         print(f"{layout.database}: migrations applied: {done}")
         return 0
+    if args.command in ("jobs", "report"):
+        from jobs.cli import jobs_command, report_command
+
+        if args.command == "jobs":
+            asyncio.run(jobs_command(config))
+            return 0
+        return report_command(config, args)
     if args.command == "cache":
         from ingest.admin import clear_cache
 

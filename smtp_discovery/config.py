@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -153,6 +154,26 @@ VARIABLES: tuple[Variable, ...] = (
         "DISCOVERY_MAIL_EVENTS_TTL_DAYS",
         "mail_events_ttl_days",
         "Days mail events are kept in ClickHouse (rollups and state history are kept).",
+    ),
+    Variable(
+        "DISCOVERY_REPORT_SMARTHOST",
+        "report_smarthost",
+        "host:port the weekly reports are sent through (unset: reports are only previewed).",
+    ),
+    Variable(
+        "DISCOVERY_REPORT_SENDER",
+        "report_sender",
+        "From address of the weekly reports.",
+    ),
+    Variable(
+        "DISCOVERY_REPORT_TIME",
+        "report_time",
+        "Time of day (HH:MM) the Thursday reports go out, in DISCOVERY_REPORT_TIMEZONE.",
+    ),
+    Variable(
+        "DISCOVERY_REPORT_TIMEZONE",
+        "report_timezone",
+        "IANA time zone of the report schedule and report weeks, e.g. Europe/Berlin.",
     ),
     Variable(
         "DISCOVERY_LOG_FORMAT",
@@ -306,6 +327,10 @@ class RuntimeConfig(BaseModel):
     sink_batch_rows: int = Field(default=10_000, ge=1, le=1_000_000)
     sink_batch_s: float = Field(default=1.0, gt=0, le=300)
     mail_events_ttl_days: int = Field(default=180, ge=1, le=3650)
+    report_smarthost: str | None = None
+    report_sender: str = Field(default="smtp-discovery@localhost", min_length=3, max_length=256)
+    report_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    report_timezone: str = "UTC"
     log_format: Literal["text", "json"] = "text"
     ingest_listen: str = Field(default="127.0.0.1:2525")
     ingest_hostname: str = Field(default_factory=socket.getfqdn, max_length=255)
@@ -337,7 +362,29 @@ class RuntimeConfig(BaseModel):
             split_host_port(host)
         return ",".join(hosts)
 
-    @field_validator("ingest_listen", "ingest_smarthost", "ingest_metrics_listen")
+    @field_validator("report_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("report_sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        from schemas.address import AddressError, parse_address
+
+        try:
+            parse_address(value)
+        except AddressError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator(
+        "ingest_listen", "ingest_smarthost", "ingest_metrics_listen", "report_smarthost"
+    )
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value:

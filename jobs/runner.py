@@ -1,0 +1,84 @@
+"""``smtp-discovery jobs`` and ``smtp-discovery report``: the weekly schedule, and one report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from jobs.reports import Kind, Report, build, tenants
+from jobs.send import Mailer, ReportLog, deliver_once
+from jobs.weeks import Schedule, Week
+from sinks.schema import Layout
+
+log = logging.getLogger("smtp_discovery.jobs")
+
+
+class Jobs:
+    def __init__(
+        self,
+        client: Any,
+        layout: Layout,
+        schedule: Schedule,
+        mailer: Mailer,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.schedule = schedule
+        self.mailer = mailer
+        self.clock = clock
+        self.log = ReportLog(client, layout)
+
+    async def run_due(self) -> dict[tuple[str, str], str]:
+        """Send every report of the latest Thursday slot not handled yet; what happened."""
+        now = self.clock()
+        _slot, week = self.schedule.latest_slot(now)
+        outcomes: dict[tuple[str, str], str] = {}
+        for tenant in (await asyncio.to_thread(tenants, self.client, self.layout)).values():
+            for kind in Kind:
+                if not tenant.wants(kind):
+                    continue
+                report = await asyncio.to_thread(
+                    build, self.client, self.layout, tenant, kind, week, self.schedule
+                )
+                try:
+                    outcome = await deliver_once(report, self.log, self.mailer, now)
+                except Exception as exc:  # one tenant's failure must not stop the others
+                    log.warning(
+                        "report failed",
+                        extra={"tenant": tenant.tenant_id, "report": kind.value,
+                               "week": str(week), "error": type(exc).__name__},
+                    )  # fmt: skip
+                    outcome = "failed"
+                outcomes[(tenant.tenant_id, kind.value)] = outcome
+        return outcomes
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 60.0) -> None:
+        while not stop.is_set():
+            outcomes = await self.run_due()
+            sent = [key for key, outcome in outcomes.items() if outcome == "sent"]
+            if sent:
+                log.info("weekly reports sent", extra={"reports": len(sent)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+
+def one_report(
+    client: Any, layout: Layout, schedule: Schedule, tenant_id: str, kind: Kind, week: Week
+) -> Report:
+    known = tenants(client, layout)
+    if tenant_id not in known:
+        raise LookupError(f"no tenant {tenant_id!r} in {layout.name('tenants')}")
+    return build(client, layout, known[tenant_id], kind, week, schedule)
+
+
+def install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)

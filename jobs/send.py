@@ -1,0 +1,109 @@
+"""Sending a report once: the report log makes a rerun or a restart skip what was sent.
+
+Before the mail goes out, a ``sending`` row is logged with the report's Message-ID; after the
+smarthost accepted it, ``sent``. A job that finds ``sent`` (or ``empty``: nothing to report)
+skips the report. One that finds ``sending`` (it died between the two) sends again with the same
+Message-ID, so a rare repeat is recognisable as the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+import aiosmtplib
+
+from jobs.render import as_html, text
+from jobs.reports import Report
+from sinks.schema import Layout
+
+DONE = ("sent", "empty", "no_recipient")
+NAMESPACE = uuid.UUID("7c1f8a36-56a4-4c5e-9e7b-4f3d0a6c2b11")
+
+
+@dataclass(frozen=True, slots=True)
+class Mailer:
+    host: str
+    port: int
+    sender: str
+    helo: str
+    timeout: float = 60.0
+
+    async def send(self, message: EmailMessage) -> None:
+        await aiosmtplib.send(
+            message,
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.helo,
+            start_tls=None,  # STARTTLS when the smarthost offers it
+            validate_certs=False,
+            timeout=self.timeout,
+        )
+
+
+def message_id(report: Report, domain: str) -> str:
+    key = f"{report.tenant.tenant_id}/{report.kind.value}/{report.week}"
+    return f"<{uuid.uuid5(NAMESPACE, key)}@{domain}>"
+
+
+def compose(report: Report, mailer: Mailer, now: datetime) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = mailer.sender
+    message["To"] = ", ".join(report.tenant.recipients)
+    message["Subject"] = report.title
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id(report, mailer.helo)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text(report))
+    message.add_alternative(as_html(report), subtype="html")
+    return message
+
+
+class ReportLog:
+    def __init__(self, client: Any, layout: Layout) -> None:
+        self.client = client
+        self.table = layout.name("report_log")
+
+    def state(self, report: Report) -> str | None:
+        rows = self.client.query(
+            f"SELECT state FROM {self.table} FINAL WHERE tenant_id = {{t:String}} "
+            "AND report = {r:String} AND week = {w:String}",
+            parameters={
+                "t": report.tenant.tenant_id,
+                "r": report.kind.value,
+                "w": str(report.week),
+            },
+        ).result_rows
+        return str(rows[0][0]) if rows else None
+
+    def record(self, report: Report, state: str, message: str, at: datetime) -> None:
+        self.client.insert(
+            self.table,
+            [[report.tenant.tenant_id, report.kind.value, str(report.week), state, message,
+              report.tenant.recipients, len(report.rows), at]],
+            column_names=["tenant_id", "report", "week", "state", "message_id", "recipients",
+                          "rows", "at"],
+        )  # fmt: skip
+
+
+async def deliver_once(report: Report, log: ReportLog, mailer: Mailer, now: datetime) -> str:
+    """Send the report unless the log says it was handled; the state it ends in."""
+    state = await asyncio.to_thread(log.state, report)
+    if state in DONE:
+        return f"skipped ({state})"
+    mid = message_id(report, mailer.helo)
+    if report.empty:
+        await asyncio.to_thread(log.record, report, "empty", "", now)
+        return "empty"
+    if not report.tenant.recipients:
+        await asyncio.to_thread(log.record, report, "no_recipient", "", now)
+        return "no_recipient"
+    await asyncio.to_thread(log.record, report, "sending", mid, now)
+    await mailer.send(compose(report, mailer, now))
+    await asyncio.to_thread(log.record, report, "sent", mid, datetime.now(UTC))
+    return "sent"

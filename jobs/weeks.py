@@ -1,0 +1,89 @@
+"""Report weeks and the Thursday schedule, as pure functions of an injected time.
+
+A report sent in ISO week W covers the previous ISO week (Monday 00:00 to Monday 00:00 in the
+provider's time zone). Reports go out on Thursday at the provider's configured time; a missed
+slot (the jobs were down) is caught up as soon as they run again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+THURSDAY = 3
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Week:
+    year: int
+    number: int
+
+    @classmethod
+    def parse(cls, text: str) -> Week:
+        match = _WEEK.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not an ISO week like 2026-W47")
+        year, number = int(match[1]), int(match[2])
+        try:
+            date.fromisocalendar(year, number, 1)
+        except ValueError:
+            raise ValueError(f"{text!r}: {year} has no week {number}") from None
+        return cls(year, number)
+
+    @classmethod
+    def of(cls, day: date) -> Week:
+        year, number, _ = day.isocalendar()
+        return cls(year, number)
+
+    @property
+    def monday(self) -> date:
+        return date.fromisocalendar(self.year, self.number, 1)
+
+    def bounds(self, zone: ZoneInfo) -> tuple[datetime, datetime]:
+        """[start, end) of the week in ``zone``, as aware datetimes."""
+        start = datetime.combine(self.monday, time(0), zone)
+        return start, datetime.combine(self.monday + timedelta(days=7), time(0), zone)
+
+    def previous(self) -> Week:
+        return Week.of(self.monday - timedelta(days=7))
+
+    def __str__(self) -> str:
+        return f"{self.year}-W{self.number:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    at: time
+    zone: ZoneInfo
+
+    @classmethod
+    def parse(cls, hhmm: str, zone: str) -> Schedule:
+        return cls(time.fromisoformat(hhmm), ZoneInfo(zone))
+
+    def slot(self, week: Week) -> datetime:
+        """When the reports sent in ``week`` go out."""
+        return datetime.combine(week.monday + timedelta(days=THURSDAY), self.at, self.zone)
+
+    def latest_slot(self, now: datetime) -> tuple[datetime, Week]:
+        """The most recent Thursday slot at or before ``now``, and the week it reports on."""
+        week = Week.of(now.astimezone(self.zone).date())
+        if self.slot(week) > now:
+            week = week.previous()
+        return self.slot(week), week.previous()
+
+    def slots_from(self, start: datetime, before: datetime) -> int:
+        """How many slots fall in [start, before): notices a discovered address still gets."""
+        week = Week.of(start.astimezone(self.zone).date())
+        slot = self.slot(week)
+        if slot < start:
+            week = Week.of(week.monday + timedelta(days=7))
+            slot = self.slot(week)
+        count = 0
+        while slot < before:
+            count += 1
+            week = Week.of(week.monday + timedelta(days=7))
+            slot = self.slot(week)
+        return count
