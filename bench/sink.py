@@ -1,0 +1,187 @@
+"""ClickHouse sink throughput, and the weekly report queries over a large history.
+
+    .venv/bin/python -m bench.sink [--rows 200000] [--history 10000000] [--tenants 10000]
+
+Figures (one JSON object each):
+* ``sink_rows_per_s``: state changes per second from Kafka into ClickHouse through the sink
+  (decode, row conversion, recorded range, deduplicated insert, offset commit), divided by the
+  rows/s of bare clickhouse-connect inserts of the same rows in 10,000-row batches, same run,
+  same embedded ClickHouse.
+* ``report_query_ms``: latency of each weekly report's queries for one tenant (median and max
+  over 20 tenants) over ``--history`` state changes spread over ``--tenants`` tenants and a year,
+  with one discovered address in twenty in the address-state table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from bench.kafka_baseline import emit
+from jobs.reports import Kind, Tenant, build
+from jobs.weeks import Schedule, Week
+from schemas.codec import encode
+from schemas.state import AddressStatus, StateChange
+from schemas.tenant import DiscoverySettings
+from schemas.topics import STATE_CHANGES, TopicNames
+from sinks.migrate import migrate
+from sinks.rows import SOURCES, to_row
+from sinks.schema import Layout
+from sinks.sink import Sink, SinkSettings
+from smtp_discovery.clickhouse import connect
+from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.kafka import ensure_topics
+from smtp_discovery.localkafka import LocalKafka
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def changes(count: int) -> list[StateChange]:
+    return [
+        StateChange(
+            tenant_id=f"t{i % 500}",
+            address=f"user{i}@t{i % 500}.example",
+            event_time=T0 + timedelta(seconds=i),
+            from_status=AddressStatus.PENDING,
+            to_status=AddressStatus.DISCOVERED,
+            reason="threshold",
+            version=2,
+        )
+        for i in range(count)
+    ]
+
+
+def bare_insert_rate(client: Any, layout: Layout, messages: list[StateChange]) -> float:
+    source = SOURCES[STATE_CHANGES]
+    now = datetime.now(UTC)
+    rows = [
+        to_row(STATE_CHANGES, m.kafka_key(), encode(m), 0, i, now) for i, m in enumerate(messages)
+    ]
+    began = time.perf_counter()
+    for start in range(0, len(rows), 10_000):
+        client.insert(
+            layout.name(source.table),
+            rows[start : start + 10_000],
+            column_names=list(source.columns),
+        )
+    return len(rows) / (time.perf_counter() - began)
+
+
+async def sink_rate(bootstrap: str, client: Any, layout: Layout, messages: list[StateChange]) -> float:  # fmt: skip  # noqa: E501
+    names = TopicNames(f"bench{uuid.uuid4().hex[:6]}.")
+    options = {"bootstrap_servers": bootstrap}
+    await ensure_topics(options, partitions=4, replication=1, specs=names.specs())
+    producer = AIOKafkaProducer(**options, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    for message in messages:
+        await producer.send(names(STATE_CHANGES), encode(message), key=message.kafka_key())
+    await producer.stop()
+    sink = Sink(options, client, layout, names, SinkSettings(group=f"bench-{uuid.uuid4().hex}"),
+                topics=(STATE_CHANGES,))  # fmt: skip
+    stop = asyncio.Event()
+    began = time.perf_counter()
+    task = asyncio.create_task(sink.run(stop))
+    # Polling costs the sink nothing measurable at this interval; it exposes no completion event.
+    while sink.rows_written < len(messages):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - began
+    stop.set()
+    await task
+    return len(messages) / elapsed
+
+
+def build_history(client: Any, layout: Layout, rows: int, tenants: int) -> None:
+    db = layout.database
+    statuses = "['pending','discovered','user','alias','invalid']"
+    client.command(
+        f"INSERT INTO {db}.state_changes (event_id, tenant_id, address, from_status, to_status, "
+        "reason, actor, role, primary, record_version, cause_event_ids, event_time, "
+        "kafka_partition, kafka_offset, ingested_at) "
+        f"SELECT toString(number), concat('t', toString(number % {tenants})), "
+        f"concat('a', toString(intDiv(number, {tenants})), '@t', toString(number % {tenants}), "
+        f"'.example'), 'discovered', {statuses}[1 + number % 5], "
+        "if(number % 5 = 3, 'alias_detected', 'threshold'), 'system', '', "
+        f"if(number % 5 = 3, concat('p@t', toString(number % {tenants}), '.example'), ''), 2, "
+        "[], toDateTime64('2026-01-01 00:00:00', 3, 'UTC') + toIntervalSecond(number * 3), "
+        f"0, number, now64(3) FROM numbers({rows})"
+    )
+    client.command(
+        f"INSERT INTO {db}.address_state (tenant_id, record_key, address, status, role, primary, "
+        "first_name, surname, status_since, status_reason, discovered_at, discovered_reason, "
+        "first_seen, last_seen, aliases, record_version, is_deleted, kafka_partition, "
+        "kafka_offset, ingested_at) "
+        f"SELECT concat('t', toString(number % {tenants})), toString(number), "
+        f"concat('d', toString(number), '@t', toString(number % {tenants}), '.example'), "
+        "if(number % 20 = 0, 'discovered', 'user'), '', '', '', '', now64(3), 'threshold', "
+        "now64(3) - toIntervalDay(number % 20), 'threshold', NULL, NULL, [], 1, 0, 0, number, "
+        f"now64(3) FROM numbers({rows // 10})"
+    )
+
+
+def time_reports(client: Any, layout: Layout, tenants: int) -> dict[str, dict[str, float]]:
+    schedule = Schedule.parse("09:00", "UTC")
+    week = Week.parse("2026-W20")
+    rng = random.Random(7)
+    out = {}
+    for kind in Kind:
+        timings = []
+        for _ in range(20):
+            tenant = Tenant(f"t{rng.randrange(tenants)}", "T", "", "", DiscoverySettings())
+            began = time.perf_counter()
+            build(client, layout, tenant, kind, week, schedule)
+            timings.append((time.perf_counter() - began) * 1000)
+        out[kind.value] = {
+            "median": round(statistics.median(timings), 1),
+            "max": round(max(timings), 1),
+        }
+    return out
+
+
+async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> None:
+    client = connect(f"chdb://{tmp / 'chdb'}")
+    bare_layout, sink_layout, history_layout = (
+        Layout(f"bench_{name}") for name in ("bare", "sink", "history")
+    )
+    for layout in (bare_layout, sink_layout, history_layout):
+        migrate(client, layout)
+    messages = changes(args.rows)
+    bare = bare_insert_rate(client, bare_layout, messages)
+    through_sink = await sink_rate(bootstrap, client, sink_layout, messages)
+    emit("sink_rows_per_s", ratio=round(through_sink / bare, 3), sink=round(through_sink),
+         bare_insert=round(bare), rows=args.rows)  # fmt: skip
+    began = time.perf_counter()
+    build_history(client, history_layout, args.history, args.tenants)
+    loaded = time.perf_counter() - began
+    emit("report_query_ms", state_changes=args.history, tenants=args.tenants,
+         load_s=round(loaded, 1), **time_reports(client, history_layout, args.tenants))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--history", type=int, default=10_000_000)
+    parser.add_argument("--tenants", type=int, default=10_000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = RuntimeConfig.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        if config.kafka_bootstrap:
+            asyncio.run(main_async(config.kafka_bootstrap, args, Path(tmp)))
+            return
+        with LocalKafka(Path(tmp) / "kafka", cache_dir=config.kafka_cache_dir) as kafka:
+            asyncio.run(main_async(kafka.bootstrap, args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
