@@ -78,12 +78,17 @@ class Sink:
         self.monotonic = monotonic
         self.topics = tuple(topics)
         self._batches: dict[TopicPartition, Batch] = {}
+        self._taken: dict[TopicPartition, int] = {}
+        """Offset after the last record taken per partition (in a batch or flushed)."""
         self._consumer: AIOKafkaConsumer | None = None
         self._producer = idempotent_producer(kafka_options)
         self.rows_written = 0
         self.dead_letters = 0
         self.ready = asyncio.Event()
         """Set once the first assignment was prepared (tests wait for it)."""
+        self._work = asyncio.Lock()
+        """aiokafka rebalances in a task of its own, while a batch may be half flushed: the
+        rebalance callbacks wait for the batch, and the batch never sees a rebalance."""
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -104,10 +109,13 @@ class Sink:
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.batch_rows
                 )
-                for tp, records in batches.items():
-                    await self._take(tp, records)
-                await self._flush_due(force=False)
-            await self._flush_due(force=True)
+                async with self._work:
+                    for tp, records in batches.items():
+                        if tp in consumer.assignment():  # not revoked since it was fetched
+                            await self._take(tp, records)
+                    await self._flush_due(force=False)
+            async with self._work:
+                await self._flush_due(force=True)
         finally:
             await consumer.stop()
             await self._producer.stop()
@@ -118,6 +126,9 @@ class Sink:
         base = self.names.base_of(tp.topic)
         at = self.clock()
         for record in records:
+            if record.offset < self._taken.get(tp, -1):
+                continue  # delivered again after a seek: already taken
+            self._taken[tp] = record.offset + 1
             batch = self._batches.get(tp)
             if batch is None:
                 batch = self._batches[tp] = Batch(record.offset, opened=self.monotonic())
@@ -223,8 +234,14 @@ class Sink:
 
     async def prepare(self, assigned: set[TopicPartition]) -> None:
         """A range recorded beyond the committed offset was maybe half written: replay it."""
+        async with self._work:
+            await self._prepare(assigned)
+        self.ready.set()
+
+    async def _prepare(self, assigned: set[TopicPartition]) -> None:
         assert self._consumer is not None
         for tp in assigned:
+            self._taken.pop(tp, None)
             base = self.names.base_of(tp.topic)
             recorded = await self._with_retry(self._recorded_range, base, tp.partition)
             committed = await self._consumer.committed(tp) or 0
@@ -235,12 +252,13 @@ class Sink:
                 self._batches[tp] = Batch(
                     start, end=start, opened=self.monotonic(), replay_end=end, token=token
                 )
-        self.ready.set()
 
-    def forget(self, revoked: set[TopicPartition]) -> None:
+    async def forget(self, revoked: set[TopicPartition]) -> None:
         """Uncommitted rows of partitions that moved away are the new owner's to write."""
-        for tp in revoked:
-            self._batches.pop(tp, None)
+        async with self._work:
+            for tp in revoked:
+                self._batches.pop(tp, None)
+                self._taken.pop(tp, None)
 
     async def _dead_letter(
         self, tp: TopicPartition, record: ConsumerRecord, error: MessageDecodeError
@@ -268,7 +286,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.sink.forget(set(revoked))
+        await self.sink.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.sink.prepare(set(assigned))

@@ -17,7 +17,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from sinks.migrate import migrate
 from smtp_discovery.clickhouse import connect, redact_url
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import OperatorError
@@ -83,34 +85,68 @@ async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) ->
             print(
                 f"clickhouse  {redact_url(config.effective_clickhouse_url)} (ClickHouse {version})"
             )
-            await _serve(config, bootstrap, stop)
+            applied = await asyncio.to_thread(migrate, clickhouse, config.analytics_layout)
+            state = (
+                f"migrations {', '.join(map(str, applied))} applied" if applied else "up to date"
+            )
+            print(f"schema      {config.analytics_layout.database}: {state}")
+            await _serve(config, bootstrap, clickhouse, stop)
         finally:
             if kafka is not None:
                 await asyncio.to_thread(kafka.stop)
     print("stopped", flush=True)
 
 
-async def _serve(config: RuntimeConfig, bootstrap: str, stop: asyncio.Event) -> None:
-    """The streams worker and the ingest node, until ``stop``."""
-    from ingest.node import IngestNode
+async def _serve(
+    config: RuntimeConfig, bootstrap: str, clickhouse: Any, stop: asyncio.Event
+) -> None:
+    """The streams worker, the ingest node, the sink and the report jobs, until ``stop``.
 
+    The sink and the jobs share this process's ClickHouse client (chDB: one process per path).
+    """
+    from ingest.node import IngestNode
+    from jobs.cli import mailer, schedule
+    from jobs.runner import Jobs
+    from sinks.run import sink_settings
+    from sinks.sink import Sink
+
+    options = client_options(config, bootstrap)
     worker = _start_worker(bootstrap)
-    node = IngestNode(config, client_options(config, bootstrap))
+    node = IngestNode(config, options)
+    halt = asyncio.Event()  # stops the in-process roles
+    roles: list[asyncio.Task[None]] = []
     try:
         await node.start()
+        sink = Sink(options, clickhouse, config.analytics_layout, config.topics,
+                    sink_settings(config))  # fmt: skip
+        roles.append(asyncio.create_task(sink.run(halt), name="sink"))
         print(f"worker      pid {worker.pid} (streams, {config.streams_app_id})")
         print(f"smtp        {node.listening} (ingest node {config.ingest_node_id})")
         if config.ingest_metrics_listen:
             print(f"metrics     http://{config.ingest_metrics_listen}/metrics")
+        print(f"sink        {config.sink_group} -> {config.analytics_layout.database}")
+        if config.report_smarthost:
+            jobs = Jobs(clickhouse, config.analytics_layout, schedule(config), mailer(config))
+            roles.append(asyncio.create_task(jobs.run(halt), name="jobs"))
+            print(f"reports     Thursdays {config.report_time} {config.report_timezone} "
+                  f"via {config.report_smarthost}")  # fmt: skip
+        else:
+            print("reports     off (set DISCOVERY_REPORT_SMARTHOST to send them)")
         print("ready; press Ctrl-C to stop", flush=True)
         waiter = asyncio.create_task(stop.wait())
         exited = asyncio.create_task(asyncio.to_thread(worker.wait))
-        done, _ = await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({waiter, exited, *roles}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if exited in done:
             raise OperatorError(f"the streams worker exited with status {worker.returncode}")
+        for role in roles:
+            if role in done:
+                role.result()  # a role that ended on its own failed: surface why
         print("stopping …", flush=True)
     finally:
+        halt.set()
+        if roles:
+            await asyncio.gather(*roles, return_exceptions=True)
         await node.stop()
         await asyncio.to_thread(_stop_worker, worker)
 

@@ -134,6 +134,8 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
         assert "discovery.mail: created" in out
         assert "clickhouse  chdb://" in out
         assert "worker      pid " in out
+        assert "schema      discovery: migrations 1 applied" in out
+        assert "sink        smtp-discovery-sink -> discovery" in out
         smtp = re.search(r"smtp        127\.0\.0\.1:(\d+) ", out)
         assert smtp, out
         with socket.create_connection(("127.0.0.1", int(smtp.group(1))), timeout=10) as conn:
@@ -152,6 +154,7 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
     try:
         out = _wait_for_line(process, again_log, "ready", 120)
         assert "discovery.mail: exists" in out, "topics did not survive the restart"
+        assert "schema      discovery: up to date" in out
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
