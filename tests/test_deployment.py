@@ -69,6 +69,8 @@ ALL_OPTIONS = {
         "proxyProtocol": True,
         "service": {"type": "ClusterIP"},
     },
+    "reports": {"smarthost": "relay.example:25", "timezone": "Europe/Berlin"},
+    "clickhouse": {"cluster": "gw"},
 }
 HELM_NO_GO = 3  # scripts/helm's exit status when no Go can build helm
 HELM_BUILD_S = 1200  # the first build, from the Go module proxy: about 3-6 minutes on 2 cores
@@ -147,11 +149,14 @@ def test_helm_lint_strict(helm: str, values_file: Path) -> None:
     assert "[WARNING]" not in out and "[ERROR]" not in out
 
 
-def test_helm_renders_the_roles(rendered: list[dict]) -> None:
+def test_helm_renders_the_roles(rendered: list[dict], values_file: Path) -> None:
     kinds = sorted(
         (d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]) for d in rendered
     )
+    jobs = [("Deployment", "jobs")] if _options_on(values_file) else []
     assert kinds == [
+        *jobs,
+        ("Deployment", "sink"),
         ("Job", "setup"),
         ("Service", "ingest"),
         ("StatefulSet", "ingest"),
@@ -161,7 +166,7 @@ def test_helm_renders_the_roles(rendered: list[dict]) -> None:
         assert doc["metadata"]["name"].startswith("mx-"), "names must carry the release name"
 
 
-def test_helm_container_args_are_real_cli_commands(rendered: list[dict]) -> None:
+def test_helm_container_args_are_real_cli_commands(rendered: list[dict], values_file: Path) -> None:
     parser = build_parser()
     commands = set()
     for where, container in _containers(rendered):
@@ -173,7 +178,8 @@ def test_helm_container_args_are_real_cli_commands(rendered: list[dict]) -> None
         except SystemExit:
             pytest.fail(f"{where}: args {container['args']} are no smtp-discovery command")
         commands.add(args.command)
-    assert commands == {"topics", "ingest", "worker"}
+    jobs = {"jobs"} if _options_on(values_file) else set()
+    assert commands == {"topics", "ingest", "worker", "sink", *jobs}
 
 
 def test_helm_env_is_known_to_and_valid_for_the_configuration(rendered: list[dict]) -> None:
