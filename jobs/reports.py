@@ -86,7 +86,7 @@ def tenants(client: Any, layout: Layout) -> dict[str, Tenant]:
     """Every tenant of the tenants snapshot, with its effective settings."""
     rows = client.query(
         f"SELECT tenant_id, name, tech_contact, admin_contact, settings "
-        f"FROM {layout.name('tenants')} FINAL"
+        f"FROM {layout.name('tenants')} FINAL WHERE is_deleted = 0"
     ).result_rows
     defaults = DiscoverySettings()
     for tenant_id, _name, _tech, _admin, settings in rows:
@@ -96,7 +96,9 @@ def tenants(client: Any, layout: Layout) -> dict[str, Tenant]:
     for tenant_id, name, tech, admin, settings in rows:
         if tenant_id == PROVIDER_DEFAULTS_KEY:
             continue
-        effective = defaults.model_copy(update=json.loads(settings))
+        effective = DiscoverySettings.model_validate(
+            {**defaults.model_dump(), **json.loads(settings)}
+        )
         out[tenant_id] = Tenant(tenant_id, name, tech, admin, effective)
     return out
 
