@@ -16,6 +16,7 @@ that "is this the same mailbox?" has exactly one answer. The rules:
 from __future__ import annotations
 
 import ipaddress
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +34,12 @@ _ATEXT_ASCII = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 )
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+# Fast paths for the common all-ASCII forms; anything they do not match takes the full checks.
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_ASCII_DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+_LDH_LABELS = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
 
 
 class AddressError(ValueError):
@@ -217,6 +224,8 @@ def _parse_local(local: str, *, smtputf8: bool) -> tuple[str, bool]:
         )
     if local.startswith('"'):
         return _quoted_content(local), True
+    if _ASCII_DOT_ATOM.fullmatch(local):
+        return local, False
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise AddressError("syntax", "local part has a leading, trailing or doubled dot")
     for ch in local:
@@ -260,6 +269,8 @@ def _is_atext(ch: str) -> bool:
 
 
 def _is_dot_string(content: str) -> bool:
+    if _ASCII_DOT_ATOM.fullmatch(content):
+        return True
     if not content or content.startswith(".") or content.endswith(".") or ".." in content:
         return False
     return all(ch == "." or _is_atext(ch) for ch in content)
@@ -313,6 +324,8 @@ def _parse_domain(domain: str) -> tuple[str, str]:
 
 
 def _check_ldh(domain: str) -> None:
+    if _LDH_LABELS.fullmatch(domain):
+        return
     for label in domain.split("."):
         if not label:
             raise AddressError("syntax", "domain has an empty label")
