@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from jobs.weeks import Schedule, Week
+from jobs.weeks import Schedule, Week, expiry
 from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings
 from sinks.schema import Layout
 
@@ -158,7 +158,7 @@ def _warning(client: Any, layout: Layout, tenant: Tenant, week: Week, schedule: 
     rows = []
     for address, discovered_at in discovered:
         at = _aware(discovered_at)
-        expires = datetime.combine(at.date() + timedelta(weeks=weeks, days=1), time(0), UTC)
+        expires = expiry(at, weeks)
         left = schedule.slots_from(sent_at, expires)
         rows.append((address, _when(at), left, expires.date().isoformat()))
     catch_all = client.query(

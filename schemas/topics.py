@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from schemas.admin import AdminToken
 from schemas.commands import CommandResult, CommandsTopicValue
 from schemas.deadletter import DeadLetter
 from schemas.mail import MailEvent
@@ -33,6 +34,8 @@ class KeyKind(StrEnum):
     """tenant id (or the provider-defaults key)."""
     ORIGINAL = "original"
     """The key of the message that failed, unchanged."""
+    TOKEN = "token"
+    """An admin token's id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ ADDRESS_STATE = "discovery.address-state"
 STATE_CHANGES = "discovery.state-changes"
 TENANTS = "discovery.tenants"
 DEAD_LETTER = "discovery.dead-letter"
+ADMIN_TOKENS = "discovery.admin-tokens"
 
 _COMPACTION = {"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(DAY_MS)}
 
@@ -120,6 +124,16 @@ REGISTRY: tuple[TopicSpec, ...] = (
         KeyKind.TENANT,
         Cleanup.COMPACT,
         "Tenant configurations and the provider defaults; the source of truth for both.",
+        co_partitioned=False,
+        partitions=1,
+        extra_configs=_COMPACTION,
+    ),
+    TopicSpec(
+        ADMIN_TOKENS,
+        AdminToken,
+        KeyKind.TOKEN,
+        Cleanup.COMPACT,
+        "Admin API tokens (hashes only); a tombstone revokes one.",
         co_partitioned=False,
         partitions=1,
         extra_configs=_COMPACTION,

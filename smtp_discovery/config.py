@@ -176,6 +176,11 @@ VARIABLES: tuple[Variable, ...] = (
         "IANA time zone of the report schedule and report weeks, e.g. Europe/Berlin.",
     ),
     Variable(
+        "DISCOVERY_ADMIN_LISTEN",
+        "admin_listen",
+        "host:port of the admin API and web console.",
+    ),
+    Variable(
         "DISCOVERY_LOG_FORMAT",
         "log_format",
         "text (human) or json (one object per line, for log shippers). Never message contents.",
@@ -331,6 +336,7 @@ class RuntimeConfig(BaseModel):
     report_sender: str = Field(default="smtp-discovery@localhost", min_length=3, max_length=256)
     report_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     report_timezone: str = "UTC"
+    admin_listen: str = "127.0.0.1:8025"
     log_format: Literal["text", "json"] = "text"
     ingest_listen: str = Field(default="127.0.0.1:2525")
     ingest_hostname: str = Field(default_factory=socket.getfqdn, max_length=255)
@@ -383,7 +389,11 @@ class RuntimeConfig(BaseModel):
         return value
 
     @field_validator(
-        "ingest_listen", "ingest_smarthost", "ingest_metrics_listen", "report_smarthost"
+        "ingest_listen",
+        "ingest_smarthost",
+        "ingest_metrics_listen",
+        "report_smarthost",
+        "admin_listen",
     )
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:

@@ -126,7 +126,11 @@ def test_messages_are_frozen() -> None:
 class TestRegistry:
     def test_compacted_topics(self) -> None:
         compacted = {s.name for s in REGISTRY if s.cleanup is Cleanup.COMPACT}
-        assert compacted == {"discovery.address-state", "discovery.tenants"}
+        assert compacted == {
+            "discovery.address-state",
+            "discovery.tenants",
+            "discovery.admin-tokens",
+        }
 
     def test_dead_letter_topic_exists(self) -> None:
         assert topic("discovery.dead-letter").key is KeyKind.ORIGINAL

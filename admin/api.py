@@ -1,0 +1,530 @@
+"""The admin HTTP API (``/v1``): tenants and settings for operators; the Discovered and Marked
+Invalid lists, actions, users, reports and history for a tenant's admins.
+
+Writes are published: tenants and provider defaults to ``discovery.tenants`` (their source of
+truth), actions to ``discovery.commands`` (answered 202 with command ids; the streams topology
+applies them and the status endpoint reports the result). Reads come from the views and from
+ClickHouse. Every tenant route checks the token's tenant first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from admin import errors
+from admin.context import AdminContext
+from admin.errors import ApiError
+from admin.tokens import Principal
+from jobs.render import as_csv, as_json
+from jobs.reports import Kind, Tenant, build
+from jobs.weeks import Schedule, Week, expiry
+from schemas.address import AddressError, parse_address
+from schemas.base import new_event_id
+from schemas.commands import (
+    AddAlias,
+    CreateFunctional,
+    CreateUser,
+    DeleteAddress,
+    ImportUser,
+    MarkInvalid,
+    RemoveInvalid,
+)
+from schemas.state import UserRole
+from schemas.tenant import (
+    DiscoverySettings,
+    ProviderDefaults,
+    TenantConfig,
+    describe_errors,
+    validate_overrides,
+)
+from schemas.topics import COMMANDS, TENANTS
+
+MAX_BATCH = 1000
+
+
+# ---- authentication ---------------------------------------------------------------------------
+
+
+def context(request: Request) -> AdminContext:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+Context = Annotated[AdminContext, Depends(context)]
+
+
+def principal(ctx: Context, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    scheme, _, token = (authorization or "").partition(" ")
+    found = ctx.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    if found is None:
+        raise ApiError(401, "unauthenticated", "send a valid token: Authorization: Bearer sd_…")
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def operator(caller: Caller) -> Principal:
+    if not caller.operator:
+        raise ApiError(403, "operators_only", "this needs a provider operator's token")
+    return caller
+
+
+Operator = Annotated[Principal, Depends(operator)]
+
+
+def tenant_of(ctx: AdminContext, caller: Principal, tenant_id: str) -> TenantConfig:
+    if not caller.may_see(tenant_id):
+        raise ApiError(403, "other_tenant", "this token belongs to another tenant")
+    tenant = ctx.tenants.tenant(tenant_id)
+    if tenant is None:
+        raise ApiError(404, "unknown_tenant", f"no tenant {tenant_id!r}")
+    return tenant
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+
+class TenantBody(BaseModel):
+    """A tenant as operators write it; validated by the same contract the topic carries."""
+
+    name: str
+    domains: list[str] = []
+    destinations: list[dict[str, Any]] = []
+    outbound_ranges: list[str] = []
+    tech_contact: str | None = None
+    admin_contact: str | None = None
+    settings: dict[str, Any] = {}
+
+
+class NewTenant(TenantBody):
+    tenant_id: str
+
+
+class UserFields(BaseModel):
+    address: str
+    first_name: str = Field(default="", max_length=100)
+    surname: str = Field(default="", max_length=100)
+
+
+class Action(BaseModel):
+    action: Literal[
+        "create_user", "create_functional", "mark_invalid", "remove_invalid", "add_alias"
+    ]
+    addresses: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    users: list[UserFields] = Field(default=[], description="Names per address (create_user).")
+    role: UserRole | None = None
+    primary: str | None = Field(default=None, description="The user to alias to (add_alias).")
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _tenant_config(ctx: AdminContext, tenant_id: str, body: TenantBody, epoch: int) -> TenantConfig:
+    try:
+        tenant = TenantConfig.model_validate(
+            {
+                **body.model_dump(),
+                "tenant_id": tenant_id,
+                "event_time": ctx.clock(),
+                "verification_cache_epoch": epoch,
+            }
+        )
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_tenant", "; ".join(describe_errors(exc))) from None
+    for domain in tenant.domains:
+        owner = ctx.tenants.tenant_for_domain(domain)
+        if owner is not None and owner.tenant_id != tenant_id:
+            raise ApiError(409, "domain_taken", f"{domain} is registered by another tenant")
+    return tenant
+
+
+def _address(text: str) -> str:
+    try:
+        return parse_address(text).display
+    except AddressError as exc:
+        raise ApiError(422, "invalid_address", f"{text!r}: {exc.message}") from None
+
+
+def _in_tenant(tenant: TenantConfig, address: str) -> str:
+    parsed = parse_address(_address(address))
+    if parsed.domain not in tenant.domains:
+        raise ApiError(
+            422, "foreign_domain", f"{address} is not in a registered domain of {tenant.name}"
+        )
+    return parsed.display
+
+
+def _tenant_view(ctx: AdminContext, tenant: TenantConfig) -> dict[str, Any]:
+    return {
+        **tenant.model_dump(mode="json", exclude={"schema_version", "event_id", "type"}),
+        "effective_settings": ctx.tenants.settings(tenant.tenant_id).model_dump(mode="json"),  # type: ignore[union-attr]
+    }
+
+
+def _settings_view(effective: DiscoverySettings, overrides: dict[str, Any]) -> dict[str, Any]:
+    fields = DiscoverySettings.model_fields
+    return {
+        name: {
+            "value": getattr(effective, name),
+            "overridden": name in overrides,
+            "recommended": (fields[name].json_schema_extra or {}).get("recommended"),  # type: ignore[union-attr]
+            "description": fields[name].description,
+        }
+        for name in fields
+    }
+
+
+# ---- routes -----------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/tenants", tags=["tenants"])
+async def list_tenants(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
+    return [
+        _tenant_view(ctx, t)
+        for t in sorted(ctx.tenants.tenants.values(), key=lambda t: t.tenant_id)
+        if caller.may_see(t.tenant_id)
+    ]
+
+
+@router.post("/tenants", status_code=201, tags=["tenants"])
+async def create_tenant(body: NewTenant, ctx: Context, caller: Operator) -> dict[str, Any]:
+    if ctx.tenants.tenant(body.tenant_id) is not None:
+        raise ApiError(409, "tenant_exists", f"tenant {body.tenant_id!r} exists; PUT to change it")
+    tenant = _tenant_config(ctx, body.tenant_id, body, 0)
+    await ctx.publish(TENANTS, [tenant])
+    return _tenant_view(ctx, tenant)
+
+
+@router.get("/tenants/{tenant_id}", tags=["tenants"])
+async def get_tenant(tenant_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    return _tenant_view(ctx, tenant_of(ctx, caller, tenant_id))
+
+
+@router.put("/tenants/{tenant_id}", tags=["tenants"])
+async def update_tenant(
+    tenant_id: str, body: TenantBody, ctx: Context, caller: Operator
+) -> dict[str, Any]:
+    current = tenant_of(ctx, caller, tenant_id)
+    tenant = _tenant_config(ctx, tenant_id, body, current.verification_cache_epoch)
+    await ctx.publish(TENANTS, [tenant])
+    return _tenant_view(ctx, tenant)
+
+
+@router.get("/settings/defaults", tags=["settings"])
+async def get_defaults(ctx: Context, caller: Caller) -> dict[str, Any]:
+    return _settings_view(ctx.tenants.defaults, {})
+
+
+@router.put("/settings/defaults", tags=["settings"])
+async def set_defaults(body: dict[str, Any], ctx: Context, caller: Operator) -> dict[str, Any]:
+    try:
+        validate_overrides(body)
+        merged = DiscoverySettings.model_validate({**ctx.tenants.defaults.model_dump(), **body})
+    except ValueError as exc:
+        raise ApiError(422, "invalid_settings", str(exc)) from None
+    defaults = ProviderDefaults(event_time=ctx.clock(), settings=merged)
+    await ctx.publish(TENANTS, [defaults])
+    return _settings_view(merged, {})
+
+
+@router.get("/tenants/{tenant_id}/settings", tags=["settings"])
+async def get_settings(tenant_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    tenant = tenant_of(ctx, caller, tenant_id)
+    return _settings_view(ctx.tenants.settings(tenant_id), tenant.settings)  # type: ignore[arg-type]
+
+
+@router.patch("/tenants/{tenant_id}/settings", tags=["settings"])
+async def change_settings(
+    tenant_id: str, body: dict[str, Any], ctx: Context, caller: Caller
+) -> dict[str, Any]:
+    """Set overrides; a null value removes the override (the provider default applies)."""
+    tenant = tenant_of(ctx, caller, tenant_id)
+    overrides = {k: v for k, v in {**tenant.settings, **body}.items() if v is not None}
+    try:
+        overrides = validate_overrides(overrides)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_settings", str(exc)) from None
+    updated = tenant.model_copy(
+        update={"settings": overrides, "event_time": ctx.clock(), "event_id": new_event_id()}
+    )
+    await ctx.publish(TENANTS, [updated])
+    return _settings_view(ctx.tenants.settings(tenant_id), overrides)  # type: ignore[arg-type]
+
+
+@router.get("/tenants/{tenant_id}/discovered", tags=["lists"])
+async def discovered(
+    tenant_id: str,
+    ctx: Context,
+    caller: Caller,
+    weeks: Annotated[int, Query(ge=1, le=52)] = 3,
+    q: Annotated[str, Query(max_length=200)] = "",
+    sort: Literal["address", "discovered_at", "last_seen", "messages"] = "discovered_at",
+    order: Literal["asc", "desc"] = "desc",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    tenant = tenant_of(ctx, caller, tenant_id)
+    settings = ctx.tenants.settings(tenant_id)
+    assert settings is not None
+    since = ctx.clock() - timedelta(weeks=weeks)
+    layout = ctx.layout
+    rows = await ctx.query(
+        f"SELECT s.address, s.discovered_at, s.discovered_reason, s.first_seen, s.last_seen, "
+        f"m.messages, m.clean, count() OVER () AS total "
+        f"FROM (SELECT * FROM {layout.name('address_state')} FINAL "
+        "WHERE tenant_id = {t:String} AND status = 'discovered' AND is_deleted = 0 "
+        "AND discovered_at >= {since:DateTime64(3)} "
+        "AND positionCaseInsensitiveUTF8(address, {q:String}) > 0) AS s "
+        f"LEFT JOIN (SELECT lower(address) AS a, countIf(type = 'recipient_delivered') AS "
+        f"messages, countIf(verdict = 'clean') AS clean FROM {layout.name('mail_events')} "
+        "WHERE tenant_id = {t:String} GROUP BY a) AS m ON m.a = lower(s.address) "
+        f"ORDER BY {sort} {order}, s.address LIMIT {{n:UInt32}} OFFSET {{o:UInt32}}",
+        {"t": tenant_id, "since": since.replace(tzinfo=None), "q": q, "n": per_page,
+         "o": (page - 1) * per_page},
+    )  # fmt: skip
+    schedule = Schedule.parse("09:00", "UTC")
+    now = ctx.clock()
+    items = []
+    for address, found, how, first, last, messages, clean, _total in rows:
+        at = found.replace(tzinfo=UTC) if found and found.tzinfo is None else found
+        ends = expiry(at, settings.notices_before_expiry) if at else None
+        items.append(
+            {
+                "address": address,
+                "discovered_at": at,
+                "discovered_how": how,
+                "first_seen": first,
+                "last_seen": last,
+                "messages": int(messages or 0),
+                "clean_messages": int(clean or 0),
+                "notices_left": schedule.slots_from(now, ends) if ends else None,
+                "expires_at": ends,
+            }
+        )
+    total = int(rows[0][-1]) if rows else 0
+    return {"tenant": tenant.tenant_id, "total": total, "page": page, "per_page": per_page,
+            "items": items}  # fmt: skip
+
+
+@router.get("/tenants/{tenant_id}/invalid", tags=["lists"])
+async def invalid_list(
+    tenant_id: str,
+    ctx: Context,
+    caller: Caller,
+    q: Annotated[str, Query(max_length=200)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    tenant_of(ctx, caller, tenant_id)
+    rows = await ctx.query(
+        f"SELECT address, status_since, status_reason, count() OVER () FROM "
+        f"{ctx.layout.name('address_state')} FINAL WHERE tenant_id = {{t:String}} "
+        "AND status = 'invalid' AND is_deleted = 0 "
+        "AND positionCaseInsensitiveUTF8(address, {q:String}) > 0 "
+        "ORDER BY address LIMIT {n:UInt32} OFFSET {o:UInt32}",
+        {"t": tenant_id, "q": q, "n": per_page, "o": (page - 1) * per_page},
+    )
+    return {
+        "total": int(rows[0][3]) if rows else 0,
+        "items": [{"address": a, "since": s, "reason": r} for a, s, r, _ in rows],
+    }
+
+
+@router.get("/tenants/{tenant_id}/users", tags=["users"])
+async def users(
+    tenant_id: str,
+    ctx: Context,
+    caller: Caller,
+    q: Annotated[str, Query(max_length=200, description="Address or name, for typeahead")] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> list[dict[str, Any]]:
+    tenant_of(ctx, caller, tenant_id)
+    rows = await ctx.query(
+        f"SELECT address, first_name, surname, status, role FROM "
+        f"{ctx.layout.name('address_state')} FINAL WHERE tenant_id = {{t:String}} "
+        "AND status IN ('user', 'functional') AND is_deleted = 0 AND ("
+        "positionCaseInsensitiveUTF8(address, {q:String}) > 0 OR "
+        "positionCaseInsensitiveUTF8(concat(first_name, ' ', surname), {q:String}) > 0) "
+        "ORDER BY address LIMIT {n:UInt32}",
+        {"t": tenant_id, "q": q, "n": limit},
+    )
+    return [
+        {"address": a, "first_name": f, "surname": s, "status": st, "role": r or None}
+        for a, f, s, st, r in rows
+    ]
+
+
+@router.post("/tenants/{tenant_id}/actions", status_code=202, tags=["actions"])
+async def act(tenant_id: str, body: Action, ctx: Context, caller: Caller) -> dict[str, Any]:
+    """Apply one action to many addresses: one command each, answered with their ids."""
+    tenant = tenant_of(ctx, caller, tenant_id)
+    names = {_address(u.address).lower(): u for u in body.users}
+    common = {"tenant_id": tenant_id, "event_time": ctx.clock(), "actor": caller.actor}
+    commands = []
+    for raw in body.addresses:
+        address = _in_tenant(tenant, raw)
+        fields = {**common, "address": address}
+        if body.action == "create_user":
+            person = names.get(address.lower())
+            commands.append(CreateUser(**fields, role=body.role,
+                                       first_name=person.first_name if person else "",
+                                       surname=person.surname if person else ""))  # fmt: skip
+        elif body.action == "create_functional":
+            commands.append(CreateFunctional(**fields))
+        elif body.action == "mark_invalid":
+            commands.append(MarkInvalid(**fields))
+        elif body.action == "remove_invalid":
+            commands.append(RemoveInvalid(**fields))
+        else:
+            if not body.primary:
+                raise ApiError(422, "primary_required", "add_alias needs the user (primary)")
+            try:
+                commands.append(AddAlias(**fields, primary=_in_tenant(tenant, body.primary)))
+            except ValidationError as exc:
+                raise ApiError(422, "invalid_alias", "; ".join(describe_errors(exc))) from None
+    await ctx.publish(COMMANDS, commands)
+    return {"commands": [{"address": c.address, "command_id": c.event_id} for c in commands]}
+
+
+@router.get("/tenants/{tenant_id}/commands/{command_id}", tags=["actions"])
+async def command_status(
+    tenant_id: str, command_id: str, ctx: Context, caller: Caller
+) -> dict[str, Any]:
+    tenant_of(ctx, caller, tenant_id)
+    result = ctx.results.get(command_id)
+    if result is None or result.tenant_id != tenant_id:
+        return {"command_id": command_id, "status": "pending"}
+    return {
+        "command_id": command_id,
+        "status": result.outcome,
+        "address": result.address,
+        "reason_code": result.reason_code,
+        "message": result.message,
+    }
+
+
+@router.post("/tenants/{tenant_id}/users/import", status_code=202, tags=["users"])
+async def import_users(
+    tenant_id: str, request: Request, ctx: Context, caller: Caller
+) -> dict[str, Any]:
+    """CSV (text/csv body) with a header: address, first_name, surname, role."""
+    tenant = tenant_of(ctx, caller, tenant_id)
+    text = (await request.body()).decode("utf-8-sig", "replace")
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "address" not in reader.fieldnames:
+        raise ApiError(422, "invalid_csv", "the CSV needs a header row with an address column")
+    commands, problems = [], []
+    for row_number, row in enumerate(reader, start=2):
+        try:
+            address = _in_tenant(tenant, (row.get("address") or "").strip())
+            role = (row.get("role") or "").strip() or None
+            commands.append(ImportUser(tenant_id=tenant_id, event_time=ctx.clock(),
+                                       actor=caller.actor, address=address,
+                                       first_name=(row.get("first_name") or "").strip(),
+                                       surname=(row.get("surname") or "").strip(),
+                                       role=role))  # fmt: skip
+        except ApiError as exc:
+            problems.append({"row": row_number, "message": exc.message})
+        except ValidationError as exc:
+            problems.append({"row": row_number, "message": "; ".join(describe_errors(exc))})
+        if len(commands) + len(problems) > 100_000:
+            raise ApiError(413, "too_many_rows", "import at most 100,000 rows at a time")
+    if commands:
+        await ctx.publish(COMMANDS, commands)
+    return {
+        "accepted": [{"address": c.address, "command_id": c.event_id} for c in commands],
+        "errors": problems,
+    }
+
+
+@router.delete("/tenants/{tenant_id}/users/{address}", status_code=202, tags=["users"])
+async def delete_user(tenant_id: str, address: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    tenant = tenant_of(ctx, caller, tenant_id)
+    command = DeleteAddress(tenant_id=tenant_id, event_time=ctx.clock(), actor=caller.actor,
+                            address=_in_tenant(tenant, address))  # fmt: skip
+    await ctx.publish(COMMANDS, [command])
+    return {"command_id": command.event_id}
+
+
+@router.post("/tenants/{tenant_id}/verification-cache/clear", tags=["users"])
+async def clear_cache(tenant_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    tenant = tenant_of(ctx, caller, tenant_id)
+    updated = tenant.model_copy(
+        update={
+            "verification_cache_epoch": tenant.verification_cache_epoch + 1,
+            "event_time": ctx.clock(),
+            "event_id": new_event_id(),
+        }
+    )
+    await ctx.publish(TENANTS, [updated])
+    return {"verification_cache_epoch": updated.verification_cache_epoch}
+
+
+@router.get("/tenants/{tenant_id}/reports/{kind}", tags=["reports"])
+async def report(
+    tenant_id: str,
+    kind: Kind,
+    ctx: Context,
+    caller: Caller,
+    week: Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$")] = None,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    config = tenant_of(ctx, caller, tenant_id)
+    schedule = Schedule.parse("09:00", "UTC")
+    try:
+        covered = Week.parse(week) if week else schedule.latest_slot(ctx.clock())[1]
+    except ValueError as exc:
+        raise ApiError(422, "invalid_week", str(exc)) from None
+    settings = ctx.tenants.settings(tenant_id)
+    assert settings is not None
+    who = Tenant(tenant_id, config.name, config.tech_contact or "", config.admin_contact or "",
+                 settings)  # fmt: skip
+    built = await ctx.run(build, ctx.clickhouse, ctx.layout, who, kind, covered, schedule)
+    if format == "csv":
+        filename = f"{tenant_id}-{kind}-{covered}.csv"
+        return Response(
+            as_csv(built),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return Response(as_json(built), media_type="application/json")
+
+
+@router.get("/tenants/{tenant_id}/history", tags=["reports"])
+async def history(
+    tenant_id: str,
+    ctx: Context,
+    caller: Caller,
+    days: Annotated[int, Query(ge=1, le=3660)] = 30,
+) -> list[dict[str, Any]]:
+    tenant_of(ctx, caller, tenant_id)
+    columns = ("messages", "clean_messages", "outbound_messages", "verifications", "rejections",
+               "tempfails", "new_pending", "new_discovered", "new_users", "new_aliases",
+               "new_invalid")  # fmt: skip
+    rows = await ctx.query(
+        f"SELECT day, {', '.join(f'sum({c})' for c in columns)} FROM "
+        f"{ctx.layout.name('tenant_daily')} WHERE tenant_id = {{t:String}} "
+        "AND day >= {since:Date} GROUP BY day ORDER BY day",
+        {"t": tenant_id, "since": (ctx.clock() - timedelta(days=days)).date()},
+    )
+    return [{"day": row[0], **dict(zip(columns, map(int, row[1:]), strict=True))} for row in rows]
+
+
+def create_app(ctx: AdminContext) -> FastAPI:
+    app = FastAPI(
+        title="smtp-discovery admin API",
+        version="1",
+        description="Tenants, settings, discovered addresses and their management.",
+    )
+    app.state.context = ctx
+    errors.install(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,102 @@
+"""What the admin API works with: views of the tenants, tokens and command results, a producer
+for the topics it writes, and the ClickHouse client for what the sink wrote."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from admin.tokens import TokenDirectory
+from schemas.base import Message
+from schemas.codec import MessageDecodeError, decode, encode
+from schemas.commands import CommandResult
+from schemas.topics import ADMIN_TOKENS, COMMAND_RESULTS, TENANTS, TopicNames
+from sinks.schema import Layout
+from smtp_discovery.kafka import idempotent_producer
+from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
+
+MAX_RESULTS = 1_000_000
+
+
+class CommandResults:
+    """Results of recent commands by command id (the topic keeps a week; so does this, bounded)."""
+
+    def __init__(self) -> None:
+        self._results: OrderedDict[str, CommandResult] = OrderedDict()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        try:
+            result = decode(COMMAND_RESULTS, value)
+        except MessageDecodeError:
+            return
+        self._results[result.command_id] = result
+        while len(self._results) > MAX_RESULTS:
+            self._results.popitem(last=False)
+
+    def get(self, command_id: str) -> CommandResult | None:
+        return self._results.get(command_id)
+
+
+class AdminContext:
+    def __init__(
+        self,
+        kafka_options: dict[str, Any],
+        names: TopicNames,
+        clickhouse: Any,
+        layout: Layout,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kafka_options = kafka_options
+        self.names = names
+        self.clickhouse = clickhouse
+        self.layout = layout
+        self.clock = clock
+        self.tenants = TenantDirectory()
+        self.tokens = TokenDirectory()
+        self.results = CommandResults()
+        self._followers = [
+            CompactedTopicFollower(kafka_options, names(TENANTS), self.tenants.apply),
+            CompactedTopicFollower(kafka_options, names(ADMIN_TOKENS), self.tokens.apply),
+            CompactedTopicFollower(kafka_options, names(COMMAND_RESULTS), self.results.apply),
+        ]
+        self._producer = idempotent_producer(kafka_options)
+        self._clickhouse_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self._producer.start()
+        for follower in self._followers:
+            await follower.start()
+        await asyncio.gather(*(f.ready.wait() for f in self._followers[:2]))
+
+    async def stop(self) -> None:
+        for follower in self._followers:
+            await follower.stop()
+        await self._producer.stop()
+
+    async def publish(self, base_topic: str, messages: list[Message]) -> None:
+        """Acknowledged by Kafka (acks=all) before the API answers."""
+        futures = [
+            await self._producer.send(self.names(base_topic), encode(m), key=m.kafka_key())
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+        if base_topic == TENANTS:  # read-your-writes: the view need not wait for the follower
+            for m in messages:
+                self.tenants.apply(m.kafka_key(), encode(m))
+        if base_topic == ADMIN_TOKENS:
+            for m in messages:
+                self.tokens.apply(m.kafka_key(), encode(m))
+
+    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
+        """ClickHouse reads off the event loop (one at a time: chDB clients are not reentrant)."""
+        async with self._clickhouse_lock:
+            result = await asyncio.to_thread(self.clickhouse.query, sql, parameters=parameters)
+        return [tuple(row) for row in result.result_rows]
+
+    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        async with self._clickhouse_lock:
+            return await asyncio.to_thread(call, *args)

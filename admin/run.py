@@ -1,0 +1,36 @@
+"""``smtp-discovery admin``: the admin API under uvicorn, in the caller's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+
+from admin.api import create_app
+from admin.context import AdminContext
+from smtp_discovery.config import RuntimeConfig, split_host_port
+
+
+async def serve_admin(
+    config: RuntimeConfig, kafka_options: dict[str, Any], clickhouse: Any, stop: asyncio.Event
+) -> None:
+    """Serve until ``stop`` is set (the embedded mode shares its ClickHouse client)."""
+    ctx = AdminContext(kafka_options, config.topics, clickhouse, config.analytics_layout)
+    await ctx.start()
+    host, port = split_host_port(config.admin_listen)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx), host=host, port=port, log_level="warning", access_log=False,
+            lifespan="off",
+        )
+    )  # fmt: skip
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(), name="admin-api")
+    try:
+        await asyncio.wait({task, asyncio.create_task(stop.wait())},
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    finally:
+        server.should_exit = True
+        await task
+        await ctx.stop()

@@ -1,0 +1,264 @@
+"""The admin API against real Kafka and chDB: operators, tenant admins, isolation, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas.codec import decode, encode
+from schemas.commands import CommandResult
+from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
+from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS
+from tests.admin.conftest import Admin
+from tests.smtp_discovery.kafka_helpers import consume_until
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_operators_manage_tenants_with_validation(admin: Admin) -> None:
+    acme = await admin.tenant(
+        "acme",
+        destinations=[{"host": "mx.acme.example", "priority": 5}],
+        outbound_ranges=["192.0.2.0/24"],
+    )
+    assert acme["effective_settings"]["inbound_detection_threshold"] == 3
+    again = await admin.http.post(
+        "/v1/tenants", json={"tenant_id": "acme", "name": "A"}, headers=admin.operator
+    )
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "tenant_exists")
+    taken = await admin.http.post(
+        "/v1/tenants",
+        json={"tenant_id": "beta", "name": "B", "domains": ["ACME.example"]},
+        headers=admin.operator,
+    )
+    assert (taken.status_code, taken.json()["error"]["code"]) == (409, "domain_taken")
+    bad = await admin.http.post(
+        "/v1/tenants",
+        json={"tenant_id": "gamma", "name": "G", "domains": ["not a domain"]},
+        headers=admin.operator,
+    )
+    assert bad.status_code == 422 and "domains" in bad.json()["error"]["message"]
+    changed = await admin.http.put(
+        "/v1/tenants/acme",
+        headers=admin.operator,
+        json={"name": "Acme Ltd", "domains": ["acme.example"]},
+    )
+    assert changed.json()["name"] == "Acme Ltd"
+    listed = await admin.http.get("/v1/tenants", headers=admin.operator)
+    assert [t["tenant_id"] for t in listed.json()] == ["acme"]
+
+
+async def test_a_tenant_token_sees_and_changes_only_its_tenant(admin: Admin) -> None:
+    await admin.tenant("acme")
+    await admin.tenant("beta")
+    acme = await admin.token("acme")
+    assert [t["tenant_id"] for t in (await admin.http.get("/v1/tenants", headers=acme)).json()] == [
+        "acme"
+    ]
+    routes = [
+        ("GET", "/v1/tenants/beta", None),
+        ("GET", "/v1/tenants/beta/settings", None),
+        ("PATCH", "/v1/tenants/beta/settings", {"monitor_mode": True}),
+        ("GET", "/v1/tenants/beta/discovered", None),
+        ("GET", "/v1/tenants/beta/invalid", None),
+        ("GET", "/v1/tenants/beta/users", None),
+        (
+            "POST",
+            "/v1/tenants/beta/actions",
+            {"action": "mark_invalid", "addresses": ["x@beta.example"]},
+        ),
+        ("GET", "/v1/tenants/beta/commands/abc", None),
+        ("DELETE", "/v1/tenants/beta/users/x@beta.example", None),
+        ("POST", "/v1/tenants/beta/verification-cache/clear", None),
+        ("GET", "/v1/tenants/beta/reports/new-users", None),
+        ("GET", "/v1/tenants/beta/history", None),
+    ]
+    for method, path, body in routes:
+        response = await admin.http.request(method, path, json=body, headers=acme)
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "other_tenant"), (
+            path
+        )
+    operator_only = [
+        ("POST", "/v1/tenants", {"tenant_id": "x", "name": "X"}),
+        ("PUT", "/v1/tenants/acme", {"name": "Mine"}),
+        ("PUT", "/v1/settings/defaults", {"monitor_mode": True}),
+    ]
+    for method, path, body in operator_only:
+        response = await admin.http.request(method, path, json=body, headers=acme)
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "operators_only")
+    nobody = await admin.http.get("/v1/tenants")
+    forged = await admin.http.get("/v1/tenants", headers={"Authorization": "Bearer sd_0000_x"})
+    assert nobody.status_code == forged.status_code == 401
+
+
+async def test_settings_overrides_follow_the_provider_defaults_until_set(admin: Admin) -> None:
+    await admin.tenant("acme")
+    acme = await admin.token("acme")
+    bad = await admin.http.patch(
+        "/v1/tenants/acme/settings", json={"notices_before_expiry": 0}, headers=acme
+    )
+    assert bad.status_code == 422 and "notices_before_expiry" in bad.json()["error"]["message"]
+    unknown = await admin.http.patch("/v1/tenants/acme/settings", json={"colour": 1}, headers=acme)
+    assert unknown.json()["error"]["message"] == "unknown setting(s): colour"
+    ok = await admin.http.patch(
+        "/v1/tenants/acme/settings", json={"discovery_enabled": True}, headers=acme
+    )
+    view = ok.json()
+    assert view["discovery_enabled"] == {
+        "value": True,
+        "overridden": True,
+        "recommended": None,
+        "description": view["discovery_enabled"]["description"],
+    }
+    assert view["auto_add_detected_aliases"]["recommended"] is True
+    await admin.http.put(
+        "/v1/settings/defaults", json={"inbound_detection_threshold": 5}, headers=admin.operator
+    )
+    after = (await admin.http.get("/v1/tenants/acme/settings", headers=acme)).json()
+    assert after["inbound_detection_threshold"]["value"] == 5
+    reset = await admin.http.patch(
+        "/v1/tenants/acme/settings", json={"discovery_enabled": None}, headers=acme
+    )
+    assert reset.json()["discovery_enabled"] == {
+        **view["discovery_enabled"],
+        "value": False,
+        "overridden": False,
+    }
+
+
+def _snapshot(address: str, status: AddressStatus, at: datetime) -> AddressStateSnapshot:
+    record = AddressRecord(
+        tenant_id="acme",
+        address=address,
+        status=status,
+        status_since=at,
+        status_reason="threshold",
+        discovered_at=at,
+        first_seen=at,
+        last_seen=at,
+        first_name="Ann" if "ann" in address else "",
+    )
+    return AddressStateSnapshot(tenant_id="acme", address=address, event_time=at, record=record)
+
+
+async def test_the_discovered_list_filters_sorts_pages_and_shows_notices(admin: Admin) -> None:
+    await admin.tenant("acme")
+    now = datetime.now(UTC)
+    admin.history.add(
+        ADDRESS_STATE,
+        *[
+            _snapshot(f"user{i}@acme.example", AddressStatus.DISCOVERED, now - timedelta(days=i))
+            for i in range(5)
+        ],
+        _snapshot("old@acme.example", AddressStatus.DISCOVERED, now - timedelta(weeks=5)),
+        _snapshot("ann@acme.example", AddressStatus.USER, now),
+        _snapshot("gone@acme.example", AddressStatus.INVALID, now),
+    )
+    acme = await admin.token("acme")
+    page = (
+        await admin.http.get(
+            "/v1/tenants/acme/discovered?per_page=2&sort=address&order=asc", headers=acme
+        )
+    ).json()
+    assert page["total"] == 5 and [i["address"] for i in page["items"]] == [
+        "user0@acme.example",
+        "user1@acme.example",
+    ]
+    assert page["items"][0]["notices_left"] in (3, 4) and page["items"][0]["expires_at"]
+    found = (await admin.http.get("/v1/tenants/acme/discovered?q=USER3", headers=acme)).json()
+    assert [i["address"] for i in found["items"]] == ["user3@acme.example"]
+    wide = (await admin.http.get("/v1/tenants/acme/discovered?weeks=6", headers=acme)).json()
+    assert wide["total"] == 6
+    invalid = (await admin.http.get("/v1/tenants/acme/invalid", headers=acme)).json()
+    assert [i["address"] for i in invalid["items"]] == ["gone@acme.example"]
+    people = (await admin.http.get("/v1/tenants/acme/users?q=ann", headers=acme)).json()
+    assert [p["address"] for p in people] == ["ann@acme.example"]
+    bad = await admin.http.get("/v1/tenants/acme/discovered?sort=nope&per_page=0", headers=acme)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+
+
+async def test_actions_become_commands_and_report_their_results(admin: Admin) -> None:
+    await admin.tenant("acme")
+    acme = await admin.token("acme")
+    response = await admin.http.post(
+        "/v1/tenants/acme/actions",
+        headers=acme,
+        json={
+            "action": "create_user",
+            "addresses": ["Ann@acme.example", "bob@acme.example"],
+            "users": [{"address": "ann@acme.example", "first_name": "Ann", "surname": "Lee"}],
+        },
+    )
+    assert response.status_code == 202
+    ids = [c["command_id"] for c in response.json()["commands"]]
+    records = await consume_until(admin.bootstrap, admin.ctx.names(COMMANDS), 2)
+    commands = {c.event_id: c for c in (decode(COMMANDS, r.value) for r in records)}
+    assert set(commands) == set(ids)
+    ann = commands[ids[0]]
+    assert (ann.type, ann.first_name, ann.surname, ann.actor.startswith("token:")) == (
+        "create_user",
+        "Ann",
+        "Lee",
+        True,
+    )
+    assert records[0].key == b"acme:ann" or records[1].key == b"acme:ann"
+    status = await admin.http.get(f"/v1/tenants/acme/commands/{ids[0]}", headers=acme)
+    assert status.json()["status"] == "pending"
+    result = CommandResult(
+        tenant_id="acme",
+        address="Ann@acme.example",
+        event_time=ann.event_time,
+        command_id=ids[0],
+        command_type="create_user",
+        outcome="rejected",
+        reason_code="not_discovered",
+        message="Ann is not discovered",
+    )
+    await admin.ctx._producer.send_and_wait(
+        admin.ctx.names(COMMAND_RESULTS), encode(result), key=result.kafka_key()
+    )
+    deadline = asyncio.get_running_loop().time() + 30
+    while (
+        status := (await admin.http.get(f"/v1/tenants/acme/commands/{ids[0]}", headers=acme)).json()
+    )["status"] == "pending":
+        assert asyncio.get_running_loop().time() < deadline, "the result never arrived"
+        await asyncio.sleep(0.05)
+    assert status == {
+        "command_id": ids[0],
+        "status": "rejected",
+        "address": "Ann@acme.example",
+        "reason_code": "not_discovered",
+        "message": "Ann is not discovered",
+    }
+    foreign = await admin.http.post(
+        "/v1/tenants/acme/actions",
+        headers=acme,
+        json={"action": "mark_invalid", "addresses": ["x@beta.example"]},
+    )
+    assert (foreign.status_code, foreign.json()["error"]["code"]) == (422, "foreign_domain")
+    alias = await admin.http.post(
+        "/v1/tenants/acme/actions",
+        headers=acme,
+        json={"action": "add_alias", "addresses": ["a@acme.example"]},
+    )
+    assert alias.json()["error"]["code"] == "primary_required"
+
+
+async def test_users_import_reports_each_bad_row(admin: Admin) -> None:
+    await admin.tenant("acme")
+    acme = await admin.token("acme")
+    csv_text = (
+        "address,first_name,surname,role\nann@acme.example,Ann,Lee,end_user\n"
+        "bad address,,,\nzed@other.example,,,\ncy@acme.example,Cy,,boss\n"
+    )
+    response = await admin.http.post(
+        "/v1/tenants/acme/users/import",
+        content=csv_text,
+        headers={**acme, "Content-Type": "text/csv"},
+    )
+    body = response.json()
+    assert [a["address"] for a in body["accepted"]] == ["ann@acme.example"]
+    assert [e["row"] for e in body["errors"]] == [3, 4, 5]
+    assert "role" in body["errors"][2]["message"]
