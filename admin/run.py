@@ -34,3 +34,24 @@ async def serve_admin(
         server.should_exit = True
         await task
         await ctx.stop()
+
+
+async def run_admin(config: RuntimeConfig) -> None:
+    """``smtp-discovery admin`` on its own: Kafka from KAFKA_BOOTSTRAP, ClickHouse from its URL."""
+    import contextlib
+    import signal
+
+    from smtp_discovery.clickhouse import connect
+    from smtp_discovery.errors import ConfigError
+    from smtp_discovery.kafka import client_options
+
+    if not config.kafka_bootstrap:
+        raise ConfigError("the admin API needs KAFKA_BOOTSTRAP (`smtp-discovery up` runs one)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await serve_admin(
+        config, client_options(config), connect(config.effective_clickhouse_url), stop
+    )

@@ -83,5 +83,9 @@ class TokenDirectory:
             return None
         return Principal(record.token_id, record.tenant_id)
 
+    def admit(self, record: AdminToken) -> None:
+        """Trust a token in this process only (the CLI's own, never published)."""
+        self._tokens[record.token_id] = record
+
     def __len__(self) -> int:
         return len(self._tokens)

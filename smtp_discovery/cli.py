@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_sub = kafka.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
     kafka_sub.add_parser("fetch", help="resolve the broker jars from Maven Central into the cache")
 
+    from admin.cli import add_parsers
+
+    add_parsers(sub)
     sub.add_parser("config", help="print the effective configuration (secrets masked)")
     return parser
 
@@ -107,6 +110,15 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
             asyncio.run(jobs_command(config))
             return 0
         return report_command(config, args)
+    if args.command == "admin":
+        from admin.run import run_admin
+
+        asyncio.run(run_admin(config))
+        return 0
+    if args.command in ("token", "tenant", "users"):
+        from admin.cli import run
+
+        return asyncio.run(run(config, args))
     if args.command == "cache":
         from ingest.admin import clear_cache
 

@@ -1,0 +1,158 @@
+"""Operator commands in a terminal, through the API's own routes (same validation, same
+publishing): the CLI runs the app in-process with a token that exists only in this process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from admin.api import create_app
+from admin.context import AdminContext
+from admin.tokens import new_token
+from schemas.topics import ADMIN_TOKENS
+from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.errors import ConfigError, OperatorError
+from smtp_discovery.kafka import client_options
+
+
+def add_parsers(sub: Any) -> None:
+    sub.add_parser("admin", help="run the admin API and web console (needs KAFKA_BOOTSTRAP)")
+    token = sub.add_parser("token", help="admin API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_sub.add_parser("create", help="make a token (printed once)")
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="a token for this tenant's admins")
+    who.add_argument("--operator", action="store_true", help="a provider operator's token")
+    create.add_argument("--label", default="", help="what the token is for")
+
+    tenant = sub.add_parser("tenant", help="tenants (operators)")
+    tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
+    add = tenant_sub.add_parser("add", help="register a tenant")
+    add.add_argument("tenant_id")
+    add.add_argument("--name", required=True)
+    add.add_argument("--domain", action="append", default=[], help="repeat for each domain")
+    add.add_argument(
+        "--destination",
+        action="append",
+        default=[],
+        help="host[:port][/priority], or mx:domain[/priority]; repeatable",
+    )
+    add.add_argument("--outbound", action="append", default=[], help="outbound IP range (CIDR)")
+    add.add_argument("--tech-contact")
+    add.add_argument("--admin-contact")
+    tenant_sub.add_parser("list", help="every tenant")
+    show = tenant_sub.add_parser("show", help="one tenant with its effective settings")
+    show.add_argument("tenant_id")
+    set_ = tenant_sub.add_parser("set", help="change settings: name=value ... (value null resets)")
+    set_.add_argument("tenant_id")
+    set_.add_argument("settings", nargs="+", metavar="NAME=VALUE")
+
+    users = sub.add_parser("users", help="a tenant's users")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    imp = users_sub.add_parser("import", help="import users from a CSV file")
+    imp.add_argument("tenant_id")
+    imp.add_argument("file", type=Path, help="CSV with address, first_name, surname, role")
+
+
+def _destination(text: str) -> dict[str, Any]:
+    spec, _, priority = text.partition("/")
+    out: dict[str, Any] = {"priority": int(priority)} if priority else {}
+    if spec.startswith("mx:"):
+        return {**out, "kind": "mx", "domain": spec[3:]}
+    host, _, port = spec.rpartition(":") if spec.count(":") == 1 else (spec, "", "")
+    return {**out, "kind": "static", "host": host, **({"port": int(port)} if port else {})}
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@asynccontextmanager
+async def api(config: RuntimeConfig) -> AsyncIterator[tuple[httpx.AsyncClient, AdminContext]]:
+    if not config.kafka_bootstrap:
+        raise ConfigError("set KAFKA_BOOTSTRAP to the cluster the system uses")
+    options = client_options(config)
+    ctx = AdminContext(options, config.topics, None, config.analytics_layout)
+    await ctx.start()
+    bearer, record = new_token(None, "cli")
+    ctx.tokens.admit(record)
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    try:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://cli",
+            headers={"Authorization": f"Bearer {bearer}"},
+        ) as client:
+            yield client, ctx
+    finally:
+        await ctx.stop()
+
+
+def _check(response: httpx.Response) -> Any:
+    body = response.json()
+    if response.status_code >= 400:
+        raise OperatorError(f"{body['error']['code']}: {body['error']['message']}")
+    return body
+
+
+async def run(config: RuntimeConfig, args: argparse.Namespace) -> int:
+    if args.command == "token":
+        async with api(config) as (_client, ctx):
+            bearer, record = new_token(None if args.operator else args.tenant, args.label)
+            if args.tenant and ctx.tenants.tenant(args.tenant) is None:
+                raise OperatorError(f"no tenant {args.tenant!r}")
+            await ctx.publish(ADMIN_TOKENS, [record])
+        print(bearer)
+        return 0
+    if args.command == "users":
+        if not args.file.is_file():
+            raise OperatorError(f"{args.file} is not a file")
+        async with api(config) as (client, _ctx):
+            body = _check(await client.post(
+                f"/v1/tenants/{args.tenant_id}/users/import",
+                content=args.file.read_bytes(), headers={"Content-Type": "text/csv"},
+            ))  # fmt: skip
+        for error in body["errors"]:
+            print(f"row {error['row']}: {error['message']}", file=sys.stderr)
+        print(f"{len(body['accepted'])} users queued, {len(body['errors'])} rows refused")
+        return 1 if body["errors"] else 0
+    async with api(config) as (client, _ctx):
+        command = args.tenant_command
+        if command == "add":
+            payload = {
+                "tenant_id": args.tenant_id, "name": args.name, "domains": args.domain,
+                "destinations": [_destination(d) for d in args.destination],
+                "outbound_ranges": args.outbound, "tech_contact": args.tech_contact,
+                "admin_contact": args.admin_contact,
+            }  # fmt: skip
+            body = _check(await client.post("/v1/tenants", json=payload))
+        elif command == "list":
+            for tenant in _check(await client.get("/v1/tenants")):
+                print(
+                    f"{tenant['tenant_id']:20} {tenant['name']:30} {', '.join(tenant['domains'])}"
+                )
+            return 0
+        elif command == "show":
+            body = _check(await client.get(f"/v1/tenants/{args.tenant_id}"))
+        else:
+            changes = {}
+            for item in args.settings:
+                name, sep, value = item.partition("=")
+                if not sep:
+                    raise OperatorError(f"{item!r} is not NAME=VALUE")
+                changes[name] = None if value == "null" else _value(value)
+            body = _check(
+                await client.patch(f"/v1/tenants/{args.tenant_id}/settings", json=changes)
+            )
+    print(json.dumps(body, indent=2, default=str))
+    return 0

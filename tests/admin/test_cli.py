@@ -1,0 +1,75 @@
+"""The operator CLI: the API's validation and publishing, from a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from schemas.topics import TopicNames
+from smtp_discovery.cli import main
+from smtp_discovery.kafka import ensure_topics
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    prefix = f"c{unique}."
+    asyncio.run(
+        ensure_topics(
+            {"bootstrap_servers": kafka_bootstrap},
+            partitions=2,
+            replication=1,
+            specs=TopicNames(prefix).specs(),
+        )
+    )
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("DISCOVERY_TOPIC_PREFIX", prefix)
+    return prefix
+
+
+def test_tenants_tokens_and_settings_from_the_terminal(
+    env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert (
+        main(
+            [
+                "tenant",
+                "add",
+                "acme",
+                "--name",
+                "Acme",
+                "--domain",
+                "acme.example",
+                "--destination",
+                "mx.acme.example:2525/5",
+                "--destination",
+                "mx:acme.example/20",
+                "--outbound",
+                "192.0.2.0/24",
+                "--tech-contact",
+                "it@acme.example",
+            ]
+        )
+        == 0
+    )
+    shown = capsys.readouterr().out
+    assert '"port": 2525' in shown and '"kind": "mx"' in shown
+    assert main(["tenant", "add", "other", "--name", "O", "--domain", "ACME.example"]) == 1
+    assert "domain_taken: acme.example is registered by another tenant" in capsys.readouterr().err
+    assert main(["tenant", "set", "acme", "discovery_enabled=true", "dha_window_s=300"]) == 0
+    assert '"overridden": true' in capsys.readouterr().out
+    assert main(["tenant", "set", "acme", "dha_window_s=0"]) == 1
+    assert "invalid_settings: dha_window_s" in capsys.readouterr().err
+    assert main(["tenant", "list"]) == 0
+    assert capsys.readouterr().out.split()[:2] == ["acme", "Acme"]
+    assert main(["token", "create", "--tenant", "acme", "--label", "console"]) == 0
+    assert capsys.readouterr().out.startswith("sd_")
+    assert main(["token", "create", "--tenant", "nobody"]) == 1
+    users = tmp_path / "users.csv"
+    users.write_text("address,first_name,surname\nann@acme.example,Ann,Lee\nbad,,\n")
+    assert main(["users", "import", "acme", str(users)]) == 1
+    captured = capsys.readouterr()
+    assert "1 users queued, 1 rows refused" in captured.out and "row 3:" in captured.err
