@@ -13,26 +13,38 @@ from smtp_discovery.config import RuntimeConfig, split_host_port
 
 
 async def serve_admin(
-    config: RuntimeConfig, kafka_options: dict[str, Any], clickhouse: Any, stop: asyncio.Event
+    config: RuntimeConfig,
+    kafka_options: dict[str, Any],
+    clickhouse: Any,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (the embedded mode shares its ClickHouse client)."""
+    """Serve until ``stop`` is set; ``ready`` is set once the socket listens (the embedded mode
+    shares its ClickHouse client)."""
     ctx = AdminContext(kafka_options, config.topics, clickhouse, config.analytics_layout)
     await ctx.start()
     host, port = split_host_port(config.admin_listen)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(ctx), host=host, port=port, log_level="warning", access_log=False,
-            lifespan="off",
-        )
+    uv_config = uvicorn.Config(
+        create_app(ctx), host=host, port=port, log_level="warning", access_log=False,
+        lifespan="off",
     )  # fmt: skip
+    server = uvicorn.Server(uv_config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(), name="admin-api")
+    serving = asyncio.create_task(server.serve(), name="uvicorn")
     try:
-        await asyncio.wait({task, asyncio.create_task(stop.wait())},
+        # uvicorn offers a ``started`` flag, not an event: poll it (or its failing to bind).
+        while not server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if serving.done():
+            serving.result()
+            raise OSError(f"the admin API cannot listen on {config.admin_listen}")
+        if ready is not None:
+            ready.set()
+        await asyncio.wait({serving, asyncio.create_task(stop.wait())},
                            return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-    finally:
         server.should_exit = True
-        await task
+        await serving
+    finally:
         await ctx.stop()
 
 

@@ -104,6 +104,7 @@ async def _serve(
 
     The sink and the jobs share this process's ClickHouse client (chDB: one process per path).
     """
+    from admin.run import serve_admin
     from ingest.node import IngestNode
     from jobs.cli import mailer, schedule
     from jobs.runner import Jobs
@@ -120,11 +121,23 @@ async def _serve(
         sink = Sink(options, clickhouse, config.analytics_layout, config.topics,
                     sink_settings(config))  # fmt: skip
         roles.append(asyncio.create_task(sink.run(halt), name="sink"))
+        token_file = await _operator_token(config, options)
+        admin_ready = asyncio.Event()
+        roles.append(
+            asyncio.create_task(
+                serve_admin(config, options, clickhouse, halt, admin_ready), name="admin"
+            )
+        )
+        await asyncio.wait(
+            {asyncio.create_task(admin_ready.wait()), roles[-1]},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         print(f"worker      pid {worker.pid} (streams, {config.streams_app_id})")
         print(f"smtp        {node.listening} (ingest node {config.ingest_node_id})")
         if config.ingest_metrics_listen:
             print(f"metrics     http://{config.ingest_metrics_listen}/metrics")
         print(f"sink        {config.sink_group} -> {config.analytics_layout.database}")
+        print(f"admin       http://{config.admin_listen}/docs (operator token in {token_file})")
         if config.report_smarthost:
             jobs = Jobs(clickhouse, config.analytics_layout, schedule(config), mailer(config))
             roles.append(asyncio.create_task(jobs.run(halt), name="jobs"))
@@ -149,6 +162,31 @@ async def _serve(
             await asyncio.gather(*roles, return_exceptions=True)
         await node.stop()
         await asyncio.to_thread(_stop_worker, worker)
+
+
+async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> Path:
+    """The embedded system's first operator token, made once and kept (mode 0600) in the data
+    directory: only its hash goes to Kafka, so the file is the only copy of the secret."""
+    from admin.tokens import new_token
+    from schemas.codec import encode
+    from schemas.topics import ADMIN_TOKENS
+    from smtp_discovery.kafka import idempotent_producer
+
+    path = config.data_dir / "operator-token"
+    if path.exists():
+        return path
+    bearer, record = new_token(None, "embedded operator")
+    producer = idempotent_producer(options)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            config.topics(ADMIN_TOKENS), encode(record), key=record.kafka_key()
+        )
+    finally:
+        await producer.stop()
+    path.touch(mode=0o600)
+    path.write_text(bearer + "\n")
+    return path
 
 
 def _start_worker(bootstrap: str) -> subprocess.Popen[bytes]:

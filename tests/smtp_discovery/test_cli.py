@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from schemas.topics import REGISTRY
 from smtp_discovery.cli import main
+from smtp_discovery.localkafka.node import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,6 +117,7 @@ def _start_up(data_dir: Path, log: Path) -> subprocess.Popen:
         "DISCOVERY_TOPIC_PARTITIONS": "2",
         "DISCOVERY_INGEST_LISTEN": "127.0.0.1:0",
         "DISCOVERY_INGEST_METRICS_LISTEN": "",
+        "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
     }
     env.pop("KAFKA_BOOTSTRAP", None)
     return subprocess.Popen(
@@ -136,6 +140,13 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
         assert "worker      pid " in out
         assert "schema      discovery: migrations 1 applied" in out
         assert "sink        smtp-discovery-sink -> discovery" in out
+        admin = re.search(r"admin       http://(127\.0\.0\.1:\d+)/docs", out)
+        assert admin, out
+        token = (data_dir / "operator-token").read_text().strip()
+        request = urllib.request.Request(
+            f"http://{admin.group(1)}/v1/tenants", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert json.loads(urllib.request.urlopen(request, timeout=10).read()) == []
         smtp = re.search(r"smtp        127\.0\.0\.1:(\d+) ", out)
         assert smtp, out
         with socket.create_connection(("127.0.0.1", int(smtp.group(1))), timeout=10) as conn:
