@@ -155,9 +155,11 @@ def test_helm_renders_the_roles(rendered: list[dict], values_file: Path) -> None
     )
     jobs = [("Deployment", "jobs")] if _options_on(values_file) else []
     assert kinds == [
+        ("Deployment", "admin"),
         *jobs,
         ("Deployment", "sink"),
         ("Job", "setup"),
+        ("Service", "admin"),
         ("Service", "ingest"),
         ("StatefulSet", "ingest"),
         ("StatefulSet", "worker"),
@@ -179,7 +181,7 @@ def test_helm_container_args_are_real_cli_commands(rendered: list[dict], values_
             pytest.fail(f"{where}: args {container['args']} are no smtp-discovery command")
         commands.add(args.command)
     jobs = {"jobs"} if _options_on(values_file) else set()
-    assert commands == {"topics", "ingest", "worker", "sink", *jobs}
+    assert commands == {"topics", "ingest", "worker", "sink", "admin", *jobs}
 
 
 def test_helm_env_is_known_to_and_valid_for_the_configuration(rendered: list[dict]) -> None:
