@@ -21,7 +21,7 @@ from admin import errors
 from admin.context import AdminContext
 from admin.errors import ApiError
 from admin.tokens import Principal
-from jobs.render import as_csv, as_json
+from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
 from jobs.weeks import Schedule, Week, expiry
 from schemas.address import AddressError, parse_address
@@ -475,7 +475,7 @@ async def report(
     ctx: Context,
     caller: Caller,
     week: Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$")] = None,
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "csv", "text", "html"] = "json",
 ) -> Response:
     config = tenant_of(ctx, caller, tenant_id)
     schedule = Schedule.parse("09:00", "UTC")
@@ -495,7 +495,8 @@ async def report(
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
-    return Response(as_json(built), media_type="application/json")
+    media = {"json": "application/json", "text": "text/plain", "html": "text/html"}[format]
+    return Response(FORMATS[format](built), media_type=f"{media}; charset=utf-8")
 
 
 @router.get("/tenants/{tenant_id}/history", tags=["reports"])

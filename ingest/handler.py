@@ -165,8 +165,6 @@ class IngestHandler:
                     extra={"client_ip": str(connection.client_ip), "tenant": owner},
                 )
                 return SENDER_REFUSED
-            if not self.smarthost:
-                return NO_SMARTHOST
             transaction.outbound_tenant = tenant
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -263,10 +261,21 @@ class IngestHandler:
         if recipient.has_relay_hack:
             refusal = relay_hack()
             return self._count(refusal.verdict.value, refusal.reason, refusal.reply)
-        reply = await self._open_recipient(connection, transaction, envelope, self.smarthost, raw)
+        tenant = transaction.outbound_tenant
+        assert tenant is not None
+        if recipient.domain in tenant.domains:
+            # Internal mail (the tenant's server writing to its own domains) goes back to the
+            # tenant's own destination; everything else leaves through the smarthost.
+            targets = await self.checker.destinations.targets(tenant)
+            reason = "outbound_internal"
+        else:
+            targets, reason = self.smarthost, "outbound"
+        if not targets:
+            return self._count("reject", "no_smarthost", NO_SMARTHOST)
+        reply = await self._open_recipient(connection, transaction, envelope, targets, raw)
         if reply.ok:
             envelope.rcpt_tos.append(raw)
-        return self._count("accept" if reply.ok else "reject", "outbound", reply.line)
+        return self._count("accept" if reply.ok else "reject", reason, reply.line)
 
     async def _open_recipient(
         self,

@@ -10,8 +10,8 @@ import json
 from jobs.reports import Kind, Report
 
 INTRO = {
-    Kind.NEW_USERS: "These addresses became users of the mail filtering service last week.",
-    Kind.NEW_ALIASES: "These addresses were linked to a user as aliases last week.",
+    Kind.NEW_USERS: "These addresses became users of the mail filtering service that week.",
+    Kind.NEW_ALIASES: "These addresses were linked to a user as aliases that week.",
     Kind.WARNING: (
         "These addresses were discovered from your mail flow and wait for an administrator to "
         "create a user, a functional account or an alias, or to mark them invalid. Each "

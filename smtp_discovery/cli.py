@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("up", help="run the whole system on this machine (embedded Kafka and chDB)")
+    sub.add_parser("demo", help="against a running `up`: a demo tenant and a minute of mail")
     sub.add_parser("worker", help="run a streams worker (the only writer of address state)")
     sub.add_parser("ingest", help="run an SMTP ingest node (needs KAFKA_BOOTSTRAP)")
     sub.add_parser("sink", help="run a ClickHouse sink (needs KAFKA_BOOTSTRAP)")
@@ -80,6 +81,10 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
         asyncio.run(run_up(config))
         return 0
+    if args.command == "demo":
+        from smtp_discovery.demo import run_demo
+
+        return asyncio.run(run_demo(config))
     if args.command == "worker":
         from streams.worker import run_worker
 

@@ -44,20 +44,25 @@ async def test_outbound_mail_from_the_tenants_server_goes_to_the_smarthost(
     assert len(await strict.wait_delivered("carol@b.example", before + 1)) == before + 1
 
 
-async def test_outbound_is_refused_without_a_smarthost(
+async def test_without_a_smarthost_only_internal_outbound_mail_is_relayed(
     kafka_bootstrap: str, tmp_path: Path, postfix_servers: dict[str, PostfixServer]
 ) -> None:
+    strict = postfix_servers["strict"]
     acme = tenant(
-        "acme",
-        ["a.example"],
-        postfix_servers["strict"].port,
-        outbound_ranges=(ipaddress.ip_network("127.0.0.1/32"),),
+        "acme", ["a.example"], strict.port, outbound_ranges=(ipaddress.ip_network("127.0.0.1/32"),)
     )
+    before = len(strict.delivered("bob@a.example"))
     async with running_ingest(kafka_bootstrap, tmp_path, [acme]) as ingest:
         async with ingest.client() as smtp:
             await smtp.ehlo()
-            reply = await smtp.execute_command(b"MAIL FROM:<alice@a.example>")
-    assert (reply.code, reply.message[:5]) == (550, "5.7.1")
+            await smtp.execute_command(b"MAIL FROM:<alice@a.example>")
+            external = await smtp.execute_command(b"RCPT TO:<someone@elsewhere.example>")
+            await smtp.rset()
+            await smtp.sendmail("alice@a.example", ["bob@a.example"], MESSAGE)
+        (event,) = await ingest.events(1)
+    assert (external.code, external.message[:5]) == (550, "5.7.1")
+    assert isinstance(event, OutboundSent) and event.address == "alice@a.example"
+    assert len(await strict.wait_delivered("bob@a.example", before + 1)) == before + 1
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:

@@ -110,15 +110,23 @@ def _jvms_using(data_dir: Path) -> list[int]:
     return pids
 
 
-def _start_up(data_dir: Path, log: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
+_PORTS: dict[Path, tuple[int, int]] = {}
+
+
+def _up_env(data_dir: Path) -> dict[str, str]:
+    """One data directory, one set of ports: `up`, `demo` and `report` must agree on them."""
+    smtp, admin = _PORTS.setdefault(data_dir, (free_port(), free_port()))
+    return {
         "DISCOVERY_DATA_DIR": str(data_dir),
         "DISCOVERY_TOPIC_PARTITIONS": "2",
-        "DISCOVERY_INGEST_LISTEN": "127.0.0.1:0",
+        "DISCOVERY_INGEST_LISTEN": f"127.0.0.1:{smtp}",
         "DISCOVERY_INGEST_METRICS_LISTEN": "",
-        "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+        "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
     }
+
+
+def _start_up(data_dir: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, **_up_env(data_dir)}
     env.pop("KAFKA_BOOTSTRAP", None)
     return subprocess.Popen(
         [sys.executable, "-m", "smtp_discovery.cli", "up"],
@@ -147,6 +155,18 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
             f"http://{admin.group(1)}/v1/tenants", headers={"Authorization": f"Bearer {token}"}
         )
         assert json.loads(urllib.request.urlopen(request, timeout=10).read()) == []
+        # The newcomer's demo, through every role of the running system.
+        demo = _cli("demo", env=_up_env(data_dir), timeout=180)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "discovered          bob@demo.example, carol@demo.example, dave@demo.example" in (
+            demo.stdout
+        )
+        assert "alias               alice@demo-mail.example -> alice@demo.example" in demo.stdout
+        week = re.search(r"--week (\d{4}-W\d{2})", demo.stdout)
+        assert week, demo.stdout
+        report = _cli("report", "new-users", "--tenant", "demo", "--week", week.group(1),
+                      env=_up_env(data_dir))  # fmt: skip
+        assert "alice@demo.example  end_user  sent mail from your mail server" in report.stdout
         smtp = re.search(r"smtp        127\.0\.0\.1:(\d+) ", out)
         assert smtp, out
         with socket.create_connection(("127.0.0.1", int(smtp.group(1))), timeout=10) as conn:

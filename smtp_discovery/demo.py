@@ -1,0 +1,230 @@
+"""``smtp-discovery demo``: a demo tenant and a minute of realistic mail, against a running `up`.
+
+The demo starts a small mail server playing the tenant's own server (real mailboxes; unknown
+users refused at RCPT), registers tenant ``demo`` through the admin API with that server as its
+destination, and sends mail through the ingest node like the Internet and the tenant would:
+inbound mail to existing and unknown recipients, outbound mail from the tenant's server (its own
+loopback address, 127.0.0.2), and an address in the second domain that is an alias. Then it
+watches the admin API until the outcome is visible and says where to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP
+
+from jobs.weeks import Week
+from smtp_discovery.config import RuntimeConfig, split_host_port
+from smtp_discovery.errors import OperatorError
+
+TENANT = "demo"
+DOMAINS = ("demo.example", "demo-mail.example")
+MAILBOXES = (
+    "alice@demo.example",
+    "alice@demo-mail.example",
+    "bob@demo.example",
+    "carol@demo.example",
+    "dave@demo.example",
+)
+OUTBOUND_IP = "127.0.0.2"
+
+
+@dataclass
+class TenantServer:
+    """The tenant's mail server: knows its mailboxes, refuses everyone else at RCPT."""
+
+    mailboxes: frozenset[str]
+    delivered: list[tuple[str, int]] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if address.lower() not in self.mailboxes:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for rcpt in envelope.rcpt_tos:
+            self.delivered.append((rcpt, len(envelope.content)))
+        return "250 2.0.0 Ok: queued"
+
+
+def _message(sender: str, rcpt: str, subject: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+        f"Date: {datetime.now(UTC):%a, %d %b %Y %H:%M:%S +0000}\r\n\r\n"
+        "A demo message.\r\n"
+    ).encode()
+
+
+class Api:
+    def __init__(self, base: str, token: str) -> None:
+        self.base = base
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+        except urllib.error.URLError as exc:
+            raise OperatorError(
+                f"the admin API at {self.base} does not answer ({exc.reason}): is `smtp-discovery"
+                " up` running?"
+            ) from None
+
+
+async def run_demo(config: RuntimeConfig, timeout_s: float = 120.0) -> int:
+    token_file = config.data_dir / "operator-token"
+    if not token_file.is_file():
+        raise OperatorError(f"no {token_file}: start `smtp-discovery up` first (same data dir)")
+    admin_host, admin_port = split_host_port(config.admin_listen)
+    api = Api(f"http://{admin_host}:{admin_port}", token_file.read_text().strip())
+    smtp_host, smtp_port = split_host_port(config.ingest_listen)
+    if smtp_port == 0:
+        raise OperatorError("DISCOVERY_INGEST_LISTEN has port 0: give `up` and the demo a port")
+
+    loop = asyncio.get_running_loop()
+    tenant_server = TenantServer(frozenset(MAILBOXES))
+    server = await loop.create_server(
+        lambda: SMTP(tenant_server, hostname="mx.demo.example", loop=loop), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    print(f"tenant mail server  127.0.0.1:{port} with {len(MAILBOXES)} mailboxes")
+    try:
+        await asyncio.to_thread(_register, api, port)
+        await _traffic(smtp_host, smtp_port)
+        if not await _until(api, timeout_s, lambda d, u: bool(u)):
+            print("alice did not become a user in time")
+            return 1
+        await _alias_traffic(smtp_host, smtp_port)
+        return await _watch(api, timeout_s)
+    finally:
+        server.close()
+
+
+def _register(api: Api, port: int) -> None:
+    body = {
+        "name": "Demo Ltd",
+        "domains": list(DOMAINS),
+        "destinations": [{"host": "127.0.0.1", "port": port}],
+        "outbound_ranges": [f"{OUTBOUND_IP}/32"],
+        "tech_contact": "it@demo.example",
+        "settings": {
+            "discovery_enabled": True,
+            "auto_add_outbound_users": True,
+            "inbound_detection_threshold": 3,
+        },
+    }
+    status, answer = api.call("PUT", f"/v1/tenants/{TENANT}", body)
+    if status == 404:
+        status, answer = api.call("POST", "/v1/tenants", {"tenant_id": TENANT, **body})
+    if status >= 300:
+        raise OperatorError(f"could not register the demo tenant: {answer}")
+    print(f"tenant              {TENANT} ({', '.join(DOMAINS)}), destination 127.0.0.1:{port}")
+
+
+async def _traffic(host: str, port: int) -> None:
+    rejected = 0
+    async with aiosmtplib.SMTP(hostname=host, port=port, timeout=60) as smtp:
+        for round_ in range(3):
+            for rcpt in ("bob@demo.example", "carol@demo.example", "dave@demo.example"):
+                await smtp.sendmail(
+                    "news@partner.example",
+                    [rcpt],
+                    _message("news@partner.example", rcpt, f"Hello #{round_}"),
+                )
+        for unknown in ("nobody@demo.example", "sales-old@demo.example"):
+            try:
+                await smtp.sendmail(
+                    "spam@elsewhere.example",
+                    [unknown],
+                    _message("spam@elsewhere.example", unknown, "?"),
+                )
+            except aiosmtplib.SMTPRecipientsRefused:
+                rejected += 1
+    print(f"inbound             9 messages to bob, carol and dave; {rejected} unknown refused")
+    async with aiosmtplib.SMTP(
+        hostname=host, port=port, timeout=60, source_address=(OUTBOUND_IP, 0)
+    ) as smtp:
+        await smtp.sendmail(
+            "alice@demo.example",
+            ["bob@demo.example"],
+            _message("alice@demo.example", "bob@demo.example", "Lunch?"),
+        )
+    print("outbound            1 message from alice@demo.example via the tenant's server")
+
+
+async def _alias_traffic(host: str, port: int) -> None:
+    """Once alice is a user, mail to her address in the other domain is linked to her."""
+    async with aiosmtplib.SMTP(hostname=host, port=port, timeout=60) as smtp:
+        await smtp.sendmail(
+            "news@partner.example",
+            ["alice@demo-mail.example"],
+            _message("news@partner.example", "alice@demo-mail.example", "Hi"),
+        )
+    print("inbound             1 message to alice@demo-mail.example (her other domain)")
+
+
+async def _state(api: Api) -> tuple[list[str], list[dict[str, Any]]]:
+    _, discovered = await asyncio.to_thread(api.call, "GET", f"/v1/tenants/{TENANT}/discovered")
+    _, users = await asyncio.to_thread(api.call, "GET", f"/v1/tenants/{TENANT}/users?q=alice")
+    found = sorted(item["address"] for item in (discovered or {}).get("items", []))
+    return found, users if isinstance(users, list) else []
+
+
+async def _until(api: Api, timeout_s: float, done: Any) -> bool:
+    """Poll the admin API (what the console shows) until ``done`` or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not done(*await _state(api)):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(1)
+    return True
+
+
+def _aliases(api: Api) -> list[dict[str, Any]]:
+    week = Week.of(datetime.now(UTC).date())
+    _, report = api.call("GET", f"/v1/tenants/{TENANT}/reports/new-aliases?week={week}")
+    return list((report or {}).get("rows", []))
+
+
+async def _watch(api: Api, timeout_s: float) -> int:
+    if not await _until(
+        api, timeout_s, lambda found, users: len(found) >= 3 and bool(_aliases(api))
+    ):
+        print(f"still waiting after {timeout_s:.0f}s: {await _state(api)}")
+        return 1
+    found, users = await _state(api)
+    aliases = await asyncio.to_thread(_aliases, api)
+    week = Week.of(datetime.now(UTC).date())
+    print(f"discovered          {', '.join(found)}")
+    print(f"users               {', '.join(u['address'] for u in users)} (outbound auto-add)")
+    for row in aliases:
+        print(f"alias               {row['alias']} -> {row['user']} ({row['how']})")
+    print("next                open the console, or try:")
+    print(f"  .venv/bin/smtp-discovery report new-users --tenant {TENANT} --week {week}")
+    print(f"  .venv/bin/smtp-discovery report new-aliases --tenant {TENANT} --week {week}")
+    return 0
