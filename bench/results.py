@@ -1,0 +1,102 @@
+"""Run every benchmark and write ``bench/RESULTS.md``: each figure with its same-run baseline,
+the machine and the date. ``bench/run`` calls this.
+
+    bench/run [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
+    # (module, full arguments, --quick arguments)
+    ("bench.kafka_baseline", [], ["--events", "20000"]),
+    ("bench.ingest", [], ["--messages", "600", "--callouts", "100", "--view-addresses", "100000"]),
+    ("bench.streams_worker", [], ["--events", "5000", "--recovery-addresses", "50000"]),
+    ("bench.sink", [], ["--rows", "50000", "--history", "1000000", "--tenants", "1000"]),
+    ("bench.end_to_end", [], ["--messages", "400", "--new", "30"]),
+]
+
+
+def machine() -> str:
+    cores = os.cpu_count() or 0
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f"{pages / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        memory = "unknown memory"
+    return f"{cores} cores, {memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"  # noqa: E501
+
+
+def run(module: str, args: list[str]) -> tuple[list[dict[str, object]], float, str]:
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    figures = []
+    for line in result.stdout.splitlines():
+        if line.startswith('{"figure"'):
+            figures.append(json.loads(line))
+    error = "" if result.returncode == 0 else (result.stderr.strip().splitlines() or ["?"])[-1]
+    return figures, time.monotonic() - began, error
+
+
+def markdown(rows: list[tuple[str, str, list[dict[str, object]], float, str]], quick: bool) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `bench/run{' --quick' if quick else ''}` on "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {machine()}.",
+        "",
+        "Every speed is a ratio to a baseline measured in the same run (these machines are "
+        "shared and noisy); absolute numbers are for context. See `bench/README.md` for what "
+        "each figure measures.",
+        "",
+        "| benchmark | figure | ratio | details | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for module, args, figures, seconds, error in rows:
+        name = f"`{module.removeprefix('bench.')}`{' ' + ' '.join(args) if args else ''}"
+        if error:
+            lines.append(f"| {name} | failed | | {error} | {seconds:.0f} |")
+        for figure in figures:
+            data = dict(figure)
+            label = str(data.pop("figure"))
+            ratio = data.pop("ratio", "")
+            details = ", ".join(f"{k}={json.dumps(v)}" for k, v in data.items())
+            lines.append(f"| {name} | {label} | {ratio} | {details} | {seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (minutes, not tens)")
+    options = parser.parse_args()
+    rows = []
+    for module, full, quick in BENCHMARKS:
+        args = quick if options.quick else full
+        print(f"running {module} {' '.join(args)} …", flush=True)
+        figures, seconds, error = run(module, args)
+        for figure in figures:
+            print("  " + json.dumps(figure), flush=True)
+        if error:
+            print(f"  failed: {error}", flush=True)
+        rows.append((module, " ".join(args) and args, figures, seconds, error))
+    (ROOT / "bench" / "RESULTS.md").write_text(markdown(rows, options.quick))  # type: ignore[arg-type]
+    print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
+    return 1 if any(row[4] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
