@@ -16,6 +16,8 @@ from hypothesis import settings
 
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
+from smtp_discovery.localkafka.node import free_port
+from tests.ingest.postfix import PostfixServer
 
 # Deterministic by default (the same examples on every run, so CI cannot flake); run with
 # HYPOTHESIS_PROFILE=explore to search new random examples.
@@ -87,3 +89,29 @@ def clickhouse(chdb_path: Path):  # type: ignore[no-untyped-def]
 def unique() -> str:
     """A short unique suffix for topic, group and table names."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def postfix_servers() -> Iterator[dict[str, PostfixServer]]:
+    """Real Postfix servers playing tenants' mail servers, one of each kind (started once)."""
+    servers = {}
+    try:
+        for mode in ("strict", "greylist", "catchall"):
+            server = PostfixServer(
+                port=free_port(),
+                domains=("a.example", "g.example", "c.example", "b.example"),
+                mailboxes=(
+                    "alice@a.example",
+                    "bob@a.example",
+                    "dave@a.example",
+                    "alice@b.example",
+                    "carol@b.example",
+                ),
+                mode=mode,
+            )
+            server.start()
+            servers[mode] = server
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
