@@ -483,6 +483,8 @@ async def report(
         covered = Week.parse(week) if week else schedule.latest_slot(ctx.clock())[1]
     except ValueError as exc:
         raise ApiError(422, "invalid_week", str(exc)) from None
+    if not 1970 <= covered.year <= 2299:  # beyond DateTime64 (to 2299) its query failed: a 500
+        raise ApiError(422, "invalid_week", f"{covered}: reports cover weeks of 1970 to 2299")
     settings = ctx.tenants.settings(tenant_id)
     assert settings is not None
     who = Tenant(tenant_id, config.name, config.tech_contact or "", config.admin_contact or "",
@@ -528,4 +530,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
     app.state.context = ctx
     errors.install(app)
     app.include_router(router)
+    from admin.console import router as console  # the web console: pages calling this API
+
+    app.include_router(console)
     return app

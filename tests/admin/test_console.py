@@ -1,0 +1,293 @@
+"""The web console end to end, in headless Chromium driven by Playwright.
+
+Nothing is faked between the browser and the data: mail events go to the session's Kafka broker, a
+real ``smtp-discovery worker`` process discovers the addresses (event-time clock, memory store),
+a real Sink writes its state to chDB, and the admin API serves the console under uvicorn on a
+loopback port. The browser then turns two discovered addresses into users, marks the third
+invalid and removes it from that list, saves a setting, previews a report, and shows that tenant
+A's token gets nothing of tenant B's (while B's own token does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from admin.api import create_app
+from admin.context import AdminContext
+from admin.tokens import new_token
+from schemas.mail import CalloutVerified, RecipientDelivered
+from schemas.topics import ADMIN_TOKENS
+from sinks.migrate import migrate
+from sinks.schema import Layout
+from sinks.sink import Sink, SinkSettings
+from tests.streams.worker_harness import WorkerRun
+
+pytestmark = pytest.mark.kafka
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+XSS = '"<img src=x onerror=alert(1)>"@acme.example'
+"""A valid quoted local part that is also markup: the console must show it as text."""
+
+
+class Serialized:
+    """The session's chDB client behind one lock. chDB clients are not reentrant (the API
+    serialises its own calls), and here the sink's threads use the same client at the same time."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._client, name)
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return call(*args, **kwargs)
+
+        return locked
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: not reached within {timeout:.0f}s"
+        await asyncio.sleep(0.2)
+
+
+def mail(tenant_id: str, address: str, start: datetime) -> list[Any]:
+    """A verified callout and three clean deliveries: the default detection threshold."""
+    base = {"tenant_id": tenant_id, "address": address}
+    clean = {"verdict": "clean", "client_ip": "192.0.2.1"}
+    return [
+        CalloutVerified(**base, event_time=start, destination="mx.example:25", reply_code=250),
+        *(
+            RecipientDelivered(
+                **base, **clean, event_time=start + timedelta(minutes=i), message_id=f"m{i}"
+            )
+            for i in (1, 2, 3)
+        ),
+    ]
+
+
+@dataclass
+class Console:
+    url: str
+    api: httpx.AsyncClient
+    tokens: dict[str, str]
+    run: WorkerRun
+
+    def headers(self, tenant_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[tenant_id]}"}
+
+    async def discovered(self, tenant_id: str) -> list[str]:
+        response = await self.api.get(
+            f"/v1/tenants/{tenant_id}/discovered", headers=self.headers(tenant_id)
+        )
+        return [item["address"] for item in response.json()["items"]]
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """uvicorn on a free loopback port, in this event loop (the API's Kafka clients live here)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           lifespan="off"))  # fmt: skip
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn stopped before it started"
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+async def console(
+    kafka_bootstrap: str, clickhouse: Any, unique: str, tmp_path: Path
+) -> AsyncIterator[Console]:
+    run = WorkerRun(kafka_bootstrap, f"c{unique}", tmp_path)
+    await run.setup([])
+    layout = Layout(f"console_{unique}")
+    migrate(clickhouse, layout)
+    shared = Serialized(clickhouse)
+    ctx = AdminContext({"bootstrap_servers": kafka_bootstrap}, run.names, shared, layout)
+    await ctx.start()
+    sink = Sink({"bootstrap_servers": kafka_bootstrap}, shared, layout, run.names,
+                SinkSettings(group=f"console-{unique}", batch_seconds=0.1))  # fmt: skip
+    stop = asyncio.Event()
+    sink_task = asyncio.create_task(sink.run(stop))
+    try:
+        async with serving(create_app(ctx)) as url, httpx.AsyncClient(base_url=url) as api:
+            bearer, record = new_token(None, "operator")
+            await ctx.publish(ADMIN_TOKENS, [record])
+            tokens = {}
+            for tenant_id in ("acme", "beta"):
+                created = await api.post(
+                    "/v1/tenants",
+                    headers={"Authorization": f"Bearer {bearer}"},
+                    json={"tenant_id": tenant_id, "name": tenant_id.title(),
+                          "domains": [f"{tenant_id}.example"],
+                          "settings": {"discovery_enabled": True}},
+                )  # fmt: skip
+                assert created.status_code == 201, created.text
+                tokens[tenant_id], record = new_token(tenant_id, "console test")
+                await ctx.publish(ADMIN_TOKENS, [record])
+            run.start("worker")
+            try:
+                yield Console(url, api, tokens, run)
+            finally:
+                run.stop_all()
+    finally:
+        stop.set()
+        await asyncio.wait_for(sink_task, 30)
+        await ctx.stop()
+
+
+async def sign_in(browser: Any, console: Console, tenant_id: str, seen: list[str]) -> Any:
+    """A fresh tab (its own sessionStorage) signed in with the tenant's token, watched: every
+    console line, request URL, script error and dialog goes to ``seen``."""
+    page = await browser.new_page()
+
+    async def on_dialog(dialog: Any) -> None:
+        seen.append(f"dialog: {dialog.message}")
+        await dialog.dismiss()
+
+    page.on("console", lambda message: seen.append(f"console: {message.text}"))
+    page.on("request", lambda request: seen.append(f"request: {request.url}"))
+    page.on("pageerror", lambda error: seen.append(f"error: {error}"))
+    page.on("dialog", on_dialog)
+    await page.goto(f"{console.url}/console/")
+    await page.fill("#token", console.tokens[tenant_id])
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/discovered")
+    return page
+
+
+async def mark_invalid_and_remove(page: Any, expect: Any) -> None:
+    """Mark as Invalid Account, then Remove from Invalid List: the address goes and comes back
+    forgotten (a removed invalid address is verified afresh by the next mail)."""
+    rows = page.locator("#list tbody tr[data-address]")
+    await rows.first.locator("input[type=checkbox]").check()
+    await page.select_option("#action", "mark_invalid")
+    await page.click("#apply-button")
+    await expect(rows).to_have_count(0, timeout=30_000)
+    await page.click("a[data-nav=invalid]")
+    await expect(rows.locator("td.address")).to_have_text([XSS])
+    await rows.first.locator("input[type=checkbox]").check()
+    await page.click("#apply-button")
+    await expect(page.locator("#commands li[data-status=applied]")).to_have_count(1)
+    await expect(rows).to_have_count(0, timeout=30_000)
+
+
+async def settings_and_reports(page: Any, expect: Any) -> None:
+    """The settings form shows values and recommendations; this week's New users report (a
+    preview of GET /reports/new-users) lists the two users just created."""
+    await page.click("a[data-nav=settings]")
+    threshold = page.locator('#settings tr[data-row="inbound_detection_threshold"]')
+    await expect(threshold.locator("input[type=number]")).to_have_value("3")
+    await expect(threshold.locator("td").nth(2)).to_have_text("3")
+    await page.fill('[data-setting="notices_before_expiry"]', "4")
+    await page.click("#settings button[type=submit]")
+    await expect(page.locator("#notice")).to_have_text("Saved: Notices before expiry.")
+    await page.click("a[data-nav=reports]")
+    year, week, _ = datetime.now(UTC).isocalendar()
+    await page.fill("#week", f"{year}-W{week:02d}")
+    await page.click("#report button[type=submit]")
+    await expect(page.locator("#preview tbody td:first-child")).to_have_text(
+        ["ann@acme.example", "bob@acme.example"]
+    )
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on PATH: `scripts/install --dev` installs Debian's chromium "
+    "(Playwright cannot download its own browser here)",
+)
+async def test_an_admin_turns_discovered_addresses_into_users(console: Console) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    start = datetime.now(UTC) - timedelta(hours=1)
+    mine = ["ann@acme.example", "bob@acme.example", XSS]
+    events = [m for address in mine for m in mail("acme", address, start)]
+    await console.run.publish([*events, *mail("beta", "carol@beta.example", start)])
+
+    async def all_discovered() -> bool:
+        acme, beta = await console.discovered("acme"), await console.discovered("beta")
+        return sorted(acme) == sorted(mine) and beta == ["carol@beta.example"]
+
+    await until(all_discovered, "the worker and the sink discover every address")
+
+    seen: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await sign_in(browser, console, "acme", seen)
+            rows = page.locator("#list tbody tr[data-address]")
+            await expect(rows).to_have_count(3)
+            xss = rows.filter(has_text="onerror")
+            await expect(xss.locator("td.address")).to_have_text(XSS)
+            assert await page.locator("#list img").count() == 0
+
+            # As in the vendor's console: check the rows, Select > Create User Account, names.
+            await page.select_option("#action", "create_user")
+            for address, first, surname in [("ann@", "Ann", "Lee"), ("bob@", "Bob", "Ray")]:
+                row = page.locator(f'#list tbody tr[data-address^="{address}"]')
+                await row.locator("input[type=checkbox]").check()
+                await row.locator("input[data-field=first_name]").fill(first)
+                await row.locator("input[data-field=surname]").fill(surname)
+            await page.click("#apply-button")
+
+            done = page.locator("#commands li[data-status=applied]")
+            await expect(done).to_have_count(2, timeout=30_000)
+            await expect(rows).to_have_count(1, timeout=30_000)
+            await expect(rows.locator("td.address")).to_have_text(XSS)
+
+            await mark_invalid_and_remove(page, expect)
+            await settings_and_reports(page, expect)
+
+            # Tenant A's token, tenant B asked for: the API refuses and nothing of B shows...
+            await page.goto(f"{console.url}/console/discovered?tenant=beta")
+            await expect(page.locator("#notice")).to_contain_text("belongs to another tenant")
+            await expect(rows).to_have_count(0)
+            assert "carol" not in await page.content()
+            options = await page.locator("#tenant option").all_inner_texts()
+            assert options == ["Acme (acme)", "beta"]
+            # ...while B's own token shows B's address (so the refusal above is not just empty).
+            other = await sign_in(browser, console, "beta", seen)
+            await expect(other.locator("#list tbody tr[data-address]")).to_have_text(
+                [re.compile("carol@beta.example")]
+            )
+            await expect(other.locator("#tenant option")).to_have_text(["Beta (beta)"])
+        finally:
+            await browser.close()
+
+    users = await console.api.get("/v1/tenants/acme/users", headers=console.headers("acme"))
+    assert {(u["address"], u["first_name"], u["surname"]) for u in users.json()} == {
+        ("ann@acme.example", "Ann", "Lee"),
+        ("bob@acme.example", "Bob", "Ray"),
+    }
+    assert not [line for line in seen if line.startswith(("dialog", "error"))], seen
+    tokens = list(console.tokens.values())
+    assert not [line for line in seen if any(t in line for t in tokens)], "a token leaked"
