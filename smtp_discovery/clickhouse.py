@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,27 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+class SerializedClient:
+    """A client whose calls take turns. The embedded engine runs in this process and its client is
+    not reentrant, while the roles sharing it (sink, jobs, admin API) call it from worker
+    threads at the same time."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return locked
+
+
 def connect(url: str, **client_options: Any) -> Any:
     """A clickhouse-connect client for the URL.
 
@@ -94,7 +116,9 @@ def connect(url: str, **client_options: Any) -> Any:
         if target.embedded:
             assert target.path is not None
             target.path.mkdir(parents=True, exist_ok=True)
-            return clickhouse_connect.get_client(dsn=f"chdb://{target.path}", **client_options)
+            return SerializedClient(
+                clickhouse_connect.get_client(dsn=f"chdb://{target.path}", **client_options)
+            )
         return clickhouse_connect.get_client(
             host=target.host,
             port=target.port,

@@ -15,7 +15,6 @@ import contextlib
 import re
 import shutil
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -42,24 +41,6 @@ pytestmark = pytest.mark.kafka
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 XSS = '"<img src=x onerror=alert(1)>"@acme.example'
 """A valid quoted local part that is also markup: the console must show it as text."""
-
-
-class Serialized:
-    """The session's chDB client behind one lock. chDB clients are not reentrant (the API
-    serialises its own calls), and here the sink's threads use the same client at the same time."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        call = getattr(self._client, name)
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return call(*args, **kwargs)
-
-        return locked
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 40.0) -> None:
@@ -129,7 +110,7 @@ async def console(
     await run.setup([])
     layout = Layout(f"console_{unique}")
     migrate(clickhouse, layout)
-    shared = Serialized(clickhouse)
+    shared = clickhouse
     ctx = AdminContext({"bootstrap_servers": kafka_bootstrap}, run.names, shared, layout)
     await ctx.start()
     sink = Sink({"bootstrap_servers": kafka_bootstrap}, shared, layout, run.names,
