@@ -115,6 +115,35 @@ async def ensure_topics(
         await admin.close()
 
 
+async def ensure_visible(options: dict[str, Any], topics: Sequence[NewTopic]) -> None:
+    """Create the topics that are missing, and return once metadata shows all their partitions.
+
+    A broker lists a topic some time after the controller created it; a client that fetches
+    metadata in between sees no such topic and may not ask again for minutes.
+    """
+    admin = AIOKafkaAdminClient(**options)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        if missing:
+            for name, code, message in _creation_errors(await admin.create_topics(missing)):
+                if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS, another process won the race
+                    raise InfrastructureError(
+                        f"creating topic {name} failed: error {code} {message}"
+                    )
+        described = await _describe_settled(admin, [t.name for t in topics])
+        for t in topics:
+            have = len(described.get(t.name, {}).get("partitions", ()))
+            if described.get(t.name, {}).get("error_code") != 0 or have != t.num_partitions:
+                raise InfrastructureError(
+                    f"topic {t.name} is not in the cluster's metadata with {t.num_partitions} "
+                    f"partitions (it has {have})"
+                )
+    finally:
+        await admin.close()
+
+
 def _creation_errors(response: Any) -> list[tuple[str, int, str]]:
     errors = []
     for item in response.topic_errors:

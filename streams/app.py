@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.admin import NewTopic
+from mode.utils.times import want_seconds
 
 from schemas.codec import encode
 from schemas.commands import Tick
@@ -31,6 +33,7 @@ from smtp_discovery.views import TenantDirectory
 from streams.clock import Clock
 from streams.due import DueIndex
 from streams.processor import Incoming, Processor
+from streams.recovery import StreamsTableManager
 from streams.rules import Policy
 from streams.store import GroupStore
 
@@ -92,6 +95,8 @@ class Topology:
             stream_wait_empty=True,
             web_enabled=False,
             consumer_max_fetch_size=8 * 1024 * 1024,
+            # Faust's own hand-over after a table restore can drop fetched records for good.
+            TableManager=StreamsTableManager,
         )
         self.app = app
         raw = {
@@ -161,6 +166,38 @@ class Topology:
                     message.value,
                 )
             )
+
+    def changelog_topics(self) -> list[NewTopic]:
+        """The tables' changelog topics as Faust declares them (faust.topics.Topic.declare).
+
+        The worker creates them before Faust starts (streams.worker.build_topology): Faust
+        creates them itself and subscribes at once, and a changelog missing from the consumer's
+        first metadata counts as a topic of 0 partitions until the next refresh, minutes later.
+        Meanwhile every table write raises PartitionsMismatch, and the crash acknowledges the
+        message the agent was processing: it is lost.
+        """
+        conf = self.app.conf
+        topics = []
+        for table in self.app.tables.values():
+            topic = table.changelog_topic
+            policy = ",".join(
+                flag
+                for flag, on in (("compact", topic.compacting), ("delete", topic.deleting))
+                if on
+            )
+            configs = {"cleanup.policy": policy} if policy else {}
+            if topic.retention:
+                configs["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+            configs.update(topic.config or {})
+            topics.append(
+                NewTopic(
+                    name=topic.get_topic_name(),
+                    num_partitions=topic.partitions or conf.topic_partitions,
+                    replication_factor=topic.replicas or conf.topic_replication_factor,
+                    topic_configs=configs,
+                )
+            )
+        return topics
 
     def active_partitions(self) -> frozenset[int]:
         return frozenset(

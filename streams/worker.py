@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
@@ -11,11 +13,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas.topics import COMMANDS, MAIL, TopicNames
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError, InfrastructureError
-from smtp_discovery.kafka import client_options, ensure_topics
+from smtp_discovery.kafka import client_options, ensure_topics, ensure_visible
 from streams.app import StreamsSettings, Topology
 from streams.clock import make_clock
 
 log = logging.getLogger("smtp_discovery.streams")
+
+T = TypeVar("T")
 
 
 async def source_layout(options: dict, names: TopicNames) -> tuple[int, int]:
@@ -51,11 +55,7 @@ def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
         )
         return await source_layout(options, config.topics)
 
-    loop = asyncio.new_event_loop()
-    try:
-        partitions, brokers = loop.run_until_complete(prepare())
-    finally:
-        loop.close()
+    partitions, brokers = _run(prepare())
     settings = StreamsSettings(
         app_id=config.streams_app_id,
         brokers=bootstrap.split(","),
@@ -68,7 +68,18 @@ def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
         session_timeout_s=config.streams_session_timeout_s,
         topics=config.topics,
     )
-    return Topology(settings, clock=make_clock(config.clock), kafka_options=options)
+    topology = Topology(settings, clock=make_clock(config.clock), kafka_options=options)
+    _run(ensure_visible(options, topology.changelog_topics()))
+    return topology
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a setup step on a loop of its own (Faust builds its own loop afterwards)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def run_worker(config: RuntimeConfig) -> None:

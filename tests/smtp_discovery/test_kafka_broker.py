@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 
 from schemas.codec import decode, encode
 from schemas.topics import REGISTRY, TopicSpec
@@ -16,6 +17,7 @@ from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import (
     client_options,
     ensure_topics,
+    ensure_visible,
     idempotent_producer,
     topic_configs,
     transactional_producer,
@@ -178,3 +180,23 @@ async def test_replication_beyond_the_cluster_is_refused(kafka_bootstrap: str, u
         await ensure_topics(
             _options(kafka_bootstrap), partitions=1, replication=3, specs=_prefixed(unique)
         )
+
+
+async def test_ensured_topics_are_in_a_new_clients_first_metadata(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    topic = NewTopic(
+        name=f"t{unique}-records-changelog",
+        num_partitions=4,
+        replication_factor=1,
+        topic_configs={"cleanup.policy": "compact"},
+    )
+    await ensure_visible(_options(kafka_bootstrap), [topic])
+    await ensure_visible(_options(kafka_bootstrap), [topic])  # an existing topic is fine
+    client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap)
+    await client.bootstrap()
+    try:  # one metadata fetch: what a Faust worker starting now would see
+        metadata = await client.fetch_all_metadata()
+        assert metadata.partitions_for_topic(topic.name) == {0, 1, 2, 3}
+    finally:
+        await client.close()

@@ -1,8 +1,9 @@
-"""The worker's small parts: clock, partitioner, group store, due index."""
+"""The worker's small parts: clock, partitioner, group store, due index, Faust wiring."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -10,9 +11,11 @@ from schemas.address import parse_address
 from schemas.commands import CreateUser
 from schemas.state import AddressStatus
 from schemas.tenant import DiscoverySettings
+from streams.app import StreamsSettings, Topology
 from streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
 from streams.due import DueIndex
 from streams.partitioning import partition_for
+from streams.recovery import HandOverRecovery
 from streams.rules import Policy
 from streams.store import GroupStore
 from tests.streams.world import T0, World
@@ -93,3 +96,23 @@ def test_due_index_follows_a_settings_change() -> None:
     one_week = DiscoverySettings(discovery_enabled=True, notices_before_expiry=1)
     due = list(index.due(lambda _p: T0 + 10 * DAY, lambda _t: one_week))
     assert [k for k, _ in due] == ["acme:alice@a.example"]
+
+
+def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_fix(
+    tmp_path: Path,
+) -> None:
+    settings = StreamsSettings(
+        app_id="p-streams", brokers=["localhost:9"], partitions=4, replication=1, data_dir=tmp_path
+    )
+    topology = Topology(
+        settings, clock=make_clock("event-time"), kafka_options={"bootstrap_servers": "localhost:9"}
+    )
+    declared = {
+        (t.name, t.num_partitions, t.replication_factor, t.topic_configs["cleanup.policy"])
+        for t in topology.changelog_topics()
+    }
+    assert declared == {
+        ("p-streams-records-changelog", 4, 1, "compact"),
+        ("p-streams-groups-changelog", 4, 1, "compact"),
+    }
+    assert isinstance(topology.app.tables.recovery, HandOverRecovery)

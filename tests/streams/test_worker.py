@@ -117,7 +117,6 @@ async def test_45_days_of_traffic_end_in_the_oracles_states(
     assert alice.event_time.date().isoformat() == "2026-03-07"
 
 
-@pytest.mark.fault
 async def test_a_killed_worker_loses_and_doubles_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:

@@ -1,0 +1,41 @@
+"""Faust's table recovery, with a lossless hand-over from the changelogs to the source topics.
+
+faust-streaming 0.15.3 ends a recovery in ``Recovery.on_recovery_completed``
+(faust/tables/recovery.py) in this order: resume the stream partitions, seek them to the
+committed offsets, then ``app.flow_control.resume()`` and ``consumer.resume_flow()``. When a
+changelog had to be restored, the consumer's flow is still running from that restore, so the
+fetcher delivers source records into the agent's queue while the seek is awaited; then
+``flow_control.resume()`` clears every stream queue (mode's ``FlowControlEvent.resume`` calls
+``clear()`` on each ``clear_on_resume`` queue, and every Faust channel queue is one). Those
+records are gone, but the Kafka client's position is already past them and Faust never saw
+them: nothing is acked, nothing is committed, and the partition stalls until the next
+rebalance (upstream faust-streaming/faust#596). A worker that takes over the partitions of a
+crashed one is exactly that case: changelogs to restore, uncommitted records waiting.
+
+Stopping the consumer's flow before Faust's hand-over closes the window. While it is stopped
+the fetcher delivers nothing (``Consumer.getmany`` seeks back to the committed offsets instead
+of yielding what it fetched, and cancels a delivery in progress); anything delivered before the
+stop was fetched before the seek that follows it, so the queue clear only drops records Kafka
+will hand out again. Faust restarts the flow itself once the queues are cleared.
+"""
+
+from __future__ import annotations
+
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
+
+
+class HandOverRecovery(Recovery):
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.app.consumer.stop_flow()
+        await super().on_recovery_completed(generation_id)
+
+
+class StreamsTableManager(TableManager):
+    """Faust's table manager with :class:`HandOverRecovery` (pass as ``TableManager=``)."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = HandOverRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
