@@ -151,6 +151,7 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
         admin = re.search(r"admin       http://(127\.0\.0\.1:\d+)/docs", out)
         assert admin, out
         token = (data_dir / "operator-token").read_text().strip()
+        assert f"token       {token} (operator; shown once" in out
         request = urllib.request.Request(
             f"http://{admin.group(1)}/v1/tenants", headers={"Authorization": f"Bearer {token}"}
         )
@@ -186,6 +187,7 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
         out = _wait_for_line(process, again_log, "ready", 120)
         assert "discovery.mail: exists" in out, "topics did not survive the restart"
         assert "schema      discovery: up to date" in out
+        assert "token       sd_" not in out, "the token is shown on the first start only"
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
