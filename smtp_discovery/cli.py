@@ -23,7 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("up", help="run the whole system on this machine (embedded Kafka and chDB)")
-    sub.add_parser("demo", help="against a running `up`: a demo tenant and a minute of mail")
+    demo = sub.add_parser("demo", help="against a running `up`: a demo tenant and a minute of mail")
+    demo.add_argument(
+        "--weeks",
+        type=int,
+        default=0,
+        help="first play this many weeks of compressed history (4 or more shows an expiry)",
+    )
     sub.add_parser("worker", help="run a streams worker (the only writer of address state)")
     sub.add_parser("ingest", help="run an SMTP ingest node (needs KAFKA_BOOTSTRAP)")
     sub.add_parser("sink", help="run a ClickHouse sink (needs KAFKA_BOOTSTRAP)")
@@ -84,7 +90,7 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
     if args.command == "demo":
         from smtp_discovery.demo import run_demo
 
-        return asyncio.run(run_demo(config))
+        return asyncio.run(run_demo(config, weeks=max(0, args.weeks)))
     if args.command == "worker":
         from streams.worker import run_worker
 

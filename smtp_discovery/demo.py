@@ -16,19 +16,24 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP
 
 from jobs.weeks import Week
+from schemas.codec import encode
+from schemas.mail import CalloutVerified, RecipientDelivered
+from schemas.topics import MAIL, TopicNames
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.errors import OperatorError
+from smtp_discovery.kafka import idempotent_producer
 
 TENANT = "demo"
 DOMAINS = ("demo.example", "demo-mail.example")
 MAILBOXES = (
+    "erin@demo.example",
     "alice@demo.example",
     "alice@demo-mail.example",
     "bob@demo.example",
@@ -96,15 +101,20 @@ class Api:
             ) from None
 
 
-async def run_demo(config: RuntimeConfig, timeout_s: float = 120.0) -> int:
+async def run_demo(config: RuntimeConfig, weeks: int = 0, timeout_s: float = 120.0) -> int:
+    """``weeks`` > 0 first plays that many weeks of compressed history for erin, so the demo
+    also shows an expiry (she was discovered long ago and nobody managed her)."""
     token_file = config.data_dir / "operator-token"
-    if not token_file.is_file():
-        raise OperatorError(f"no {token_file}: start `smtp-discovery up` first (same data dir)")
-    admin_host, admin_port = split_host_port(config.admin_listen)
+    endpoints_file = config.data_dir / "endpoints.json"
+    if not token_file.is_file() or not endpoints_file.is_file():
+        raise OperatorError(
+            f"no running system under {config.data_dir}: start `smtp-discovery up` first "
+            "(same DISCOVERY_DATA_DIR)"
+        )
+    endpoints = json.loads(endpoints_file.read_text())
+    admin_host, admin_port = split_host_port(endpoints["admin"])
     api = Api(f"http://{admin_host}:{admin_port}", token_file.read_text().strip())
-    smtp_host, smtp_port = split_host_port(config.ingest_listen)
-    if smtp_port == 0:
-        raise OperatorError("DISCOVERY_INGEST_LISTEN has port 0: give `up` and the demo a port")
+    smtp_host, smtp_port = split_host_port(endpoints["smtp"])
 
     loop = asyncio.get_running_loop()
     tenant_server = TenantServer(frozenset(MAILBOXES))
@@ -115,12 +125,14 @@ async def run_demo(config: RuntimeConfig, timeout_s: float = 120.0) -> int:
     print(f"tenant mail server  127.0.0.1:{port} with {len(MAILBOXES)} mailboxes")
     try:
         await asyncio.to_thread(_register, api, port)
-        await _traffic(smtp_host, smtp_port)
+        if weeks > 0:
+            await _history(endpoints, weeks)
+        await _traffic(smtp_host, smtp_port, expire=weeks > 0)
         if not await _until(api, timeout_s, lambda d, u: bool(u)):
             print("alice did not become a user in time")
             return 1
         await _alias_traffic(smtp_host, smtp_port)
-        return await _watch(api, timeout_s)
+        return await _watch(api, timeout_s, expire=weeks > 0)
     finally:
         server.close()
 
@@ -146,7 +158,37 @@ def _register(api: Api, port: int) -> None:
     print(f"tenant              {TENANT} ({', '.join(DOMAINS)}), destination 127.0.0.1:{port}")
 
 
-async def _traffic(host: str, port: int) -> None:
+async def _history(endpoints: dict[str, str], weeks: int) -> None:
+    """Weeks of past mail in a second: the events an ingest node produced back then (the same
+    contract), dated in the past. The worker applies them on event time."""
+    names = TopicNames(endpoints["topic_prefix"])
+    began = datetime.now(UTC) - timedelta(weeks=weeks)
+    address = "erin@demo.example"
+    common = {"tenant_id": TENANT, "address": address, "node_id": "demo-history"}
+    events: list[Any] = [
+        CalloutVerified(**common, event_time=began, destination="history:25", reply_code=250)
+    ]
+    events += [
+        RecipientDelivered(
+            **common,
+            event_time=began + timedelta(hours=i + 1),
+            verdict="clean",
+            message_id=f"history-{i}",
+            client_ip="192.0.2.1",
+        )
+        for i in range(3)
+    ]
+    producer = idempotent_producer({"bootstrap_servers": endpoints["kafka"]})
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(names(MAIL), encode(event), key=event.kafka_key())
+    finally:
+        await producer.stop()
+    print(f"history             {weeks} weeks ago: {address} received 3 clean messages")
+
+
+async def _traffic(host: str, port: int, *, expire: bool = False) -> None:
     rejected = 0
     async with aiosmtplib.SMTP(hostname=host, port=port, timeout=60) as smtp:
         for round_ in range(3):
@@ -166,6 +208,14 @@ async def _traffic(host: str, port: int) -> None:
             except aiosmtplib.SMTPRecipientsRefused:
                 rejected += 1
     print(f"inbound             9 messages to bob, carol and dave; {rejected} unknown refused")
+    if expire:
+        async with aiosmtplib.SMTP(hostname=host, port=port, timeout=60) as smtp:
+            await smtp.sendmail(
+                "news@partner.example",
+                ["erin@demo.example"],
+                _message("news@partner.example", "erin@demo.example", "Hi"),
+            )
+        print("inbound             1 message to erin@demo.example today")
     async with aiosmtplib.SMTP(
         hostname=host, port=port, timeout=60, source_address=(OUTBOUND_IP, 0)
     ) as smtp:
@@ -211,9 +261,18 @@ def _aliases(api: Api) -> list[dict[str, Any]]:
     return list((report or {}).get("rows", []))
 
 
-async def _watch(api: Api, timeout_s: float) -> int:
+def _invalid(api: Api) -> list[str]:
+    _, listed = api.call("GET", f"/v1/tenants/{TENANT}/invalid")
+    return [item["address"] for item in (listed or {}).get("items", [])]
+
+
+async def _watch(api: Api, timeout_s: float, expire: bool = False) -> int:
     if not await _until(
-        api, timeout_s, lambda found, users: len(found) >= 3 and bool(_aliases(api))
+        api,
+        timeout_s,
+        lambda found, users: (
+            len(found) >= 3 and bool(_aliases(api)) and (not expire or bool(_invalid(api)))
+        ),
     ):
         print(f"still waiting after {timeout_s:.0f}s: {await _state(api)}")
         return 1
@@ -224,6 +283,8 @@ async def _watch(api: Api, timeout_s: float) -> int:
     print(f"users               {', '.join(u['address'] for u in users)} (outbound auto-add)")
     for row in aliases:
         print(f"alias               {row['alias']} -> {row['user']} ({row['how']})")
+    for address in await asyncio.to_thread(_invalid, api) if expire else []:
+        print(f"expired             {address}: discovered weeks ago, never managed, now invalid")
     print("next                open the console, or try:")
     print(f"  .venv/bin/smtp-discovery report new-users --tenant {TENANT} --week {week}")
     print(f"  .venv/bin/smtp-discovery report new-aliases --tenant {TENANT} --week {week}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -148,6 +149,12 @@ async def _serve(
                   f"via {config.report_smarthost}")  # fmt: skip
         else:
             print("reports     off (set DISCOVERY_REPORT_SMARTHOST to send them)")
+        (config.data_dir / "endpoints.json").write_text(
+            json.dumps(
+                {"kafka": bootstrap, "topic_prefix": config.topic_prefix,
+                 "smtp": node.listening, "admin": config.admin_listen}
+            )
+        )  # fmt: skip
         print("ready; press Ctrl-C to stop", flush=True)
         waiter = asyncio.create_task(stop.wait())
         exited = asyncio.create_task(asyncio.to_thread(worker.wait))

@@ -157,12 +157,13 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
         )
         assert json.loads(urllib.request.urlopen(request, timeout=10).read()) == []
         # The newcomer's demo, through every role of the running system.
-        demo = _cli("demo", env=_up_env(data_dir), timeout=180)
+        demo = _cli("demo", "--weeks", "5", env=_up_env(data_dir), timeout=180)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "discovered          bob@demo.example, carol@demo.example, dave@demo.example" in (
             demo.stdout
         )
         assert "alias               alice@demo-mail.example -> alice@demo.example" in demo.stdout
+        assert "expired             erin@demo.example" in demo.stdout
         week = re.search(r"--week (\d{4}-W\d{2})", demo.stdout)
         assert week, demo.stdout
         report = _cli("report", "new-users", "--tenant", "demo", "--week", week.group(1),
