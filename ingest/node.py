@@ -154,8 +154,8 @@ class IngestNode:
         self._server = await asyncio.get_running_loop().create_server(
             self._protocol, host, port, reuse_address=True
         )
-        if self._serve_metrics and self.config.ingest_metrics_listen:
-            metrics_host, metrics_port = split_host_port(self.config.ingest_metrics_listen)
+        if self._serve_metrics and self.config.ops_listen:
+            metrics_host, metrics_port = split_host_port(self.config.ops_listen)
             self._stop_metrics = self.metrics.serve(metrics_host, metrics_port)
         self._housekeeping = asyncio.create_task(self._close_idle_probes(), name="probe-idle")
         log.info("SMTP ingest listening on %s:%d", host, self.port)

@@ -276,9 +276,10 @@ VARIABLES: tuple[Variable, ...] = (
         "module:callable returning a verdict step, to replace the spam-header verdict.",
     ),
     Variable(
-        "DISCOVERY_INGEST_METRICS_LISTEN",
-        "ingest_metrics_listen",
-        "host:port of the Prometheus /metrics endpoint (empty: off).",
+        "DISCOVERY_OPS_LISTEN",
+        "ops_listen",
+        "host:port where every role serves /metrics (Prometheus), /healthz and /readyz "
+        "(empty: off).",
     ),
 )
 
@@ -356,7 +357,7 @@ class RuntimeConfig(BaseModel):
     ingest_probes_per_destination: int = Field(default=4, ge=1, le=1000)
     ingest_spam_header: str = Field(default=r"X-Spam-Flag:^\s*yes\b", min_length=3)
     ingest_verdict: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
-    ingest_metrics_listen: str = Field(default="127.0.0.1:9125")
+    ops_listen: str = Field(default="127.0.0.1:9125")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -391,7 +392,7 @@ class RuntimeConfig(BaseModel):
     @field_validator(
         "ingest_listen",
         "ingest_smarthost",
-        "ingest_metrics_listen",
+        "ops_listen",
         "report_smarthost",
         "admin_listen",
     )

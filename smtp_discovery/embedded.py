@@ -135,8 +135,8 @@ async def _serve(
         )
         print(f"worker      pid {worker.pid} (streams, {config.streams_app_id})")
         print(f"smtp        {node.listening} (ingest node {config.ingest_node_id})")
-        if config.ingest_metrics_listen:
-            print(f"metrics     http://{config.ingest_metrics_listen}/metrics")
+        if config.ops_listen:
+            print(f"metrics     http://{config.ops_listen}/metrics")
         print(f"sink        {config.sink_group} -> {config.analytics_layout.database}")
         print(f"admin       http://{config.admin_listen}/docs (operator token in {token_file})")
         print(f"console     http://{config.admin_listen}/console")

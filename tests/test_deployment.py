@@ -245,7 +245,7 @@ def test_helm_ingest_service_targets_the_smtp_port(rendered: list[dict], values_
     assert (target if isinstance(target, int) else ports[target]) == ports["smtp"]
     # ...and the ingest listens on that port, and serves metrics where Prometheus looks.
     assert split_host_port(env["DISCOVERY_INGEST_LISTEN"])[1] == ports["smtp"]
-    assert split_host_port(env["DISCOVERY_INGEST_METRICS_LISTEN"])[1] == ports["metrics"]
+    assert split_host_port(env["DISCOVERY_OPS_LISTEN"])[1] == ports["metrics"]
     assert int(pod["metadata"]["annotations"]["prometheus.io/port"]) == ports["metrics"]
     assert container["readinessProbe"]["tcpSocket"]["port"] in ("smtp", ports["smtp"])
 

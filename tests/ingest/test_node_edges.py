@@ -138,7 +138,7 @@ async def test_metrics_are_served_for_prometheus(
 ) -> None:
     acme = tenant("acme", ["a.example"], postfix_servers["strict"].port)
     port = free_port()
-    env = {"DISCOVERY_INGEST_METRICS_LISTEN": f"127.0.0.1:{port}"}
+    env = {"DISCOVERY_OPS_LISTEN": f"127.0.0.1:{port}"}
     async with running_ingest(
         kafka_bootstrap, tmp_path, [acme], env=env, serve_metrics=True
     ) as ingest:

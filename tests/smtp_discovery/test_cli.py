@@ -120,7 +120,7 @@ def _up_env(data_dir: Path) -> dict[str, str]:
         "DISCOVERY_DATA_DIR": str(data_dir),
         "DISCOVERY_TOPIC_PARTITIONS": "2",
         "DISCOVERY_INGEST_LISTEN": f"127.0.0.1:{smtp}",
-        "DISCOVERY_INGEST_METRICS_LISTEN": "",
+        "DISCOVERY_OPS_LISTEN": "",
         "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
     }
 
