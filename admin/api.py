@@ -529,6 +529,15 @@ def create_app(ctx: AdminContext) -> FastAPI:
     )
     app.state.context = ctx
     errors.install(app)
+
+    @app.middleware("http")
+    async def count_responses(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        current = getattr(request.app.state, "context", None)
+        if current is not None:
+            current.responses[f"{response.status_code // 100}xx"] += 1
+        return response
+
     app.include_router(router)
     from admin.console import router as console  # the web console: pages calling this API
 

@@ -4,10 +4,12 @@ for the topics it writes, and the ClickHouse client for what the sink wrote."""
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from admin.tokens import TokenDirectory
 from schemas.base import Message
@@ -16,6 +18,7 @@ from schemas.commands import CommandResult
 from schemas.topics import ADMIN_TOKENS, COMMAND_RESULTS, TENANTS, TopicNames
 from sinks.schema import Layout
 from smtp_discovery.kafka import idempotent_producer
+from smtp_discovery.ops import CounterView
 from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
 
 MAX_RESULTS = 1_000_000
@@ -65,6 +68,21 @@ class AdminContext:
         ]
         self._producer = idempotent_producer(kafka_options)
         self._clickhouse_lock = asyncio.Lock()
+
+        self.responses: Counter[str] = Counter()
+        """HTTP responses by status class, for the ops endpoint."""
+
+    def metrics(self) -> CollectorRegistry:
+        registry = CollectorRegistry()
+        registry.register(
+            CounterView(
+                "smtp_discovery_admin_responses",
+                "Admin API responses by status class (2xx, 4xx, 5xx).",
+                "status",
+                lambda: dict(self.responses),
+            )
+        )
+        return registry
 
     async def start(self) -> None:
         await self._producer.start()

@@ -10,6 +10,7 @@ import uvicorn
 from admin.api import create_app
 from admin.context import AdminContext
 from smtp_discovery.config import RuntimeConfig, split_host_port
+from smtp_discovery.ops import OpsServer
 
 
 async def serve_admin(
@@ -18,12 +19,15 @@ async def serve_admin(
     clickhouse: Any,
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
+    *,
+    ops: bool = False,
 ) -> None:
     """Serve until ``stop`` is set; ``ready`` is set once the socket listens (the embedded mode
     shares its ClickHouse client)."""
     ctx = AdminContext(kafka_options, config.topics, clickhouse, config.analytics_layout)
     await ctx.start()
     host, port = split_host_port(config.admin_listen)
+    endpoint = OpsServer(ctx.metrics(), ready=lambda: server.started)
     uv_config = uvicorn.Config(
         create_app(ctx), host=host, port=port, log_level="warning", access_log=False,
         lifespan="off",
@@ -40,11 +44,14 @@ async def serve_admin(
             raise OSError(f"the admin API cannot listen on {config.admin_listen}")
         if ready is not None:
             ready.set()
+        if ops:
+            await endpoint.start(config.ops_listen)
         await asyncio.wait({serving, asyncio.create_task(stop.wait())},
                            return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
         server.should_exit = True
         await serving
     finally:
+        await endpoint.stop()
         await ctx.stop()
 
 
@@ -65,5 +72,5 @@ async def run_admin(config: RuntimeConfig) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await serve_admin(
-        config, client_options(config), connect(config.effective_clickhouse_url), stop
+        config, client_options(config), connect(config.effective_clickhouse_url), stop, ops=True
     )

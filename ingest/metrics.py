@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import start_http_server
 
 PREFIX = "smtp_discovery_ingest"
 
@@ -62,14 +61,3 @@ class IngestMetrics:
         """Gauges read at scrape time, so they are never stale."""
         self.spool_depth.set_function(spool_bytes)
         self.address_view.set_function(view_entries)
-
-    def serve(self, host: str, port: int) -> Callable[[], None]:
-        """Serve /metrics on a daemon thread; returns how to stop it."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-
-        return stop

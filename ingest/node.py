@@ -32,6 +32,7 @@ from ingest.state_view import AddressStateView
 from ingest.verdict import load_verdict_step
 from schemas.topics import ADDRESS_STATE, MAIL, TENANTS
 from smtp_discovery.config import RuntimeConfig, split_host_port
+from smtp_discovery.ops import OpsServer
 from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
 
 log = logging.getLogger("smtp_discovery.ingest")
@@ -110,7 +111,7 @@ class IngestNode:
         )
         self.metrics.watch(lambda: self.spool.size_bytes, lambda: len(self.states))
         self._serve_metrics = serve_metrics
-        self._stop_metrics: Callable[[], None] | None = None
+        self.ops = OpsServer(self.metrics.registry, ready=lambda: self._server is not None)
         self._server: asyncio.base_events.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -154,9 +155,8 @@ class IngestNode:
         self._server = await asyncio.get_running_loop().create_server(
             self._protocol, host, port, reuse_address=True
         )
-        if self._serve_metrics and self.config.ops_listen:
-            metrics_host, metrics_port = split_host_port(self.config.ops_listen)
-            self._stop_metrics = self.metrics.serve(metrics_host, metrics_port)
+        if self._serve_metrics:
+            await self.ops.start(self.config.ops_listen)
         self._housekeeping = asyncio.create_task(self._close_idle_probes(), name="probe-idle")
         log.info("SMTP ingest listening on %s:%d", host, self.port)
 
@@ -189,5 +189,4 @@ class IngestNode:
         await self.prober.close()
         for follower in self._followers:
             await follower.stop()
-        if self._stop_metrics is not None:
-            self._stop_metrics()
+        await self.ops.stop()

@@ -7,6 +7,8 @@ import asyncio
 import socket
 from datetime import UTC, datetime
 
+from prometheus_client import CollectorRegistry
+
 from jobs.render import FORMATS
 from jobs.reports import Kind
 from jobs.runner import Jobs, install_stop, one_report
@@ -15,6 +17,7 @@ from jobs.weeks import Schedule, Week
 from smtp_discovery.clickhouse import connect
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.errors import ConfigError, OperatorError
+from smtp_discovery.ops import CounterView, OpsServer
 
 
 def mailer(config: RuntimeConfig) -> Mailer:
@@ -37,7 +40,19 @@ async def jobs_command(config: RuntimeConfig) -> None:
         schedule(config),
         mailer(config),
     )
-    await jobs.run(stop)
+    registry = CollectorRegistry()
+    registry.register(
+        CounterView(
+            "smtp_discovery_jobs_reports", "Weekly reports by outcome.", "outcome",
+            lambda: dict(jobs.outcomes),
+        )
+    )  # fmt: skip
+    ops = OpsServer(registry, ready=lambda: True)
+    await ops.start(config.ops_listen)
+    try:
+        await jobs.run(stop)
+    finally:
+        await ops.stop()
 
 
 def report_command(config: RuntimeConfig, args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,8 @@ class Jobs:
         self.mailer = mailer
         self.clock = clock
         self.log = ReportLog(client, layout)
+        self.outcomes: Counter[str] = Counter()
+        """Reports by outcome (sent, empty, failed, skipped ...), for the ops endpoint."""
 
     async def run_due(self) -> dict[tuple[str, str], str]:
         """Send every report of the latest Thursday slot not handled yet; what happened."""
@@ -56,6 +59,7 @@ class Jobs:
                     )  # fmt: skip
                     outcome = "failed"
                 outcomes[(tenant.tenant_id, kind.value)] = outcome
+                self.outcomes[outcome.split(" ")[0]] += 1
         return outcomes
 
     async def run(self, stop: asyncio.Event, interval_s: float = 60.0) -> None:

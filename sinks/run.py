@@ -13,6 +13,7 @@ from smtp_discovery.clickhouse import connect
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError
 from smtp_discovery.kafka import client_options
+from smtp_discovery.ops import OpsServer
 
 
 def run_migrate(config: RuntimeConfig) -> list[int]:
@@ -53,4 +54,9 @@ async def run_sink(
         config.topics,
         sink_settings(config),
     )
-    await sink.run(stop)
+    ops = OpsServer(sink.metrics(), ready=sink.ready.is_set)
+    await ops.start(config.ops_listen)
+    try:
+        await sink.run(stop)
+    finally:
+        await ops.stop()

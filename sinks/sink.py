@@ -23,12 +23,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from schemas.codec import MessageDecodeError, dead_letter, encode
 from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL, STATE_CHANGES, TENANTS, TopicNames
 from sinks.rows import SOURCES, to_row
 from sinks.schema import Layout
 from smtp_discovery.kafka import idempotent_producer
+from smtp_discovery.ops import CounterView
 
 log = logging.getLogger("smtp_discovery.sink")
 
@@ -84,11 +86,31 @@ class Sink:
         self._producer = idempotent_producer(kafka_options)
         self.rows_written = 0
         self.dead_letters = 0
+        self.batches = 0
+        self.retries = 0
         self.ready = asyncio.Event()
         """Set once the first assignment was prepared (tests wait for it)."""
         self._work = asyncio.Lock()
         """aiokafka rebalances in a task of its own, while a batch may be half flushed: the
         rebalance callbacks wait for the batch, and the batch never sees a rebalance."""
+
+    def metrics(self) -> CollectorRegistry:
+        """What the sink has done, for its ops endpoint."""
+        registry = CollectorRegistry()
+        registry.register(
+            CounterView(
+                "smtp_discovery_sink_work",
+                "Rows written, batches inserted, dead letters and ClickHouse retries.",
+                "kind",
+                lambda: {
+                    "rows": self.rows_written,
+                    "batches": self.batches,
+                    "dead_letters": self.dead_letters,
+                    "retries": self.retries,
+                },
+            )
+        )
+        return registry
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -183,6 +205,7 @@ class Sink:
         assert self._consumer is not None
         await self._consumer.commit({tp: batch.end})
         self.rows_written += len(batch.rows)
+        self.batches += 1
         del self._batches[tp]
 
     # ---- ClickHouse ---------------------------------------------------------------------------
@@ -227,6 +250,7 @@ class Sink:
                     str(exc)[:200],
                     delay,
                 )
+                self.retries += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
 

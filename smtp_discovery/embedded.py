@@ -203,7 +203,8 @@ async def _operator_token(
 
 
 def _start_worker(bootstrap: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap}
+    # One ops endpoint per port: this process's (the ingest node's) keeps DISCOVERY_OPS_LISTEN.
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "DISCOVERY_OPS_LISTEN": ""}
     return subprocess.Popen(
         [sys.executable, "-m", "smtp_discovery.cli", "worker"],
         env=env,

@@ -16,6 +16,7 @@ from typing import Any
 import faust
 from aiokafka.admin import NewTopic
 from mode.utils.times import want_seconds
+from prometheus_client import CollectorRegistry
 
 from schemas.codec import encode
 from schemas.commands import Tick
@@ -29,6 +30,7 @@ from schemas.topics import (
     TENANTS,
     TopicNames,
 )
+from smtp_discovery.ops import CounterView, OpsServer
 from smtp_discovery.views import TenantDirectory
 from streams.clock import Clock
 from streams.due import DueIndex
@@ -53,6 +55,8 @@ class StreamsSettings:
     commit_interval_s: float = 2.8
     session_timeout_s: float = 60.0
     topics: TopicNames = field(default_factory=TopicNames)
+    ops_listen: str = ""
+    """Where the worker serves /metrics, /healthz and /readyz (empty: nowhere)."""
 
 
 class Topology:
@@ -143,6 +147,45 @@ class Topology:
                 await follower.stop()
 
         app.service(TenantsView)
+        ops = OpsServer(self.metrics(), ready=follower.ready.is_set)
+        ops_listen = settings.ops_listen
+
+        class OpsEndpoint(faust.Service):
+            """The ops endpoint, in Faust's own loop (so /healthz proves that loop runs)."""
+
+            async def on_start(self) -> None:
+                await ops.start(ops_listen)
+
+            async def on_stop(self) -> None:
+                await ops.stop()
+
+        app.service(OpsEndpoint)
+
+    def metrics(self) -> CollectorRegistry:
+        """Messages by outcome and transitions by reason, from the processor's own counts."""
+        counts = self.processor.counts
+        registry = CollectorRegistry()
+        registry.register(
+            CounterView(
+                "smtp_discovery_worker_messages",
+                "Messages applied, or skipped and why (duplicate, settled, late ...).",
+                "outcome",
+                lambda: {k: v for k, v in counts.items() if not k.startswith("transition:")},
+            )
+        )
+        registry.register(
+            CounterView(
+                "smtp_discovery_worker_transitions",
+                "Address state transitions by reason.",
+                "reason",
+                lambda: {
+                    k.removeprefix("transition:"): v
+                    for k, v in counts.items()
+                    if k.startswith("transition:")
+                },
+            )
+        )
+        return registry
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None

@@ -67,6 +67,7 @@ def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
         commit_interval_s=config.streams_commit_s,
         session_timeout_s=config.streams_session_timeout_s,
         topics=config.topics,
+        ops_listen=config.ops_listen,
     )
     topology = Topology(settings, clock=make_clock(config.clock), kafka_options=options)
     _run(ensure_visible(options, topology.changelog_topics()))
