@@ -30,7 +30,7 @@ from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL, STATE_CHANGES, TENA
 from sinks.rows import SOURCES, to_row
 from sinks.schema import Layout
 from smtp_discovery.kafka import idempotent_producer
-from smtp_discovery.ops import CounterView
+from smtp_discovery.ops import CounterView, GaugeView
 
 log = logging.getLogger("smtp_discovery.sink")
 
@@ -110,7 +110,27 @@ class Sink:
                 },
             )
         )
+        registry.register(
+            GaugeView(
+                "smtp_discovery_sink_lag_records",
+                "Records on the sink's assigned partitions not yet written to ClickHouse.",
+                self.lag,
+            )
+        )
         return registry
+
+    def lag(self) -> float:
+        consumer = self._consumer
+        if consumer is None:
+            return 0.0
+        total = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            committed = consumer.last_stable_offset(tp) if highwater is None else highwater
+            position = self._taken.get(tp)
+            if committed is not None and position is not None:
+                total += max(0, committed - position)
+        return float(total + sum(len(b.rows) for b in self._batches.values()))
 
     # ---- lifecycle ----------------------------------------------------------------------------
 

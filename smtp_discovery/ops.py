@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -97,3 +97,15 @@ class CounterView(Collector):
         for value, count in sorted(self.values().items()):
             family.add_metric([value], count)
         yield family
+
+
+class GaugeView(Collector):
+    """One gauge computed at scrape time."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = value
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation, value=self.value())

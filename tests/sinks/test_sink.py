@@ -154,6 +154,9 @@ async def test_rows_and_rollups_arrive_once(kafka_bootstrap: str, clickhouse: An
     sink = make()
     async with sink_running(sink):
         await until(lambda: sink.rows_written >= 210)
+        metrics = sink.metrics()
+        await until(lambda: metrics.get_sample_value("smtp_discovery_sink_lag_records") == 0)
+    assert metrics.get_sample_value("smtp_discovery_sink_work_total", {"kind": "rows"}) == 210
     db = layout.database
     assert count(clickhouse, f"SELECT count() FROM {db}.state_changes") == 150
     assert count(clickhouse, f"SELECT count() FROM {db}.mail_events") == 60
