@@ -81,7 +81,11 @@ class Processor:
             outcome = rules.apply(group, message, rules.Context(tenant, settings, self.policy))
         except Exception as exc:  # a rule bug must not stop the partition: park the message
             log.exception(
-                "rules failed on %s:%d@%d", incoming.topic, incoming.partition, incoming.offset
+                "rules failed on %s:%d@%d",
+                incoming.topic,
+                incoming.partition,
+                incoming.offset,
+                extra={"tenant": message.tenant_id, "event_id": message.event_id},
             )
             await self._dead_letter(incoming, exc)
             return
@@ -91,6 +95,19 @@ class Processor:
             self.due.update(key, record)
         self.counts[outcome.skipped or "applied"] += 1
         self.counts.update(f"transition:{c.reason}" for c in outcome.changes)
+        for change in outcome.changes:
+            log.info(
+                "transition",
+                extra={
+                    "tenant": change.tenant_id,
+                    "address": change.address,
+                    "from_status": change.from_status.value if change.from_status else None,
+                    "to_status": change.to_status.value if change.to_status else None,
+                    "reason": change.reason,
+                    "event_id": change.event_id,
+                    "cause_event_id": message.event_id,
+                },
+            )
 
     async def _publish(self, outcome: rules.Outcome, partition: int) -> None:
         pending = []
