@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 
 import aiosmtplib
 
+from bench.harness import run_with_kafka
 from bench.ingest import MESSAGE, send_load, serve_accept_all
 from bench.kafka_baseline import emit
 from ingest.node import IngestNode
@@ -40,7 +39,6 @@ from sinks.sink import Sink
 from smtp_discovery.clickhouse import connect
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import ensure_topics, idempotent_producer
-from smtp_discovery.localkafka import LocalKafka
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,14 +144,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--new", type=int, default=200)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    config = RuntimeConfig.from_env()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        LocalKafka(Path(tmp) / "kafka", cache_dir=config.kafka_cache_dir) as kafka,
-    ):
-        asyncio.run(main_async(kafka.bootstrap, args, Path(tmp)))
+    run_with_kafka(main_async, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import statistics
-import tempfile
 import time
 import tracemalloc
 import uuid
@@ -32,6 +30,7 @@ import aiosmtplib
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP
 
+from bench.harness import run_with_kafka
 from bench.kafka_baseline import emit
 from ingest.node import IngestNode
 from ingest.state_view import AddressStateView
@@ -40,7 +39,6 @@ from schemas.tenant import Destination, TenantConfig
 from schemas.topics import TENANTS
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import ensure_topics
-from smtp_discovery.localkafka import LocalKafka
 
 MESSAGE = b"From: someone@outside.example\r\nSubject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 25
 
@@ -183,15 +181,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--callouts", type=int, default=500)
     parser.add_argument("--view-addresses", type=int, default=1_000_000)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    config = RuntimeConfig.from_env()
-    with tempfile.TemporaryDirectory() as tmp:
-        if config.kafka_bootstrap:
-            asyncio.run(main_async(config.kafka_bootstrap, args, Path(tmp)))
-            return
-        with LocalKafka(Path(tmp) / "kafka", cache_dir=config.kafka_cache_dir) as kafka:
-            asyncio.run(main_async(kafka.bootstrap, args, Path(tmp)))
+    run_with_kafka(main_async, parser.parse_args())
 
 
 if __name__ == "__main__":

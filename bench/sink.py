@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from bench.harness import run_with_kafka
 from bench.kafka_baseline import emit
 from jobs.reports import Kind, Tenant, build
 from jobs.weeks import Schedule, Week
@@ -41,9 +40,7 @@ from sinks.rows import SOURCES, to_row
 from sinks.schema import Layout
 from sinks.sink import Sink, SinkSettings
 from smtp_discovery.clickhouse import connect
-from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import ensure_topics
-from smtp_discovery.localkafka import LocalKafka
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -174,15 +171,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--history", type=int, default=10_000_000)
     parser.add_argument("--tenants", type=int, default=10_000)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    config = RuntimeConfig.from_env()
-    with tempfile.TemporaryDirectory() as tmp:
-        if config.kafka_bootstrap:
-            asyncio.run(main_async(config.kafka_bootstrap, args, Path(tmp)))
-            return
-        with LocalKafka(Path(tmp) / "kafka", cache_dir=config.kafka_cache_dir) as kafka:
-            asyncio.run(main_async(kafka.bootstrap, args, Path(tmp)))
+    run_with_kafka(main_async, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from bench.harness import run_with_kafka
 from bench.kafka_baseline import emit, pass_through
 from schemas.codec import encode
 from schemas.commands import ImportUser
@@ -40,7 +40,6 @@ from schemas.tenant import TenantConfig
 from schemas.topics import COMMANDS, MAIL, STATE_CHANGES, TENANTS, TopicNames
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import client_options, ensure_topics
-from smtp_discovery.localkafka import LocalKafka
 from streams.partitioning import partition_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,14 +348,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--addresses", type=int, default=2_000)
     parser.add_argument("--recovery-addresses", type=int, default=1_000_000)
-    args = parser.parse_args()
-    config = RuntimeConfig.from_env()
-    with tempfile.TemporaryDirectory() as tmp:
-        if config.kafka_bootstrap:
-            asyncio.run(main_async(config.kafka_bootstrap, args, Path(tmp)))
-            return
-        with LocalKafka(Path(tmp) / "kafka", cache_dir=config.kafka_cache_dir, heap="2g") as kafka:
-            asyncio.run(main_async(kafka.bootstrap, args, Path(tmp)))
+    run_with_kafka(main_async, parser.parse_args(), heap="2g")
 
 
 if __name__ == "__main__":
