@@ -1,12 +1,16 @@
 """Deployment files can't run here (no Docker engine, no cluster): check what can be checked.
 
-The Helm chart is linted and rendered by the real helm (scripts/helm, built once from source);
-the rendered manifests are then checked against the project's own CLI and configuration.
+The Dockerfile and .dockerignore are read as text; docker-compose.yml is parsed and checked against
+the project's own CLI and configuration; the Helm chart is linted and rendered by the real helm
+(scripts/helm, built once from source) and the rendered manifests are checked the same way.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,60 +22,358 @@ from smtp_discovery.config import VARIABLES, RuntimeConfig, split_host_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "smtp-discovery"
+DATA_DIR = "/var/lib/smtp-discovery"  # DISCOVERY_DATA_DIR of the image
+KNOWN = {v.env for v in VARIABLES}
+SECRETS = {v.env for v in VARIABLES if v.secret} | {"KAFKA_SASL_PASSWORD"}
+LONG_RUNNING = {"ingest", "worker", "sink", "admin", "jobs"}
+ONE_SHOTS = {"topics", "migrate"}
+
+
+def _parse_args(args: list[str], where: str):
+    try:
+        return build_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"{where}: {args} is no smtp-discovery command")
+
+
+# --- Dockerfile and .dockerignore -----------------------------------------------------------
+
+
+def _dockerfile_stages() -> list[list[str]]:
+    """Instructions (continuations joined, comments dropped) per stage; [0] is before any FROM."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: list[list[str]] = [[]]
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def _packages() -> list[str]:
+    """Top-level packages the wheel installs (pyproject's packages.find include)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    return sorted({pattern.rstrip("*") for pattern in include})
+
+
+def test_dockerfile_is_multi_stage_non_root_without_build_tools() -> None:
+    stages = _dockerfile_stages()
+    assert len(stages) >= 3, "a build stage and a runtime stage"
+    args = dict(
+        line.split(None, 1)[1].split("=", 1) for line in stages[0] if line.startswith("ARG")
+    )
+    final = stages[-1]
+    base = final[0].split()[1]
+    base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+    joined = "\n".join(final)
+    assert not re.search(r"apt-get install|build-essential|gcc|\bpip install\b", joined), (
+        "the runtime stage installs nothing: it copies the build stage's venv"
+    )
+    assert re.search(r"^COPY --from=\w+ /opt/venv /opt/venv$", joined, re.M)
+    (user,) = [line.split()[1] for line in final if line.startswith("USER")]
+    assert user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0, "a numeric non-root uid"
+    assert final[-2] == 'ENTRYPOINT ["smtp-discovery"]'
+    # The image's own defaults are configuration the roles read, and valid.
+    env = dict(re.findall(r"\b([A-Z][A-Z0-9_]+)=(\S+)", " ".join(x for x in final if "ENV" in x)))
+    ours = {k: v for k, v in env.items() if k.startswith(("DISCOVERY_", "KAFKA_", "CLICKHOUSE_"))}
+    assert ours.keys() <= KNOWN
+    assert ours["DISCOVERY_DATA_DIR"] == DATA_DIR
+    assert split_host_port(ours["DISCOVERY_OPS_LISTEN"]) == ("0.0.0.0", 9125)
+    RuntimeConfig.from_env(ours)
+
+
+def test_dockerfile_copies_every_package_and_installs_it_with_its_data() -> None:
+    build = "\n".join(_dockerfile_stages()[1])
+    copied = set(re.findall(r"^COPY (?!--from)(\S+) ", build, re.M))
+    for package in _packages():
+        assert package in copied, f"the image lacks the {package} package"
+    assert {"pyproject.toml", "README.md"} <= {
+        p for line in re.findall(r"^COPY (?!--from)(.+) \S+$", build, re.M) for p in line.split()
+    }
+    assert re.search(r"pip install --no-deps \.", build), "a regular (non-editable) install"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for pattern in pyproject["tool"]["setuptools"]["package-data"]["admin"]:
+        assert list((ROOT / "admin").glob(pattern)), f"admin package data {pattern} matches nothing"
+
+
+def _dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    rules = []
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        rules.append((include, re.compile(regex.replace(r"\?", "[^/]"))))
+    return rules
+
+
+def _in_build_context(path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    kept = True
+    for include, pattern in _dockerignore_rules():
+        if any(pattern.fullmatch(c) for c in candidates):
+            kept = include
+    return kept
+
+
+def test_dockerignore_keeps_what_the_image_needs_and_nothing_else() -> None:
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    needed = [
+        f for f in files if f in ("pyproject.toml", "README.md") or f.split("/")[0] in _packages()
+    ]
+    assert "admin/templates/base.html" in needed and "admin/static/console.js" in needed
+    for path in needed:
+        assert _in_build_context(path), f".dockerignore drops {path}, which the image needs"
+    for path in ("tests/conftest.py", ".venv/bin/python", ".git/HEAD", "helm/x", "bench/run"):
+        assert not _in_build_context(path), f"{path} should stay out of the build context"
+    assert not _in_build_context("admin/__pycache__/api.cpython-311.pyc")
+
+
+# --- docker-compose.yml ---------------------------------------------------------------------
 
 
 def _compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+def _substitute(value: object) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and $$, with every VAR unset (the defaults)."""
+    text = str(value)
+    text = re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+    return text.replace("$$", "$")
+
+
+def _ours(compose: dict) -> dict[str, dict]:
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if "build" in service or str(service.get("image", "")).startswith("smtp-discovery:")
+    }
+
+
+def _compose_env(service: dict) -> dict[str, str]:
+    return {k: _substitute(v) for k, v in service.get("environment", {}).items()}
+
+
 def test_compose_services_run_real_cli_commands() -> None:
-    parser = build_parser()
-    ours = [s for s in _compose()["services"].values() if "build" in s]
-    assert ours, "no service runs the project's image"
-    for service in ours:
-        args = parser.parse_args(service["command"])  # exits (fails the test) on a bad command
-        assert args.command
+    ours = _ours(_compose())
+    commands = {}
+    for name, service in ours.items():
+        assert service.get("build") == ".", f"{name} must build the project's image"
+        assert "entrypoint" not in service, f"{name} must keep the smtp-discovery entrypoint"
+        args = _parse_args(service["command"], name)
+        commands[name] = args.command
+    assert set(commands.values()) == LONG_RUNNING | ONE_SHOTS
+    roles = sorted(commands.values())
+    assert roles.count("ingest") == 2 and roles.count("worker") == 2
 
 
-def test_compose_sets_only_variables_the_configuration_reads() -> None:
-    known = {v.env for v in VARIABLES}
+def test_compose_sets_only_variables_the_configuration_reads_and_accepts() -> None:
+    for name, service in _ours(_compose()).items():
+        env = _compose_env(service)
+        unknown = set(env) - KNOWN
+        assert not unknown, f"{name} sets variables nothing reads: {unknown}"
+        for key, value in service.get("environment", {}).items():
+            assert isinstance(value, str), f"{name}: {key} should be a string"
+        RuntimeConfig.from_env(env)  # raises ConfigError on a value it would refuse
+
+
+def test_compose_long_running_roles_serve_ops_and_are_health_checked() -> None:
+    compose = _compose()
+    for name, service in _ours(compose).items():
+        command = service["command"][0]
+        healthcheck = service.get("healthcheck", {})
+        if command in ONE_SHOTS:
+            assert healthcheck.get("disable") is True, f"{name} is a one-shot"
+            assert service.get("restart") == "no", f"{name} is a one-shot"
+            continue
+        env = _compose_env(service)
+        host, port = split_host_port(env["DISCOVERY_OPS_LISTEN"])
+        assert host == "0.0.0.0"
+        test = " ".join(healthcheck["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in test
+        assert service.get("restart") == "unless-stopped"
+    for name in ("clickhouse", "kafka-1", "kafka-2", "kafka-3"):
+        assert "test" in compose["services"][name]["healthcheck"]
+
+
+def test_compose_host_ports_do_not_clash() -> None:
+    seen: dict[tuple[int, str], str] = {}
     for name, service in _compose()["services"].items():
-        if "build" in service:
-            unknown = set(service.get("environment", {})) - known
-            assert not unknown, f"{name} sets variables nothing reads: {unknown}"
+        for entry in service.get("ports", []):
+            parts = _substitute(entry).split(":")
+            assert len(parts) in (2, 3), f"{name}: publish {entry} with an explicit host port"
+            port, protocol = parts[-2], "udp" if parts[-1].endswith("/udp") else "tcp"
+            key = (int(port), protocol)
+            assert key not in seen, f"{name} and {seen[key]} both publish host port {port}"
+            seen[key] = name
+    assert (25, "tcp") in seen, "one ingest node receives mail on port 25"
 
 
-def test_compose_named_volumes_are_declared() -> None:
+def test_compose_named_volumes_are_declared_and_state_is_not_shared() -> None:
     compose = _compose()
     declared = set(compose.get("volumes", {}))
-    for service in compose["services"].values():
+    used: dict[str, str] = {}
+    for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
-            source = volume.split(":", 1)[0]
-            if not source.startswith((".", "/")):
-                assert source in declared
+            source, _target = volume.split(":")[:2]
+            if source.startswith((".", "/")):
+                continue
+            assert source in declared, f"{name} mounts undeclared volume {source}"
+            assert source not in used, f"{name} and {used[source]} share the volume {source}"
+            used[source] = name
+    assert declared == set(used), f"declared but unused: {declared - set(used)}"
+    for name, service in _ours(compose).items():
+        if service["command"][0] in ("worker", "ingest"):
+            targets = [v.split(":")[1] for v in service.get("volumes", [])]
+            assert DATA_DIR in targets, f"{name} keeps its state (RocksDB, spool) on a volume"
 
 
-def test_helm_chart_metadata() -> None:
-    chart = yaml.safe_load((ROOT / "helm/smtp-discovery/Chart.yaml").read_text())
-    assert chart["apiVersion"] == "v2"
-    assert chart["name"] == "smtp-discovery"
-    values = yaml.safe_load((ROOT / "helm/smtp-discovery/values.yaml").read_text())
-    assert values["podSecurityContext"]["runAsNonRoot"] is True
+def test_compose_dependencies_exist_and_order_the_start() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name, service in services.items():
+        for target, how in service.get("depends_on", {}).items():
+            assert target in services, f"{name} depends on unknown service {target}"
+            if how["condition"] == "service_healthy":
+                assert "test" in services[target].get("healthcheck", {}), target
+            if how["condition"] == "service_completed_successfully":
+                assert services[target]["command"][0] in ONE_SHOTS, target
+            # A profiled service may only depend on ones that run at least as often.
+            assert not services[target].get("profiles") or service.get("profiles"), name
+    by_command: dict[str, list[str]] = {}
+    for name, service in _ours(compose).items():
+        by_command.setdefault(service["command"][0], []).append(name)
+    (topics,) = by_command["topics"]
+    (migrate,) = by_command["migrate"]
+    assert {f"kafka-{i}" for i in (1, 2, 3)} <= set(services[topics]["depends_on"])
+    assert "clickhouse" in services[migrate]["depends_on"]
+    for role in ("ingest", "worker", "sink", "admin"):
+        for name in by_command[role]:
+            assert topics in services[name]["depends_on"], f"{name} starts before the topics"
+    for role in ("sink", "admin", "jobs"):
+        for name in by_command[role]:
+            assert migrate in services[name]["depends_on"], f"{name} starts before the schema"
+    (jobs,) = by_command["jobs"]
+    assert services[jobs].get("profiles"), "the reports need a smarthost: keep them optional"
+
+
+def _kafka_nodes(compose: dict) -> dict[str, dict[str, str]]:
+    return {
+        name: {k: _substitute(v) for k, v in service["environment"].items()}
+        for name, service in compose["services"].items()
+        if str(service.get("image", "")).startswith("apache/kafka:")
+    }
+
+
+def test_compose_kafka_is_a_three_voter_kraft_cluster() -> None:
+    compose = _compose()
+    nodes = _kafka_nodes(compose)
+    assert len(nodes) == 3
+    images = {compose["services"][n]["image"] for n in nodes}
+    assert images == {"apache/kafka:4.1.1"}
+    voters = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in nodes.values()}
+    assert len(voters) == 1, f"the nodes disagree on the quorum: {voters}"
+    parsed = {}
+    for voter in voters.pop().split(","):
+        node_id, _, address = voter.partition("@")
+        host, port = split_host_port(address)
+        parsed[host] = (node_id, port)
+    assert set(parsed) == set(nodes), "the voters are exactly the three nodes"
+    assert len({node_id for node_id, _ in parsed.values()}) == 3
+    cluster_ids = {env["CLUSTER_ID"] for env in nodes.values()}
+    assert len(cluster_ids) == 1
+    assert len(base64.urlsafe_b64decode(cluster_ids.pop() + "==")) == 16, "a base64 UUID"
+    for name, env in nodes.items():
+        node_id, port = parsed[name]
+        assert env["KAFKA_NODE_ID"] == node_id
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+        controller = listeners[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]
+        assert int(controller.rpartition(":")[2]) == port, f"{name} listens elsewhere"
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        assert env["KAFKA_LOG_DIRS"] in [
+            v.split(":")[1] for v in compose["services"][name]["volumes"]
+        ]
+    # Our roles reach every node, and create topics with replication 3.
+    for name, service in _ours(compose).items():
+        env = _compose_env(service)
+        if "KAFKA_BOOTSTRAP" in env:
+            hosts = {split_host_port(h)[0] for h in env["KAFKA_BOOTSTRAP"].split(",")}
+            assert hosts == set(nodes), name
+            assert RuntimeConfig.from_env(env).topic_replication == 3, name
 
 
 # --- The Helm chart, through the real helm --------------------------------------------------
 
 # Values that take every optional branch of the templates.
 ALL_OPTIONS = {
+    "image": {"tag": "1.2.3"},
+    "imagePullSecrets": [{"name": "registry"}],
+    "nodeSelector": {"mail": "true"},
+    "tolerations": [{"key": "mail", "operator": "Exists", "effect": "NoSchedule"}],
+    "podAnnotations": {"team": "mail"},
+    "kafka": {
+        "bootstrap": "k1.example:9094,k2.example:9094,k3.example:9094",
+        "securityProtocol": "SASL_SSL",
+        "sasl": {
+            "mechanism": "SCRAM-SHA-512",
+            "username": "discovery",
+            "passwordSecret": {"name": "kafka-credentials", "key": "sasl-password"},
+        },
+        "caSecret": {"name": "kafka-ca", "key": "bundle.pem"},
+    },
+    "topics": {"prefix": "staging.", "partitions": 24},
+    "log": {"level": "DEBUG"},
     "ingest": {
-        "tls": {"secretName": "mx-tls"},
+        "tls": {"secretName": "mx-tls", "require": True},
         "smarthost": "relay.example:25",
         "proxyProtocol": True,
-        "service": {"type": "ClusterIP"},
+        "service": {
+            "annotations": {"service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*"},
+            "loadBalancerSourceRanges": ["192.0.2.0/24"],
+        },
+        "autoscaling": {"targetMemoryUtilizationPercentage": 80, "maxReplicas": 20},
+    },
+    "worker": {"replicas": 24, "storage": {"storageClassName": "fast"}},
+    "admin": {
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "tlsSecretName": "discovery-tls",
+            "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "10m"},
+        }
     },
     "reports": {"smarthost": "relay.example:25", "timezone": "Europe/Berlin"},
-    "clickhouse": {"cluster": "gw"},
+    "clickhouse": {"cluster": "gw", "urlSecret": {"name": "ch", "key": "dsn"}},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
 }
+# ...and every optional object switched off.
+MINIMAL = {
+    "ingest": {
+        "service": {"type": "ClusterIP"},
+        "autoscaling": {"enabled": False},
+        "podDisruptionBudget": {"enabled": False},
+        "replicas": 3,
+    },
+    "worker": {"replicas": 1, "podDisruptionBudget": {"enabled": False}},
+}
+VARIANTS = {"defaults": {}, "all-options": ALL_OPTIONS, "minimal": MINIMAL}
 HELM_NO_GO = 3  # scripts/helm's exit status when no Go can build helm
 HELM_BUILD_S = 1200  # the first build, from the Go module proxy: about 3-6 minutes on 2 cores
 
@@ -91,44 +393,59 @@ def helm() -> str:
     return result.stdout.strip()
 
 
-@pytest.fixture(scope="module", params=["defaults", "all-options"])
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def values_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    values = {} if request.param == "defaults" else ALL_OPTIONS
     path = tmp_path_factory.mktemp("values") / f"{request.param}.yaml"
-    path.write_text(yaml.safe_dump(values))
+    path.write_text(yaml.safe_dump(VARIANTS[request.param]))
     return path
 
 
-def _helm(helm: str, *args: str) -> str:
+def _helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
-    return result.stdout
+    if check:
+        assert result.returncode == 0, (
+            f"helm {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+        )
+    return result
 
 
 @pytest.fixture(scope="module")
 def rendered(helm: str, values_file: Path) -> list[dict]:
     out = _helm(helm, "template", "mx", str(CHART), "--namespace", "mail", "-f", str(values_file))
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
-def _options_on(values_file: Path) -> bool:
-    return values_file.stem == "all-options"
+def _variant(values_file: Path) -> str:
+    return values_file.stem
 
 
-def _one(docs: list[dict], kind: str, component: str) -> dict:
+def _component(doc: dict) -> str:
+    return doc["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def _all(docs: list[dict], kind: str, component: str | None = None) -> list[dict]:
+    return [
+        d for d in docs if d["kind"] == kind and (component is None or _component(d) == component)
+    ]
+
+
+def _one(docs: list[dict], kind: str, component: str, name: str | None = None) -> dict:
     found = [
         d
-        for d in docs
-        if d["kind"] == kind and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        for d in _all(docs, kind, component)
+        if name is None or d["metadata"]["name"] == f"mx-{name}"
     ]
     assert len(found) == 1, f"{len(found)} {kind} objects for {component}"
     return found[0]
 
 
+def _workloads(docs: list[dict]) -> Iterator[dict]:
+    yield from (d for d in docs if d["kind"] in ("StatefulSet", "Deployment", "DaemonSet", "Job"))
+
+
 def _pod_templates(docs: list[dict]) -> Iterator[tuple[str, dict]]:
-    for doc in docs:
-        if doc["kind"] in ("StatefulSet", "Deployment", "DaemonSet", "Job"):
-            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]
+    for doc in _workloads(docs):
+        yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]
 
 
 def _containers(docs: list[dict]) -> Iterator[tuple[str, dict]]:
@@ -138,58 +455,90 @@ def _containers(docs: list[dict]) -> Iterator[tuple[str, dict]]:
             yield f"{where}/{container['name']}", container
 
 
+def _long_running(docs: list[dict]) -> Iterator[tuple[str, dict, dict]]:
+    """(where, pod template, its one container) of every Deployment and StatefulSet."""
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            template = doc["spec"]["template"]
+            (container,) = template["spec"]["containers"]
+            yield f"{doc['kind']}/{doc['metadata']['name']}", template, container
+
+
 def _env(container: dict) -> dict[str, str]:
-    """A container's environment as the process sees it (valueFrom: a stand-in pod name)."""
-    return {e["name"]: e.get("value", "mx-ingest-0") for e in container["env"]}
+    """A container's environment as the process sees it (valueFrom: a stand-in value)."""
+    stand_in = {
+        "CLICKHOUSE_URL": "http://discovery:secret@clickhouse:8123/discovery",
+        "KAFKA_SASL_PASSWORD": "secret",
+    }
+    return {
+        e["name"]: e.get("value", stand_in.get(e["name"], "mx-ingest-0")) for e in container["env"]
+    }
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector.items() <= labels.items()
 
 
 def test_helm_lint_strict(helm: str, values_file: Path) -> None:
-    out = _helm(helm, "lint", "--strict", str(CHART), "-f", str(values_file))
+    out = _helm(helm, "lint", "--strict", str(CHART), "-f", str(values_file)).stdout
     assert "0 chart(s) failed" in out
     assert "[WARNING]" not in out and "[ERROR]" not in out
 
 
 def test_helm_renders_the_roles(rendered: list[dict], values_file: Path) -> None:
-    kinds = sorted(
-        (d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]) for d in rendered
-    )
-    jobs = [("Deployment", "jobs")] if _options_on(values_file) else []
-    assert kinds == [
-        ("Deployment", "admin"),
-        *jobs,
-        ("Deployment", "sink"),
-        ("Job", "setup"),
-        ("Service", "admin"),
-        ("Service", "ingest"),
-        ("StatefulSet", "ingest"),
-        ("StatefulSet", "worker"),
+    variant = _variant(values_file)
+    kinds = sorted((d["kind"], _component(d), d["metadata"]["name"]) for d in rendered)
+    roles = ["admin", "ingest", "sink", "worker"] + (["jobs"] if variant == "all-options" else [])
+    expected = [
+        ("Deployment", "admin", "mx-admin"),
+        ("Deployment", "ingest", "mx-ingest"),
+        ("Deployment", "sink", "mx-sink"),
+        ("Job", "migrate", "mx-migrate"),
+        ("Job", "topics", "mx-topics"),
+        ("Service", "admin", "mx-admin"),
+        ("Service", "ingest", "mx-ingest"),
+        ("StatefulSet", "worker", "mx-worker"),
+        *(("Service", role, f"mx-{role}-ops") for role in roles),
     ]
+    if variant != "minimal":
+        expected += [
+            ("HorizontalPodAutoscaler", "ingest", "mx-ingest"),
+            ("PodDisruptionBudget", "ingest", "mx-ingest"),
+            ("PodDisruptionBudget", "worker", "mx-worker"),
+        ]
+    if variant == "all-options":
+        expected += [
+            ("Deployment", "jobs", "mx-jobs"),
+            ("Ingress", "admin", "mx-admin"),
+            ("ServiceMonitor", "monitoring", "mx"),
+        ]
+    assert kinds == sorted(expected)
     for doc in rendered:
-        assert doc["metadata"]["name"].startswith("mx-"), "names must carry the release name"
+        assert doc["metadata"]["name"].startswith("mx"), "names must carry the release name"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "mx"
 
 
 def test_helm_container_args_are_real_cli_commands(rendered: list[dict], values_file: Path) -> None:
-    parser = build_parser()
     commands = set()
     for where, container in _containers(rendered):
         assert "command" not in container, (
             f"{where} must keep the image's smtp-discovery entrypoint"
         )
-        try:
-            args = parser.parse_args(container["args"])
-        except SystemExit:
-            pytest.fail(f"{where}: args {container['args']} are no smtp-discovery command")
-        commands.add(args.command)
-    jobs = {"jobs"} if _options_on(values_file) else set()
-    assert commands == {"topics", "ingest", "worker", "sink", "admin", *jobs}
+        commands.add(_parse_args(container["args"], where).command)
+        assert container["image"] == (
+            "smtp-discovery:1.2.3"
+            if _variant(values_file) == "all-options"
+            else "smtp-discovery:0.1.0"
+        )
+    jobs = {"jobs"} if _variant(values_file) == "all-options" else set()
+    assert commands == {"topics", "migrate", "ingest", "worker", "sink", "admin", *jobs}
 
 
 def test_helm_env_is_known_to_and_valid_for_the_configuration(rendered: list[dict]) -> None:
-    known = {v.env for v in VARIABLES}
     for where, container in _containers(rendered):
         names = [e["name"] for e in container["env"]]
         assert len(names) == len(set(names)), f"{where} sets a variable twice: {names}"
-        unknown = set(names) - known
+        unknown = set(names) - KNOWN
         assert not unknown, f"{where} sets variables nothing reads: {unknown}"
         for entry in container["env"]:
             # Kubernetes takes only strings; an unquoted number or boolean fails at apply time.
@@ -197,72 +546,216 @@ def test_helm_env_is_known_to_and_valid_for_the_configuration(rendered: list[dic
         RuntimeConfig.from_env(_env(container))  # raises ConfigError on a value it would refuse
 
 
-def test_helm_pods_run_as_non_root(rendered: list[dict]) -> None:
-    for where, template in _pod_templates(rendered):
-        pod = template["spec"].get("securityContext", {})
-        for name, container in ((c["name"], c) for c in template["spec"]["containers"]):
-            merged = {**pod, **container.get("securityContext", {})}
-            assert merged.get("runAsNonRoot") is True, f"{where}/{name} may run as root"
-            assert merged.get("runAsUser", 1) != 0, f"{where}/{name} runs as uid 0"
-            assert merged.get("allowPrivilegeEscalation") is False, f"{where}/{name}"
-            assert "ALL" in merged.get("capabilities", {}).get("drop", []), f"{where}/{name}"
+def test_helm_secrets_come_only_from_secret_key_refs(rendered: list[dict]) -> None:
+    assert not _all(rendered, "Secret"), "the chart references Secrets, it never holds one"
+    assert not _all(rendered, "ConfigMap")
+    for where, container in _containers(rendered):
+        for entry in container["env"]:
+            if entry["name"] in SECRETS:
+                assert "value" not in entry, f"{where}: {entry['name']} as plain text"
+                assert set(entry["valueFrom"]) == {"secretKeyRef"}, where
 
 
-def test_helm_workloads_select_their_own_pods_and_mount_declared_volumes(
-    rendered: list[dict],
-) -> None:
-    for doc in rendered:
-        if doc["kind"] != "StatefulSet":
+def test_helm_kafka_security_settings(rendered: list[dict], values_file: Path) -> None:
+    on = _variant(values_file) == "all-options"
+    kafka_roles = {"topics", "ingest", "worker", "sink", "admin"}
+    for doc in _workloads(rendered):
+        pod = doc["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        if container["args"][0] not in kafka_roles:
+            assert not any(e["name"].startswith("KAFKA_") for e in container["env"])
             continue
-        labels = doc["spec"]["template"]["metadata"]["labels"]
-        assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        env = {e["name"]: e for e in container["env"]}
+        config = RuntimeConfig.from_env(_env(container))
+        if not on:
+            assert config.kafka_security_protocol == "PLAINTEXT"
+            assert not {"KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE"} & env.keys()
+            continue
+        assert config.kafka_security_protocol == "SASL_SSL"
+        assert config.kafka_sasl_mechanism == "SCRAM-SHA-512"
+        assert config.kafka_sasl_username == "discovery"
+        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kafka-credentials",
+            "key": "sasl-password",
+        }
+        # The CA: a Secret's key mounted as the file KAFKA_SSL_CAFILE names.
+        cafile = Path(env["KAFKA_SSL_CAFILE"]["value"])
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kafka-ca"]
+        assert mount["readOnly"] is True and Path(mount["mountPath"]) == cafile.parent
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "kafka-ca"]
+        assert volume["secret"]["secretName"] == "kafka-ca"
+        assert volume["secret"]["items"] == [{"key": "bundle.pem", "path": cafile.name}]
+
+
+def test_helm_clickhouse_settings(rendered: list[dict], values_file: Path) -> None:
+    on = _variant(values_file) == "all-options"
+    clickhouse_roles = {"migrate", "sink", "admin", "jobs"}
+    seen = set()
+    for where, container in _containers(rendered):
+        env = {e["name"]: e for e in container["env"]}
+        role = container["args"][0]
+        if role not in clickhouse_roles:
+            assert "CLICKHOUSE_URL" not in env, where
+            continue
+        seen.add(role)
+        ref = env["CLICKHOUSE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == ({"name": "ch", "key": "dsn"} if on else {"name": "clickhouse", "key": "url"})
+        assert RuntimeConfig.from_env(_env(container)).clickhouse_cluster == ("gw" if on else None)
+    assert seen == clickhouse_roles - (set() if on else {"jobs"})
+
+
+def test_helm_pods_are_locked_down(rendered: list[dict]) -> None:
+    for where, template in _pod_templates(rendered):
+        pod_spec = template["spec"]
+        pod = pod_spec.get("securityContext", {})
+        assert pod_spec.get("automountServiceAccountToken") is False, where
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        for container in pod_spec["containers"]:
+            name = f"{where}/{container['name']}"
+            merged = {**pod, **container.get("securityContext", {})}
+            assert merged.get("runAsNonRoot") is True, f"{name} may run as root"
+            assert merged.get("runAsUser", 1) != 0, f"{name} runs as uid 0"
+            assert merged.get("allowPrivilegeEscalation") is False, name
+            assert merged.get("readOnlyRootFilesystem") is True, name
+            assert merged.get("capabilities", {}).get("drop") == ["ALL"], name
+            assert "add" not in merged.get("capabilities", {}), name
+            assert container["resources"].get("requests"), f"{name} has no resource requests"
+            assert container["resources"].get("limits", {}).get("memory"), f"{name}: no limit"
+
+
+def test_helm_volumes_are_declared_and_writable_places_exist(rendered: list[dict]) -> None:
+    for doc in _workloads(rendered):
         pod = doc["spec"]["template"]["spec"]
         volumes = {v["name"] for v in pod.get("volumes", [])}
         volumes |= {c["metadata"]["name"] for c in doc["spec"].get("volumeClaimTemplates", [])}
         for container in pod["containers"]:
-            for mount in container.get("volumeMounts", []):
+            mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+            for mount in mounts.values():
                 assert mount["name"] in volumes, f"{doc['metadata']['name']}: {mount}"
-            # A read-only root file system: the data directory must be a volume.
-            if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
-                paths = {m["mountPath"] for m in container.get("volumeMounts", [])}
-                assert "/var/lib/smtp-discovery" in paths  # DISCOVERY_DATA_DIR of the image
+            # A read-only root file system: the data directory and /tmp must be volumes.
+            for path in (DATA_DIR, "/tmp"):
+                assert path in mounts and not mounts[path].get("readOnly"), (
+                    f"{doc['metadata']['name']} cannot write {path}"
+                )
+        for volume in pod.get("volumes", []):
+            if "emptyDir" in volume:
+                assert volume["emptyDir"].get("sizeLimit"), f"{volume['name']} is unbounded"
 
 
-def test_helm_ingest_service_targets_the_smtp_port(rendered: list[dict], values_file: Path) -> None:
-    service = _one(rendered, "Service", "ingest")
-    ingest = _one(rendered, "StatefulSet", "ingest")
+def test_helm_every_role_is_probed_on_its_ops_port(rendered: list[dict]) -> None:
+    roles = set()
+    for where, template, container in _long_running(rendered):
+        roles.add(container["args"][0])
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = _env(container)
+        host, ops = split_host_port(env["DISCOVERY_OPS_LISTEN"])
+        assert host == "0.0.0.0" and ports["ops"] == ops, where
+
+        def probe_port(probe: dict, _ports: dict = ports) -> int:
+            port = probe["httpGet"]["port"]
+            return port if isinstance(port, int) else _ports[port]
+
+        for kind, path in (
+            ("livenessProbe", "/healthz"),
+            ("startupProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+        ):
+            probe = container[kind]
+            assert probe["httpGet"]["path"] == path, f"{where} {kind}"
+            assert probe_port(probe) == ops, f"{where} {kind} is not on the ops port"
+        annotations = template["metadata"]["annotations"]
+        assert int(annotations["prometheus.io/port"]) == ops
+        assert annotations["prometheus.io/path"] == "/metrics"
+    assert roles >= {"ingest", "worker", "sink", "admin"}
+
+
+def test_helm_services_select_one_role_and_existing_ports(rendered: list[dict]) -> None:
+    pods = [(_component(d), t, c) for d in rendered for _, t, c in _long_running([d])]
+    for service in _all(rendered, "Service"):
+        selected = [
+            (role, c)
+            for role, t, c in pods
+            if _selects(service["spec"]["selector"], t["metadata"]["labels"])
+        ]
+        assert {role for role, _ in selected} == {_component(service)}, service["metadata"]["name"]
+        for role, container in selected:
+            names = {p["name"] for p in container["ports"]}
+            for port in service["spec"]["ports"]:
+                assert port["targetPort"] in names, f"{service['metadata']['name']} -> {role}"
+
+
+def test_helm_ingest_deployment_service_hpa_and_pdb(
+    rendered: list[dict], values_file: Path
+) -> None:
+    variant = _variant(values_file)
+    ingest = _one(rendered, "Deployment", "ingest")
     pod = ingest["spec"]["template"]
-    container = pod["spec"]["containers"][0]
+    (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = _env(container)
-
-    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    worker = _one(rendered, "StatefulSet", "worker")["spec"]["template"]["metadata"]["labels"]
-    assert not service["spec"]["selector"].items() <= worker.items(), "selects worker pods too"
-    (port,) = service["spec"]["ports"]
-    assert port["port"] == 25
-    target = port["targetPort"]
-    assert (target if isinstance(target, int) else ports[target]) == ports["smtp"]
-    # ...and the ingest listens on that port, and serves metrics where Prometheus looks.
     assert split_host_port(env["DISCOVERY_INGEST_LISTEN"])[1] == ports["smtp"]
-    assert split_host_port(env["DISCOVERY_OPS_LISTEN"])[1] == ports["metrics"]
-    assert int(pod["metadata"]["annotations"]["prometheus.io/port"]) == ports["metrics"]
-    assert container["readinessProbe"]["tcpSocket"]["port"] in ("smtp", ports["smtp"])
+    assert ingest["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
-    expected_type = "ClusterIP" if _options_on(values_file) else "LoadBalancer"
+    service = _one(rendered, "Service", "ingest", "ingest")
+    assert _selects(service["spec"]["selector"], pod["metadata"]["labels"])
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 25 and port["targetPort"] == "smtp"
+    expected_type = "ClusterIP" if variant == "minimal" else "LoadBalancer"
     assert service["spec"]["type"] == expected_type
     # externalTrafficPolicy is valid only for LoadBalancer and NodePort Services.
     assert ("externalTrafficPolicy" in service["spec"]) == (expected_type == "LoadBalancer")
 
+    hpas = _all(rendered, "HorizontalPodAutoscaler")
+    pdbs = _all(rendered, "PodDisruptionBudget", "ingest")
+    if variant == "minimal":
+        assert not hpas and not pdbs
+        assert ingest["spec"]["replicas"] == 3
+        return
+    (hpa,) = hpas
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": ingest["metadata"]["name"],
+    }
+    assert "replicas" not in ingest["spec"], "with an HPA, the HPA owns the replica count"
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    metrics = {m["resource"]["name"] for m in hpa["spec"]["metrics"]}
+    assert metrics == ({"cpu", "memory"} if variant == "all-options" else {"cpu"})
+    (pdb,) = pdbs
+    assert pdb["apiVersion"] == "policy/v1"
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert _selects(selector, pod["metadata"]["labels"])
+    for _, template, _container in _long_running(rendered):
+        if template is not pod:
+            assert not _selects(selector, template["metadata"]["labels"]), "selects other pods"
+    assert pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
+
+
+def _bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([KMGT]i)?", quantity).groups()
+    return int(number) * 1024 ** ("KMGT".index(unit[0]) + 1 if unit else 0)
+
+
+def test_helm_ingest_spool_fits_its_volume(rendered: list[dict]) -> None:
+    pod = _one(rendered, "Deployment", "ingest")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config = RuntimeConfig.from_env(_env(container))
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "data"]
+    assert config.effective_spool_dir.is_relative_to(mounts["data"])
+    assert config.ingest_spool_max_bytes < _bytes(volume["emptyDir"]["sizeLimit"])
+    assert pod["terminationGracePeriodSeconds"] >= 60, "time to flush the spool"
+
 
 def test_helm_tls_only_with_its_secret(rendered: list[dict], values_file: Path) -> None:
-    pod = _one(rendered, "StatefulSet", "ingest")["spec"]["template"]["spec"]
+    pod = _one(rendered, "Deployment", "ingest")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     env = _env(container)
     tls_env = {k for k in env if k.startswith("DISCOVERY_INGEST_TLS_")}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    if not _options_on(values_file):
+    if _variant(values_file) != "all-options":
         assert not tls_env
         assert "tls" not in mounts and "tls" not in volumes
         return
@@ -273,15 +766,144 @@ def test_helm_tls_only_with_its_secret(rendered: list[dict], values_file: Path) 
     directory = Path(mounts["tls"]["mountPath"])
     assert Path(env["DISCOVERY_INGEST_TLS_CERT"]) == directory / "tls.crt"
     assert Path(env["DISCOVERY_INGEST_TLS_KEY"]) == directory / "tls.key"
+    assert RuntimeConfig.from_env(env).ingest_require_tls is True
 
 
 def test_helm_optional_ingest_settings_reach_the_configuration(
     rendered: list[dict], values_file: Path
 ) -> None:
-    ingest = _one(rendered, "StatefulSet", "ingest")["spec"]["template"]["spec"]["containers"][0]
+    ingest = _one(rendered, "Deployment", "ingest")["spec"]["template"]["spec"]["containers"][0]
     config = RuntimeConfig.from_env(_env(ingest))
-    on = _options_on(values_file)
+    on = _variant(values_file) == "all-options"
     assert config.ingest_proxy_protocol is on
     assert config.ingest_smarthost == ("relay.example:25" if on else None)
-    assert config.kafka_bootstrap == "kafka:9092"
+    assert config.kafka_bootstrap == (ALL_OPTIONS["kafka"]["bootstrap"] if on else "kafka:9092")
+    assert config.topic_prefix == ("staging." if on else "")
     assert config.log_format == "json"
+    assert ingest["env"][[e["name"] for e in ingest["env"]].index("DISCOVERY_INGEST_NODE_ID")][
+        "valueFrom"
+    ] == {"fieldRef": {"fieldPath": "metadata.name"}}, "each pod its own node id"
+
+
+def test_helm_workers_keep_state_per_pod(rendered: list[dict], values_file: Path) -> None:
+    worker = _one(rendered, "StatefulSet", "worker")
+    spec = worker["spec"]
+    (claim,) = spec["volumeClaimTemplates"]
+    (container,) = spec["template"]["spec"]["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[DATA_DIR] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    config = RuntimeConfig.from_env(_env(container))
+    assert config.streams_store == "rocksdb"
+    assert 1 <= spec["replicas"] <= config.topic_partitions
+    expected = {"defaults": 2, "all-options": 24, "minimal": 1}[_variant(values_file)]
+    assert spec["replicas"] == expected
+    governing = [
+        s for s in _all(rendered, "Service") if s["metadata"]["name"] == spec["serviceName"]
+    ]
+    assert governing and governing[0]["spec"]["clusterIP"] == "None"
+    # Every role agrees on the topics (partitions, prefix) the workers are co-partitioned on.
+    topics = {
+        (c.topic_partitions, c.topic_replication, c.topic_prefix)
+        for _, container in _containers(rendered)
+        if "KAFKA_BOOTSTRAP" in _env(container)
+        for c in [RuntimeConfig.from_env(_env(container))]
+    }
+    assert len(topics) == 1, topics
+
+
+def test_helm_jobs_run_one_at_a_time_only_with_a_smarthost(
+    rendered: list[dict], values_file: Path
+) -> None:
+    jobs = _all(rendered, "Deployment", "jobs")
+    if _variant(values_file) != "all-options":
+        assert not jobs
+        return
+    (deployment,) = jobs
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    config = RuntimeConfig.from_env(_env(container))
+    assert config.report_smarthost == "relay.example:25"
+    assert config.report_timezone == "Europe/Berlin"
+
+
+def test_helm_setup_hooks_create_topics_then_migrate(rendered: list[dict]) -> None:
+    hooks = {}
+    for job in _all(rendered, "Job"):
+        annotations = job["metadata"]["annotations"]
+        assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+        assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+        assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        hooks[tuple(container["args"])] = int(annotations["helm.sh/hook-weight"])
+    assert set(hooks) == {("topics", "ensure"), ("migrate",)}
+    assert hooks[("topics", "ensure")] < hooks[("migrate",)]
+
+
+def test_helm_admin_service_and_ingress(rendered: list[dict], values_file: Path) -> None:
+    admin = _one(rendered, "Deployment", "admin")
+    (container,) = admin["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert split_host_port(_env(container)["DISCOVERY_ADMIN_LISTEN"]) == ("0.0.0.0", ports["http"])
+    service = _one(rendered, "Service", "admin", "admin")
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == "http"
+    ingresses = _all(rendered, "Ingress")
+    if _variant(values_file) != "all-options":
+        assert not ingresses
+        return
+    (ingress,) = ingresses
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    backend = path["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": port["name"]}}
+    assert ingress["spec"]["tls"] == [{"hosts": [rule["host"]], "secretName": "discovery-tls"}]
+
+
+def test_helm_service_monitor_only_when_enabled(rendered: list[dict], values_file: Path) -> None:
+    monitors = _all(rendered, "ServiceMonitor")
+    if _variant(values_file) != "all-options":
+        assert not monitors
+        return
+    (monitor,) = monitors
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["mail"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [s for s in _all(rendered, "Service") if _selects(selector, s["metadata"]["labels"])]
+    assert {_component(s) for s in scraped} == LONG_RUNNING
+    for service in scraped:
+        (port,) = service["spec"]["ports"]
+        assert port["name"] == endpoint["port"] and port["targetPort"] == "ops"
+        assert service["spec"]["publishNotReadyAddresses"] is True
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        (["kafka.securityProtocol=SASL_SSL"], "kafka.sasl.mechanism"),
+        (
+            [
+                "kafka.securityProtocol=SASL_PLAINTEXT",
+                "kafka.sasl.mechanism=PLAIN",
+                "kafka.sasl.username=u",
+            ],
+            "passwordSecret",
+        ),
+        (["kafka.caSecret.name=ca"], "SSL or SASL_SSL"),
+        (["worker.replicas=13"], "topics.partitions"),
+        (["ingest.tls.require=true"], "ingest.tls.secretName"),
+        (["kafka.securityProtocol=TLS"], "securityProtocol"),
+    ],
+)
+def test_helm_refuses_values_that_would_fail_in_the_pods(
+    helm: str, settings: list[str], says: str
+) -> None:
+    args = [a for s in settings for a in ("--set", s)]
+    result = _helm(helm, "template", "mx", str(CHART), *args, check=False)
+    assert result.returncode != 0
+    assert says in result.stderr
