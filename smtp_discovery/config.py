@@ -131,6 +131,12 @@ VARIABLES: tuple[Variable, ...] = (
         "Seconds between a worker's offset commits (work redone after a crash is at most this).",
     ),
     Variable(
+        "DISCOVERY_STREAMS_STANDBY_REPLICAS",
+        "streams_standby_replicas",
+        "Standby copies of each table partition kept by other workers, so a lost worker's "
+        "partitions resume without a full restore.",
+    ),
+    Variable(
         "DISCOVERY_STREAMS_SESSION_TIMEOUT_S",
         "streams_session_timeout_s",
         "Seconds before a silent worker's partitions move to the others.",
@@ -329,6 +335,7 @@ class RuntimeConfig(BaseModel):
     expiry_scan_s: float = Field(default=300.0, gt=0, le=3600)
     streams_commit_s: float = Field(default=2.8, gt=0, le=60)
     streams_session_timeout_s: float = Field(default=60.0, ge=6, le=1800)
+    streams_standby_replicas: int = Field(default=1, ge=0, le=10)
     sink_group: str = Field(default="smtp-discovery-sink", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     sink_batch_rows: int = Field(default=10_000, ge=1, le=1_000_000)
     sink_batch_s: float = Field(default=1.0, gt=0, le=300)

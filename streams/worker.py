@@ -68,6 +68,7 @@ def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
         session_timeout_s=config.streams_session_timeout_s,
         topics=config.topics,
         ops_listen=config.ops_listen,
+        standby_replicas=config.streams_standby_replicas,
     )
     topology = Topology(settings, clock=make_clock(config.clock), kafka_options=options)
     _run(ensure_visible(options, topology.changelog_topics()))
