@@ -285,7 +285,7 @@ VARIABLES: tuple[Variable, ...] = (
         "DISCOVERY_OPS_LISTEN",
         "ops_listen",
         "host:port where every role serves /metrics (Prometheus), /healthz and /readyz "
-        "(empty: off).",
+        "(off: no endpoint).",
     ),
 )
 
@@ -376,6 +376,15 @@ class RuntimeConfig(BaseModel):
             split_host_port(host)
         return ",".join(hosts)
 
+    @field_validator("ops_listen")
+    @classmethod
+    def _ops(cls, value: str) -> str:
+        """``off`` turns the endpoint off (an empty variable means the default, as for all)."""
+        if value.strip().lower() == "off":
+            return ""
+        split_host_port(value)
+        return value
+
     @field_validator("report_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -399,7 +408,6 @@ class RuntimeConfig(BaseModel):
     @field_validator(
         "ingest_listen",
         "ingest_smarthost",
-        "ops_listen",
         "report_smarthost",
         "admin_listen",
     )

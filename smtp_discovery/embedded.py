@@ -113,7 +113,8 @@ async def _serve(
     from sinks.sink import Sink
 
     options = client_options(config, bootstrap)
-    worker = _start_worker(bootstrap)
+    worker_log = config.data_dir / "worker.log"
+    worker = _start_worker(bootstrap, worker_log)
     node = IngestNode(config, options)
     halt = asyncio.Event()  # stops the in-process roles
     roles: list[asyncio.Task[None]] = []
@@ -133,7 +134,7 @@ async def _serve(
             {asyncio.create_task(admin_ready.wait()), roles[-1]},
             return_when=asyncio.FIRST_COMPLETED,
         )
-        print(f"worker      pid {worker.pid} (streams, {config.streams_app_id})")
+        print(f"worker      pid {worker.pid} (streams, {config.streams_app_id}; log {worker_log})")
         print(f"smtp        {node.listening} (ingest node {config.ingest_node_id})")
         if config.ops_listen:
             print(f"metrics     http://{config.ops_listen}/metrics")
@@ -161,7 +162,9 @@ async def _serve(
         done, _ = await asyncio.wait({waiter, exited, *roles}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if exited in done:
-            raise OperatorError(f"the streams worker exited with status {worker.returncode}")
+            raise OperatorError(
+                f"the streams worker exited with status {worker.returncode}; see {worker_log}"
+            )
         for role in roles:
             if role in done:
                 role.result()  # a role that ended on its own failed: surface why
@@ -202,14 +205,19 @@ async def _operator_token(
     return path, bearer
 
 
-def _start_worker(bootstrap: str) -> subprocess.Popen[bytes]:
+def _start_worker(bootstrap: str, log_file: Path) -> subprocess.Popen[bytes]:
+    """The streams worker as a child, logging to its own file (Faust is talkative: the terminal
+    keeps the summary of what runs where)."""
     # One ops endpoint per port: this process's (the ingest node's) keeps DISCOVERY_OPS_LISTEN.
-    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "DISCOVERY_OPS_LISTEN": ""}
-    return subprocess.Popen(
-        [sys.executable, "-m", "smtp_discovery.cli", "worker"],
-        env=env,
-        start_new_session=True,  # Ctrl-C goes to us; we stop the worker in order
-    )
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "DISCOVERY_OPS_LISTEN": "off"}
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "smtp_discovery.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C goes to us; we stop the worker in order
+        )
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:

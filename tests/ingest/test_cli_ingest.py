@@ -42,7 +42,7 @@ def test_the_ingest_command_serves_smtp_and_stops_cleanly_on_sigterm(
         "DISCOVERY_TOPIC_PREFIX": "cli-ingest.",
         "DISCOVERY_DATA_DIR": str(tmp_path),
         "DISCOVERY_INGEST_LISTEN": f"127.0.0.1:{port}",
-        "DISCOVERY_OPS_LISTEN": "",
+        "DISCOVERY_OPS_LISTEN": "off",
         "DISCOVERY_LOG_FORMAT": "json",
     }
     subprocess.run(

@@ -120,7 +120,7 @@ def _up_env(data_dir: Path) -> dict[str, str]:
         "DISCOVERY_DATA_DIR": str(data_dir),
         "DISCOVERY_TOPIC_PARTITIONS": "2",
         "DISCOVERY_INGEST_LISTEN": f"127.0.0.1:{smtp}",
-        "DISCOVERY_OPS_LISTEN": "",
+        "DISCOVERY_OPS_LISTEN": "off",
         "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
     }
 
@@ -142,7 +142,7 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
     first_log = tmp_path / "first.log"
     process = _start_up(data_dir, first_log)
     try:
-        out = _wait_for_line(process, first_log, "ready", 120)
+        out = _wait_for_line(process, first_log, "ready; press Ctrl-C", 120)
         assert "discovery.mail: created" in out
         assert "clickhouse  chdb://" in out
         assert "worker      pid " in out
@@ -185,7 +185,7 @@ def test_up_runs_stops_on_ctrl_c_and_keeps_state(tmp_path: Path) -> None:
     again_log = tmp_path / "again.log"
     process = _start_up(data_dir, again_log)
     try:
-        out = _wait_for_line(process, again_log, "ready", 120)
+        out = _wait_for_line(process, again_log, "ready; press Ctrl-C", 120)
         assert "discovery.mail: exists" in out, "topics did not survive the restart"
         assert "schema      discovery: up to date" in out
         assert "token       sd_" not in out, "the token is shown on the first start only"
