@@ -23,7 +23,7 @@ from admin.errors import ApiError
 from admin.tokens import Principal
 from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
-from jobs.weeks import Schedule, Week, expiry
+from jobs.weeks import Week, expiry
 from schemas.address import AddressError, parse_address
 from schemas.base import new_event_id
 from schemas.commands import (
@@ -46,6 +46,7 @@ from schemas.tenant import (
 from schemas.topics import COMMANDS, TENANTS
 
 MAX_BATCH = 1000
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
 # ---- authentication ---------------------------------------------------------------------------
@@ -281,7 +282,7 @@ async def discovered(
         f"m.messages, m.clean, count() OVER () AS total "
         f"FROM (SELECT * FROM {layout.name('address_state')} FINAL "
         "WHERE tenant_id = {t:String} AND status = 'discovered' AND is_deleted = 0 "
-        "AND discovered_at >= {since:DateTime64(3)} "
+        "AND discovered_at >= {since:DateTime64(3, 'UTC')} "
         "AND positionCaseInsensitiveUTF8(address, {q:String}) > 0) AS s "
         f"LEFT JOIN (SELECT lower(address) AS a, countIf(type = 'recipient_delivered') AS "
         f"messages, countIf(verdict = 'clean') AS clean FROM {layout.name('mail_events')} "
@@ -290,7 +291,7 @@ async def discovered(
         {"t": tenant_id, "since": since.replace(tzinfo=None), "q": q, "n": per_page,
          "o": (page - 1) * per_page},
     )  # fmt: skip
-    schedule = Schedule.parse("09:00", "UTC")
+    schedule = ctx.schedule
     now = ctx.clock()
     items = []
     for address, found, how, first, last, messages, clean, _total in rows:
@@ -417,7 +418,12 @@ async def import_users(
 ) -> dict[str, Any]:
     """CSV (text/csv body) with a header: address, first_name, surname, role."""
     tenant = tenant_of(ctx, caller, tenant_id)
-    text = (await request.body()).decode("utf-8-sig", "replace")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_IMPORT_BYTES:
+            raise ApiError(413, "too_large", f"import at most {MAX_IMPORT_BYTES} bytes at a time")
+    text = bytes(body).decode("utf-8-sig", "replace")
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "address" not in reader.fieldnames:
         raise ApiError(422, "invalid_csv", "the CSV needs a header row with an address column")
@@ -478,7 +484,7 @@ async def report(
     format: Literal["json", "csv", "text", "html"] = "json",
 ) -> Response:
     config = tenant_of(ctx, caller, tenant_id)
-    schedule = Schedule.parse("09:00", "UTC")
+    schedule = ctx.schedule
     try:
         covered = Week.parse(week) if week else schedule.latest_slot(ctx.clock())[1]
     except ValueError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from admin.tokens import TokenDirectory
+from jobs.weeks import Schedule
 from schemas.base import Message
 from schemas.codec import MessageDecodeError, decode, encode
 from schemas.commands import CommandResult
@@ -52,12 +53,15 @@ class AdminContext:
         layout: Layout,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        schedule: Schedule | None = None,
     ) -> None:
         self.kafka_options = kafka_options
         self.names = names
         self.clickhouse = clickhouse
         self.layout = layout
         self.clock = clock
+        self.schedule = schedule or Schedule.parse("09:00", "UTC")
+        """The provider's report schedule: report weeks and notices left as the jobs count them."""
         self.tenants = TenantDirectory()
         self.tokens = TokenDirectory()
         self.results = CommandResults()

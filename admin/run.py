@@ -9,6 +9,7 @@ import uvicorn
 
 from admin.api import create_app
 from admin.context import AdminContext
+from jobs.weeks import Schedule
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.ops import OpsServer
 
@@ -24,7 +25,13 @@ async def serve_admin(
 ) -> None:
     """Serve until ``stop`` is set; ``ready`` is set once the socket listens (the embedded mode
     shares its ClickHouse client)."""
-    ctx = AdminContext(kafka_options, config.topics, clickhouse, config.analytics_layout)
+    ctx = AdminContext(
+        kafka_options,
+        config.topics,
+        clickhouse,
+        config.analytics_layout,
+        schedule=Schedule.parse(config.report_time, config.report_timezone),
+    )
     await ctx.start()
     host, port = split_host_port(config.admin_listen)
     endpoint = OpsServer(ctx.metrics(), ready=lambda: server.started)

@@ -122,7 +122,7 @@ def _changes(client: Any, layout: Layout, tenant: Tenant, status: str, start: da
     return client.query(
         f"SELECT address, role, primary, reason, event_time FROM {layout.name('state_changes')} "
         "WHERE tenant_id = {t:String} AND to_status = {s:String} AND from_status != {s:String} "
-        "AND event_time >= {a:DateTime64(3)} AND event_time < {b:DateTime64(3)} "
+        "AND event_time >= {a:DateTime64(3, 'UTC')} AND event_time < {b:DateTime64(3, 'UTC')} "
         "ORDER BY event_time, address",
         parameters={"t": tenant.tenant_id, "s": status, "a": _utc(start), "b": _utc(end)},
     ).result_rows

@@ -46,12 +46,12 @@ class Jobs:
             for kind in Kind:
                 if not tenant.wants(kind):
                     continue
-                report = await asyncio.to_thread(
-                    build, self.client, self.layout, tenant, kind, week, self.schedule
-                )
-                try:
+                try:  # one tenant's failure must not stop the others
+                    report = await asyncio.to_thread(
+                        build, self.client, self.layout, tenant, kind, week, self.schedule
+                    )
                     outcome = await deliver_once(report, self.log, self.mailer, now)
-                except Exception as exc:  # one tenant's failure must not stop the others
+                except Exception as exc:
                     log.warning(
                         "report failed",
                         extra={"tenant": tenant.tenant_id, "report": kind.value,
@@ -64,7 +64,11 @@ class Jobs:
 
     async def run(self, stop: asyncio.Event, interval_s: float = 60.0) -> None:
         while not stop.is_set():
-            outcomes = await self.run_due()
+            try:
+                outcomes = await self.run_due()
+            except Exception as exc:  # ClickHouse away: try again at the next interval
+                log.warning("the report run failed", extra={"error": type(exc).__name__})
+                outcomes = {}
             sent = [key for key, outcome in outcomes.items() if outcome == "sent"]
             if sent:
                 log.info("weekly reports sent", extra={"reports": len(sent)})

@@ -99,8 +99,12 @@ class Address:
 
     @property
     def has_relay_hack(self) -> bool:
-        """True for the ``user%host@`` and ``host!user@`` forms once used for relaying."""
-        return not self.quoted and ("%" in self.local or "!" in self.local)
+        """True for the ``user%host@`` and ``host!user@`` forms once used for relaying, and for
+        quoted local parts hiding another address (``"user@elsewhere"@ours``)."""
+        if self.quoted:
+            # "user@elsewhere"@ours: some MTAs look inside the quotes and route on them.
+            return any(ch in self.normalized_local for ch in "@%!")
+        return "%" in self.local or "!" in self.local
 
     def route_key(self, tenant_id: str) -> str:
         return route_key(tenant_id, self.base_local)

@@ -323,7 +323,7 @@ SINK_PROGRESS = Table(
         "at DateTime64(3, 'UTC')",
     ),
     engine="ReplacingMergeTree",
-    engine_args="at",
+    engine_args="end_offset",
     order_by="(consumer_group, topic, partition)",
     dedup=False,
     sharding_key="cityHash64(consumer_group, topic, partition)",

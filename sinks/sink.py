@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
@@ -223,7 +224,16 @@ class Sink:
             source = SOURCES[base]
             await self._with_retry(self._insert, source.table, source.columns, batch.rows, token)
         assert self._consumer is not None
-        await self._consumer.commit({tp: batch.end})
+        try:
+            await self._consumer.commit({tp: batch.end})
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved away while ClickHouse was retried: its new owner replays the
+            # recorded range with the same token, so nothing is lost or doubled.
+            log.warning(
+                "commit of %s failed (%s); the new owner replays it", tp, type(exc).__name__
+            )
+            self._batches.pop(tp, None)
+            return
         self.rows_written += len(batch.rows)
         self.batches += 1
         del self._batches[tp]

@@ -127,6 +127,8 @@ def connect(url: str, **client_options: Any) -> Any:
             database=target.database,
             secure=target.kind == "https",
             settings=target.settings or None,
+            # Roles share a client across threads: without a session, calls never lock each other.
+            autogenerate_session_id=False,
             **client_options,
         )
     except ConfigError:

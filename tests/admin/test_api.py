@@ -258,3 +258,13 @@ async def test_users_import_reports_each_bad_row(admin: Admin) -> None:
     assert [a["address"] for a in body["accepted"]] == ["ann@acme.example"]
     assert [e["row"] for e in body["errors"]] == [3, 4, 5]
     assert "role" in body["errors"][2]["message"]
+
+
+async def test_an_oversized_import_is_refused_before_it_is_parsed(admin: Admin) -> None:
+    await admin.tenant("acme")
+    acme = await admin.token("acme")
+    huge = b"address\n" + b"x@acme.example\n" * (21 * 1024 * 1024 // 15)
+    response = await admin.http.post(
+        "/v1/tenants/acme/users/import", content=huge, headers={**acme, "Content-Type": "text/csv"}
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "too_large")

@@ -96,7 +96,11 @@ class TestForms:
     def test_relay_hacks_are_flagged(self) -> None:
         assert parse_address("user%other.example@example.com").has_relay_hack
         assert parse_address("other!user@example.com").has_relay_hack
-        assert not parse_address('"user%x"@example.com').has_relay_hack
+        # Quotes hide nothing: Postfix resolves dequoted addresses by default (and the tenant's
+        # server trusts us), so "user@elsewhere"@ours would be relayed onwards.
+        assert parse_address('"user%x"@example.com').has_relay_hack
+        assert parse_address('"user@elsewhere.example"@example.com').has_relay_hack
+        assert not parse_address('"first last"@example.com').has_relay_hack
 
     def test_route_key_groups_aliases_across_domains_and_subaddresses(self) -> None:
         keys = {
