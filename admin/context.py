@@ -90,9 +90,13 @@ class AdminContext:
 
     async def start(self) -> None:
         await self._producer.start()
-        for follower in self._followers:
-            await follower.start()
-        await asyncio.gather(*(f.ready.wait() for f in self._followers[:2]))
+        try:
+            for follower in self._followers:
+                await follower.start()
+            await asyncio.gather(*(f.ready.wait() for f in self._followers[:2]))
+        except BaseException:
+            await self.stop()  # nothing half-started stays behind
+            raise
 
     async def stop(self) -> None:
         for follower in self._followers:

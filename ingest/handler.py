@@ -13,7 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -39,6 +39,8 @@ from schemas.tenant import TenantConfig
 from smtp_discovery.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.ingest")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SPOOL_FULL = "451 4.3.1 Insufficient system storage, try again later"
 INTERNAL_ERROR = "451 4.3.0 Temporary internal error, try again later"
@@ -91,6 +93,7 @@ class IngestHandler:
         clock: Callable[[], datetime],
         max_recipients: int,
         tarpit: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        proxy_networks: Sequence[IPNetwork] = (),
     ) -> None:
         self.checker = checker
         self.tenants = tenants
@@ -107,6 +110,8 @@ class IngestHandler:
         self.clock = clock
         self.max_recipients = max_recipients
         self.tarpit = tarpit
+        self.proxy_networks = tuple(proxy_networks)
+        """Load balancers allowed to say who the client is (PROXY protocol)."""
         self._connections: dict[int, Connection] = {}
 
     # ---- connection ---------------------------------------------------------------------------
@@ -115,6 +120,10 @@ class IngestHandler:
         self, server: SMTP, session: Session, envelope: Envelope, proxy: Any
     ) -> bool:
         """Behind a load balancer the PROXY header names the real client (aiosmtpd checked it)."""
+        peer = ipaddress.ip_address(session.peer[0]) if session.peer else None
+        if peer is None or not any(peer in network for network in self.proxy_networks):
+            log.warning("PROXY header from an untrusted peer refused", extra={"peer": str(peer)})
+            return False
         return bool(proxy and proxy.valid)
 
     def _connection(self, session: Session) -> Connection:

@@ -108,6 +108,7 @@ class IngestNode:
             clock=clock,
             max_recipients=config.ingest_max_recipients,
             tarpit=tarpit,
+            proxy_networks=config.proxy_networks,
         )
         self.metrics.watch(lambda: self.spool.size_bytes, lambda: len(self.states))
         self._serve_metrics = serve_metrics

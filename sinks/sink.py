@@ -146,7 +146,11 @@ class Sink:
         consumer.subscribe([self.names(t) for t in self.topics], listener=_Listener(self))
         self._consumer = consumer
         await self._producer.start()
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(

@@ -6,6 +6,7 @@ each one, and deployment files may set only these.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -251,6 +252,12 @@ VARIABLES: tuple[Variable, ...] = (
         "client IP is the real sender's.",
     ),
     Variable(
+        "DISCOVERY_INGEST_PROXY_TRUSTED",
+        "ingest_proxy_trusted",
+        "Comma-separated networks of the load balancers whose PROXY header is believed; a "
+        "header from anywhere else closes the connection.",
+    ),
+    Variable(
         "DISCOVERY_INGEST_SMARTHOST",
         "ingest_smarthost",
         "host:port that relays tenants' outbound mail (unset: outbound mail is refused).",
@@ -358,6 +365,7 @@ class RuntimeConfig(BaseModel):
     ingest_max_commands: int = Field(default=10_000, ge=10, le=10_000_000)
     ingest_idle_timeout_s: float = Field(default=300.0, gt=0, le=3600)
     ingest_proxy_protocol: bool = False
+    ingest_proxy_trusted: str = "127.0.0.0/8,::1/128"
     ingest_smarthost: str | None = None
     ingest_spool_dir: Path | None = None
     ingest_spool_max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
@@ -375,6 +383,24 @@ class RuntimeConfig(BaseModel):
         for host in hosts:
             split_host_port(host)
         return ",".join(hosts)
+
+    @field_validator("ingest_proxy_trusted")
+    @classmethod
+    def _trusted(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (CIDR)") from None
+        return value
+
+    @property
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in self.ingest_proxy_trusted.split(",")
+            if item.strip()
+        ]
 
     @field_validator("ops_listen")
     @classmethod

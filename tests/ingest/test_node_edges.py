@@ -166,3 +166,22 @@ async def test_an_idle_client_is_disconnected(
         # Say nothing; the node must hang up (EOF) well before this deadline.
         assert await asyncio.wait_for(reader.read(), timeout=30) == b""
         writer.close()
+
+
+@pytest.mark.parametrize(("trusted", "admitted"), [("127.0.0.0/8", True), ("10.0.0.0/8", False)])
+async def test_a_proxy_header_is_believed_only_from_a_trusted_balancer(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    postfix_servers: dict[str, PostfixServer],
+    trusted: str,
+    admitted: bool,
+) -> None:
+    acme = tenant("acme", ["a.example"], postfix_servers["strict"].port)
+    env = {"DISCOVERY_INGEST_PROXY_PROTOCOL": "true", "DISCOVERY_INGEST_PROXY_TRUSTED": trusted}
+    async with running_ingest(kafka_bootstrap, tmp_path, [acme], env=env) as ingest:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+        writer.write(b"PROXY TCP4 203.0.113.5 127.0.0.1 40000 25\r\n")
+        await writer.drain()
+        greeting = await asyncio.wait_for(reader.readline(), 30)
+        writer.close()
+    assert greeting.startswith(b"220 ") is admitted
