@@ -18,6 +18,7 @@ from smtp_discovery.clickhouse import connect
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.errors import ConfigError, OperatorError
 from smtp_discovery.ops import CounterView, OpsServer
+from smtp_discovery.running import RunningSystem, data_dir_in_use
 
 
 def mailer(config: RuntimeConfig) -> Mailer:
@@ -88,42 +89,14 @@ def report_command(config: RuntimeConfig, args: argparse.Namespace) -> int:
 
 def _embedded_in_use(config: RuntimeConfig) -> bool:
     """True when `up` holds the embedded chDB (one process per data path): ask its API instead."""
-    import fcntl
-
-    if not config.effective_clickhouse_url.startswith("chdb:"):
-        return False
-    lock = config.data_dir / ".lock"
-    if not lock.exists():
-        return False
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+    return config.effective_clickhouse_url.startswith("chdb:") and data_dir_in_use(config.data_dir)
 
 
 def _report_via_api(config: RuntimeConfig, args: argparse.Namespace, week: Week) -> str:
-    import urllib.error
-    import urllib.request
     from urllib.parse import quote
 
-    token_file = config.data_dir / "operator-token"
-    if not token_file.is_file():
-        raise OperatorError(f"`up` is running but {token_file} is missing")
-    host, port = split_host_port(config.admin_listen)
-    url = (f"http://{host}:{port}/v1/tenants/{quote(args.tenant)}/reports/{args.kind}"
-           f"?week={week}&format={args.format}")  # fmt: skip
-    request = urllib.request.Request(
-        url, headers={"Authorization": f"Bearer {token_file.read_text().strip()}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.read().decode()
-    except urllib.error.HTTPError as exc:
-        raise OperatorError(f"the admin API answered {exc.code}: {exc.read().decode()}") from None
-    except urllib.error.URLError as exc:
-        raise OperatorError(
-            f"the admin API at {host}:{port} does not answer: {exc.reason}"
-        ) from None
+    path = f"/v1/tenants/{quote(args.tenant)}/reports/{args.kind}?week={week}&format={args.format}"
+    status, text = RunningSystem(config.data_dir).fetch("GET", path)
+    if status != 200:
+        raise OperatorError(f"the admin API answered {status}: {text}")
+    return text

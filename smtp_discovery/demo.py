@@ -11,10 +11,7 @@ watches the admin API until the outcome is visible and says where to look.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +26,7 @@ from schemas.topics import MAIL, TopicNames
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import idempotent_producer
+from smtp_discovery.running import RunningSystem
 
 TENANT = "demo"
 DOMAINS = ("demo.example", "demo-mail.example")
@@ -77,43 +75,11 @@ def _message(sender: str, rcpt: str, subject: str) -> bytes:
     ).encode()
 
 
-class Api:
-    def __init__(self, base: str, token: str) -> None:
-        self.base = base
-        self.token = token
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-        except urllib.error.URLError as exc:
-            raise OperatorError(
-                f"the admin API at {self.base} does not answer ({exc.reason}): is `smtp-discovery"
-                " up` running?"
-            ) from None
-
-
 async def run_demo(config: RuntimeConfig, weeks: int = 0, timeout_s: float = 120.0) -> int:
     """``weeks`` > 0 first plays that many weeks of compressed history for erin, so the demo
     also shows an expiry (she was discovered long ago and nobody managed her)."""
-    token_file = config.data_dir / "operator-token"
-    endpoints_file = config.data_dir / "endpoints.json"
-    if not token_file.is_file() or not endpoints_file.is_file():
-        raise OperatorError(
-            f"no running system under {config.data_dir}: start `smtp-discovery up` first "
-            "(same DISCOVERY_DATA_DIR)"
-        )
-    endpoints = json.loads(endpoints_file.read_text())
-    admin_host, admin_port = split_host_port(endpoints["admin"])
-    api = Api(f"http://{admin_host}:{admin_port}", token_file.read_text().strip())
+    api = RunningSystem(config.data_dir)
+    endpoints = api.endpoints
     smtp_host, smtp_port = split_host_port(endpoints["smtp"])
 
     loop = asyncio.get_running_loop()
@@ -137,7 +103,7 @@ async def run_demo(config: RuntimeConfig, weeks: int = 0, timeout_s: float = 120
         server.close()
 
 
-def _register(api: Api, port: int) -> None:
+def _register(api: RunningSystem, port: int) -> None:
     body = {
         "name": "Demo Ltd",
         "domains": list(DOMAINS),
@@ -238,14 +204,14 @@ async def _alias_traffic(host: str, port: int) -> None:
     print("inbound             1 message to alice@demo-mail.example (her other domain)")
 
 
-async def _state(api: Api) -> tuple[list[str], list[dict[str, Any]]]:
+async def _state(api: RunningSystem) -> tuple[list[str], list[dict[str, Any]]]:
     _, discovered = await asyncio.to_thread(api.call, "GET", f"/v1/tenants/{TENANT}/discovered")
     _, users = await asyncio.to_thread(api.call, "GET", f"/v1/tenants/{TENANT}/users?q=alice")
     found = sorted(item["address"] for item in (discovered or {}).get("items", []))
     return found, users if isinstance(users, list) else []
 
 
-async def _until(api: Api, timeout_s: float, done: Any) -> bool:
+async def _until(api: RunningSystem, timeout_s: float, done: Any) -> bool:
     """Poll the admin API (what the console shows) until ``done`` or the deadline."""
     deadline = time.monotonic() + timeout_s
     while not done(*await _state(api)):
@@ -255,18 +221,18 @@ async def _until(api: Api, timeout_s: float, done: Any) -> bool:
     return True
 
 
-def _aliases(api: Api) -> list[dict[str, Any]]:
+def _aliases(api: RunningSystem) -> list[dict[str, Any]]:
     week = Week.of(datetime.now(UTC).date())
     _, report = api.call("GET", f"/v1/tenants/{TENANT}/reports/new-aliases?week={week}")
     return list((report or {}).get("rows", []))
 
 
-def _invalid(api: Api) -> list[str]:
+def _invalid(api: RunningSystem) -> list[str]:
     _, listed = api.call("GET", f"/v1/tenants/{TENANT}/invalid")
     return [item["address"] for item in (listed or {}).get("items", [])]
 
 
-async def _watch(api: Api, timeout_s: float, expire: bool = False) -> int:
+async def _watch(api: RunningSystem, timeout_s: float, expire: bool = False) -> int:
     if not await _until(
         api,
         timeout_s,

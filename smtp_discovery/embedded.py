@@ -26,6 +26,7 @@ from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import client_options, ensure_topics
 from smtp_discovery.localkafka import LocalKafka
+from smtp_discovery.running import LOCK
 
 log = logging.getLogger("smtp_discovery.embedded")
 
@@ -34,7 +35,7 @@ log = logging.getLogger("smtp_discovery.embedded")
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """One embedded system per data directory: a second one would corrupt chDB and Kafka data."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    with (data_dir / ".lock").open("w") as handle:
+    with (data_dir / LOCK).open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,0 +1,71 @@
+"""Talking to a running ``smtp-discovery up`` from another process (the demo, the report CLI).
+
+`up` leaves what such a process needs in its data directory: the lock it holds, the operator
+token it made and ``endpoints.json`` (where Kafka, SMTP and the admin API listen).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from smtp_discovery.config import split_host_port
+from smtp_discovery.errors import OperatorError
+
+LOCK = ".lock"
+
+
+def data_dir_in_use(data_dir: Path) -> bool:
+    """True while an `up` holds ``data_dir`` (and with it the embedded chDB)."""
+    lock = data_dir / LOCK
+    if not lock.exists():
+        return False
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+class RunningSystem:
+    def __init__(self, data_dir: Path) -> None:
+        token_file = data_dir / "operator-token"
+        endpoints_file = data_dir / "endpoints.json"
+        if not token_file.is_file() or not endpoints_file.is_file():
+            raise OperatorError(
+                f"no running system under {data_dir}: start `smtp-discovery up` first "
+                "(same DISCOVERY_DATA_DIR)"
+            )
+        self.endpoints: dict[str, str] = json.loads(endpoints_file.read_text())
+        host, port = split_host_port(self.endpoints["admin"])
+        self.base = f"http://{host}:{port}"
+        self.token = token_file.read_text().strip()
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One admin API request as the operator: (status, decoded JSON)."""
+        status, text = self.fetch(method, path, body)
+        return status, json.loads(text or "null")
+
+    def fetch(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except urllib.error.URLError as exc:
+            raise OperatorError(
+                f"the admin API at {self.base} does not answer ({exc.reason}): is `smtp-discovery"
+                " up` running?"
+            ) from None
