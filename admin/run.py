@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import uvicorn
@@ -12,6 +13,7 @@ from admin.context import AdminContext
 from jobs.weeks import Schedule
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.ops import OpsServer
+from smtp_discovery.stopping import Stopper
 
 
 async def serve_admin(
@@ -40,7 +42,9 @@ async def serve_admin(
         lifespan="off",
     )  # fmt: skip
     server = uvicorn.Server(uv_config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The process owns its signals (smtp_discovery.stopping): uvicorn must neither take SIGINT
+    # and SIGTERM from it while serving nor raise them again when it ends.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve(), name="uvicorn")
     try:
         # uvicorn offers a ``started`` flag, not an event: poll it (or its failing to bind).
@@ -64,20 +68,21 @@ async def serve_admin(
 
 async def run_admin(config: RuntimeConfig) -> None:
     """``smtp-discovery admin`` on its own: Kafka from KAFKA_BOOTSTRAP, ClickHouse from its URL."""
-    import contextlib
-    import signal
-
     from smtp_discovery.clickhouse import connect
     from smtp_discovery.errors import ConfigError
     from smtp_discovery.kafka import client_options
 
     if not config.kafka_bootstrap:
         raise ConfigError("the admin API needs KAFKA_BOOTSTRAP (`smtp-discovery up` runs one)")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await serve_admin(
-        config, client_options(config), connect(config.effective_clickhouse_url), stop, ops=True
-    )
+    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery admin")
+    stopper.install()
+    try:
+        await serve_admin(
+            config,
+            client_options(config),
+            connect(config.effective_clickhouse_url),
+            stopper.event,
+            ops=True,
+        )
+    finally:
+        stopper.cancel()

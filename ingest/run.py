@@ -4,8 +4,6 @@ the spool."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 
 from aiokafka.errors import KafkaError
 
@@ -13,6 +11,7 @@ from ingest.node import IngestNode
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError, InfrastructureError
 from smtp_discovery.kafka import client_options
+from smtp_discovery.stopping import Stopper
 
 
 async def run_ingest(
@@ -27,11 +26,9 @@ async def run_ingest(
             "the ingest node needs Kafka: set KAFKA_BOOTSTRAP (or run `smtp-discovery up`, "
             "which starts an embedded broker and an ingest node)"
         )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery ingest")
+    stopper.install()
+    stop = stop or stopper.event
     node = IngestNode(config, client_options(config, servers))
     try:
         await node.start()
@@ -46,4 +43,6 @@ async def run_ingest(
     try:
         await stop.wait()
     finally:
+        stopper.begin()
         await node.stop()
+        stopper.cancel()

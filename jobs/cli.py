@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from jobs.render import FORMATS
 from jobs.reports import Kind
-from jobs.runner import Jobs, install_stop, one_report
+from jobs.runner import Jobs, one_report
 from jobs.send import Mailer, ReportLog, deliver_once
 from jobs.weeks import Schedule, Week
 from smtp_discovery.clickhouse import connect
@@ -19,6 +19,7 @@ from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.errors import ConfigError, OperatorError
 from smtp_discovery.ops import CounterView, OpsServer
 from smtp_discovery.running import RunningSystem, data_dir_in_use
+from smtp_discovery.stopping import Stopper
 
 
 def mailer(config: RuntimeConfig) -> Mailer:
@@ -33,8 +34,8 @@ def schedule(config: RuntimeConfig) -> Schedule:
 
 
 async def jobs_command(config: RuntimeConfig) -> None:
-    stop = asyncio.Event()
-    install_stop(stop)
+    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery jobs")
+    stopper.install()
     jobs = Jobs(
         connect(config.effective_clickhouse_url),
         config.analytics_layout,
@@ -51,9 +52,11 @@ async def jobs_command(config: RuntimeConfig) -> None:
     ops = OpsServer(registry, ready=lambda: True)
     await ops.start(config.ops_listen)
     try:
-        await jobs.run(stop)
+        await jobs.run(stopper.event)
     finally:
+        stopper.begin()
         await ops.stop()
+        stopper.cancel()
 
 
 def report_command(config: RuntimeConfig, args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -83,10 +82,3 @@ def one_report(
     if tenant_id not in known:
         raise LookupError(f"no tenant {tenant_id!r} in {layout.name('tenants')}")
     return build(client, layout, known[tenant_id], kind, week, schedule)
-
-
-def install_stop(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from typing import Any
 
 from sinks.migrate import migrate
@@ -14,6 +12,7 @@ from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError
 from smtp_discovery.kafka import client_options
 from smtp_discovery.ops import OpsServer
+from smtp_discovery.stopping import Stopper
 
 
 def run_migrate(config: RuntimeConfig) -> list[int]:
@@ -40,11 +39,9 @@ async def run_sink(
         raise ConfigError(
             "the sink needs Kafka: set KAFKA_BOOTSTRAP (`smtp-discovery up` runs one in-process)"
         )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery sink")
+    stopper.install()
+    stop = stop or stopper.event
     client = client or connect(config.effective_clickhouse_url)
     await asyncio.to_thread(migrate, client, config.analytics_layout)
     sink = Sink(
@@ -59,4 +56,6 @@ async def run_sink(
     try:
         await sink.run(stop)
     finally:
+        stopper.begin()
         await ops.stop()
+        stopper.cancel()

@@ -106,6 +106,13 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("DISCOVERY_LOG_LEVEL", "log_level", "DEBUG, INFO, WARNING or ERROR."),
     Variable(
+        "DISCOVERY_STOP_TIMEOUT_S",
+        "stop_timeout_s",
+        "Seconds a process may take to stop in order after SIGINT or SIGTERM (for `up`, the "
+        "whole system); past it what is left is killed. Keep it below the grace period of "
+        "Kubernetes or compose.",
+    ),
+    Variable(
         "DISCOVERY_STREAMS_APP_ID",
         "streams_app_id",
         "Faust application id of the streams workers: their consumer group and table names.",
@@ -334,6 +341,7 @@ class RuntimeConfig(BaseModel):
     topic_replication: int | None = Field(default=None, ge=1, le=7)
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    stop_timeout_s: float = Field(default=30.0, ge=1, le=3600)
     streams_app_id: str = Field(
         default="smtp-discovery-streams", pattern=r"^[A-Za-z0-9._-]{1,100}$"
     )

@@ -13,10 +13,10 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import client_options, ensure_topics
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.running import LOCK
+from smtp_discovery.stopping import Children, Stopper, die_with_parent
 
 log = logging.getLogger("smtp_discovery.embedded")
 
@@ -46,13 +47,47 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
-async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Start Kafka (unless external), ensure topics, open ClickHouse, run until stopped."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+@dataclass
+class _Progress:
+    """Where `up` is: a signal while ``starting`` abandons the start at once; later ones let
+    the ordered stop run."""
+
+    phase: str = "starting"
+
+
+async def run_up(config: RuntimeConfig) -> None:
+    """Start Kafka (unless external), ensure topics, open ClickHouse, run until stopped.
+
+    The first SIGINT or SIGTERM stops everything in order within ``DISCOVERY_STOP_TIMEOUT_S``
+    (SMTP first, then the sink, the admin API and jobs, the streams worker, Kafka last); past
+    the deadline, or at a second signal, what is left is killed and `up` exits non-zero. The
+    children run in sessions of their own, so a terminal's Ctrl-C reaches `up` alone, and a
+    parent-death signal ends them if `up` is killed outright.
+    """
+    children = Children()
+    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery up", children=children)
+    progress = _Progress()
+    running = asyncio.create_task(_run(config, stopper, children, progress), name="up")
+
+    def first_signal() -> None:
+        print("stopping …", flush=True)
+        if progress.phase == "starting":
+            running.cancel()
+
+    stopper.install(first_signal)
+    try:
+        await running
+    except asyncio.CancelledError:
+        if not stopper.signals:
+            raise
+    finally:
+        stopper.cancel()
+    print("stopped", flush=True)
+
+
+async def _run(
+    config: RuntimeConfig, stopper: Stopper, children: Children, progress: _Progress
+) -> None:
     with data_dir_lock(config.data_dir):
         kafka: LocalKafka | None = None
         try:
@@ -67,7 +102,7 @@ async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) ->
                     f"starting Apache Kafka {config.kafka_version} under {kafka.directory} …",
                     flush=True,
                 )
-                bootstrap = await asyncio.to_thread(kafka.start)
+                bootstrap = await kafka.start_async(children=children)
                 print(
                     f"kafka       {bootstrap} (embedded, started in {kafka.startup_seconds:.1f}s)"
                 )
@@ -82,7 +117,7 @@ async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) ->
             )
             for outcome in outcomes:
                 print(f"topic       {outcome.name}: {outcome.action} {outcome.detail}".rstrip())
-            clickhouse = connect(config.effective_clickhouse_url)
+            clickhouse = await asyncio.to_thread(connect, config.effective_clickhouse_url)
             version = clickhouse.query("SELECT version()").result_rows[0][0]
             print(
                 f"clickhouse  {redact_url(config.effective_clickhouse_url)} (ClickHouse {version})"
@@ -92,17 +127,23 @@ async def run_up(config: RuntimeConfig, *, stop: asyncio.Event | None = None) ->
                 f"migrations {', '.join(map(str, applied))} applied" if applied else "up to date"
             )
             print(f"schema      {config.analytics_layout.database}: {state}")
-            await _serve(config, bootstrap, clickhouse, stop)
+            await _serve(config, bootstrap, clickhouse, stopper, children, progress)
         finally:
+            progress.phase = "stopping"
+            stopper.begin()
             if kafka is not None:
-                await asyncio.to_thread(kafka.stop)
-    print("stopped", flush=True)
+                await asyncio.to_thread(kafka.stop)  # last: every other part needs it to stop
 
 
 async def _serve(
-    config: RuntimeConfig, bootstrap: str, clickhouse: Any, stop: asyncio.Event
+    config: RuntimeConfig,
+    bootstrap: str,
+    clickhouse: Any,
+    stopper: Stopper,
+    children: Children,
+    progress: _Progress,
 ) -> None:
-    """The streams worker, the ingest node, the sink and the report jobs, until ``stop``.
+    """The streams worker, the ingest node, the sink and the report jobs, until stopped.
 
     The sink and the jobs share this process's ClickHouse client (chDB: one process per path).
     """
@@ -115,7 +156,9 @@ async def _serve(
 
     options = client_options(config, bootstrap)
     worker_log = config.data_dir / "worker.log"
-    worker = _start_worker(bootstrap, worker_log)
+    # The worker's own deadline leaves `up` time to stop Kafka after it.
+    worker = _start_worker(bootstrap, worker_log, config.stop_timeout_s / 2)
+    children.add("the streams worker", worker)
     node = IngestNode(config, options)
     halt = asyncio.Event()  # stops the in-process roles
     roles: list[asyncio.Task[None]] = []
@@ -157,8 +200,10 @@ async def _serve(
                  "smtp": node.listening, "admin": config.admin_listen}
             )
         )  # fmt: skip
-        print("ready; press Ctrl-C to stop", flush=True)
-        waiter = asyncio.create_task(stop.wait())
+        print(f"ready; press Ctrl-C to stop (it takes up to {config.stop_timeout_s:g} s)",
+              flush=True)  # fmt: skip
+        progress.phase = "serving"
+        waiter = asyncio.create_task(stopper.event.wait())
         exited = asyncio.create_task(asyncio.to_thread(worker.wait))
         done, _ = await asyncio.wait({waiter, exited, *roles}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -169,13 +214,16 @@ async def _serve(
         for role in roles:
             if role in done:
                 role.result()  # a role that ended on its own failed: surface why
-        print("stopping …", flush=True)
     finally:
+        # The order of a stop: no new mail (in-flight transactions finish and the spool
+        # flushes), then the sink flushes and commits, the API and jobs end, then the worker.
+        progress.phase = "stopping"
+        stopper.begin()
+        await node.stop()
         halt.set()
         if roles:
             await asyncio.gather(*roles, return_exceptions=True)
-        await node.stop()
-        await asyncio.to_thread(_stop_worker, worker)
+        await asyncio.to_thread(_stop_worker, worker, config.stop_timeout_s)
 
 
 async def _operator_token(
@@ -206,28 +254,36 @@ async def _operator_token(
     return path, bearer
 
 
-def _start_worker(bootstrap: str, log_file: Path) -> subprocess.Popen[bytes]:
+def _start_worker(bootstrap: str, log_file: Path, stop_timeout_s: float) -> subprocess.Popen[bytes]:
     """The streams worker as a child, logging to its own file (Faust is talkative: the terminal
-    keeps the summary of what runs where)."""
+    keeps the summary of what runs where). Started from the loop's (main) thread, so that its
+    parent-death signal fires only when `up` itself dies."""
     # One ops endpoint per port: this process's (the ingest node's) keeps DISCOVERY_OPS_LISTEN.
-    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "DISCOVERY_OPS_LISTEN": "off"}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "DISCOVERY_OPS_LISTEN": "off",
+        "DISCOVERY_STOP_TIMEOUT_S": f"{max(1.0, stop_timeout_s):g}",
+    }
     with log_file.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "smtp_discovery.cli", "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C goes to us; we stop the worker in order
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C goes to `up` alone; it stops the worker in order
+            preexec_fn=die_with_parent(),
         )
 
 
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+def _stop_worker(worker: subprocess.Popen[bytes], timeout_s: float) -> None:
     if worker.poll() is not None:
         return
     worker.terminate()
     try:
-        worker.wait(60)
+        worker.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        log.warning("the streams worker did not stop within 60 s; killing it")
+        log.warning("the streams worker did not stop within %g s; killing it", timeout_s)
         worker.kill()
         worker.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from schemas.topics import COMMANDS, MAIL, TopicNames
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError, InfrastructureError
 from smtp_discovery.kafka import client_options, ensure_topics, ensure_visible
+from smtp_discovery.stopping import Stopper
 from streams.app import StreamsSettings, Topology
 from streams.clock import make_clock
 
@@ -93,5 +95,18 @@ def run_worker(config: RuntimeConfig) -> None:
         )
     topology = build_topology(config, config.kafka_bootstrap)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = faust.Worker(topology.app, loglevel=config.log_level, override_logging=False)
+    worker = _Worker(topology.app, loglevel=config.log_level, override_logging=False)
+    worker.stopper = Stopper(config.stop_timeout_s, name="smtp-discovery worker")
     worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, with the stop every role has: a deadline from the first SIGINT or
+    SIGTERM, and a second signal that exits at once. Faust alone would wait forever on a
+    commit when Kafka has vanished."""
+
+    stopper: Stopper
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self.stopper.signalled(signal)
+        super()._schedule_shutdown(signal)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from smtp_discovery.localkafka.node import (
     port_is_free,
     render_properties,
 )
+from smtp_discovery.stopping import Children
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 HOST = "127.0.0.1"
@@ -60,6 +62,7 @@ class LocalKafka:
         self.nodes: dict[int, KafkaNode] = {}
         self.ports: dict[int, NodePorts] = {}
         self.startup_seconds: float | None = None
+        self._stopping = False
 
     @property
     def replication(self) -> int:
@@ -111,6 +114,30 @@ class LocalKafka:
     def start(self, timeout: float = 120.0) -> str:
         """Start every node and return the bootstrap string once all brokers serve metadata."""
         began = time.monotonic()
+        self.prepare()
+        self.launch()
+        self._await_serving(began, timeout)
+        return self.bootstrap
+
+    async def start_async(self, timeout: float = 120.0, *, children: Children | None = None) -> str:
+        """:meth:`start` for an event loop: the JVMs are launched from the loop's thread (their
+        parent-death signal is tied to the thread that starts them, and the main thread lives
+        as long as the process), and a cancelled start stops what it launched."""
+        began = time.monotonic()
+        await asyncio.to_thread(self.prepare)
+        self.launch()
+        for name, process in self.processes().items():
+            if children is not None:
+                children.add(name, process)
+        try:
+            await asyncio.to_thread(self._await_serving, began, timeout)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self.stop)
+            raise
+        return self.bootstrap
+
+    def prepare(self) -> None:
+        """Resolve the jars, lay out the ports, write each node's configuration, format once."""
         classpath = resolve_kafka_classpath(self.kafka_version, self.cache_dir)
         java = find_java()
         cluster_id = self._load_layout()
@@ -134,21 +161,35 @@ class LocalKafka:
             if not node.is_formatted():
                 node.format(cluster_id)
             self.nodes[node_id] = node
+
+    def launch(self) -> None:
+        self._stopping = False
         for node in self.nodes.values():
             node.start()
+
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The running JVMs by name, for a parent that must be able to kill them."""
+        return {
+            f"kafka node {node_id}": node.process
+            for node_id, node in self.nodes.items()
+            if node.process is not None
+        }
+
+    def _await_serving(self, began: float, timeout: float) -> None:
         try:
             self.wait_until_serving(self.node_count, timeout - (time.monotonic() - began))
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
-        return self.bootstrap
 
     def wait_until_serving(self, brokers: int, timeout: float = 60.0) -> None:
         """Poll cluster metadata until ``brokers`` brokers are registered, or fail with logs."""
         deadline = time.monotonic() + max(timeout, 1.0)
         last_error = "no answer yet"
         while time.monotonic() < deadline:
+            if self._stopping:
+                raise InfrastructureError("Kafka was stopped while it was starting")
             for node_id, node in self.nodes.items():
                 if node.process is not None and not node.running():
                     raise InfrastructureError(
@@ -177,6 +218,7 @@ class LocalKafka:
         )
 
     def stop(self) -> None:
+        self._stopping = True
         for node in self.nodes.values():
             if node.running():
                 node.process.terminate()  # type: ignore[union-attr]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from smtp_discovery.errors import InfrastructureError, MissingToolError
+from smtp_discovery.stopping import die_with_parent
 
 NO_JAVA = (
     "Java 17 or newer is needed to run the embedded Apache Kafka broker: install it "
@@ -117,14 +115,6 @@ def find_java() -> str:
     return candidate
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the JVM when the process that started it dies (no orphan brokers)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 class KafkaNode:
     """One JVM. Formats its storage on first start; keeps it across restarts."""
 
@@ -191,6 +181,7 @@ class KafkaNode:
             capture_output=True,
             text=True,
             check=False,
+            start_new_session=True,  # a Ctrl-C must not leave storage half-formatted
         )
         if result.returncode != 0:
             raise InfrastructureError(
@@ -208,7 +199,10 @@ class KafkaNode:
                 stdout=stdout,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                # The terminal's Ctrl-C goes to whoever started the broker, which stops it last;
+                # if that process is killed outright, the JVM gets SIGTERM (no orphan brokers).
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         finally:
             stdout.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from smtp_discovery.logs import JsonFormatter, TextFormatter
+from smtp_discovery.logs import JsonFormatter, RepeatFilter, TextFormatter
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -28,3 +28,34 @@ def test_json_lines_carry_the_structured_fields() -> None:
 def test_text_lines_append_the_fields() -> None:
     line = TextFormatter().format(_record(tenant="acme"))
     assert line.endswith("transition tenant=acme")
+
+
+def _kafka_error(msg: str = "Unable connect to node with id %s: %s") -> logging.LogRecord:
+    return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, (1, "refused"), None)
+
+
+def test_a_kafka_library_repeating_itself_is_said_once_per_interval() -> None:
+    now = [100.0]
+    repeats = RepeatFilter(interval_s=30, clock=lambda: now[0])
+    assert repeats.filter(_kafka_error())
+    held = 0
+    for _ in range(500):  # a reconnect loop, many times a second
+        now[0] += 0.02
+        held += not repeats.filter(_kafka_error())
+    assert held == 500
+    assert repeats.filter(_kafka_error("Unable to update metadata from %s")), "another kind"
+    now[0] += 30
+    record = _kafka_error()
+    assert repeats.filter(record)
+    assert record.getMessage() == (
+        "Unable connect to node with id 1: refused (500 more like it since the last such line)"
+    )
+
+
+def test_our_own_lines_and_library_info_are_never_held_back() -> None:
+    repeats = RepeatFilter(interval_s=30, clock=lambda: 0.0)
+    ours = logging.LogRecord("smtp_discovery.jobs", logging.WARNING, __file__, 1, "report failed",
+                             None, None)  # fmt: skip
+    info = logging.LogRecord("aiokafka.consumer", logging.INFO, __file__, 1, "joined", None, None)
+    assert all(repeats.filter(ours) for _ in range(5))
+    assert all(repeats.filter(info) for _ in range(5))

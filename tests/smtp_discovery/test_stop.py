@@ -1,0 +1,279 @@
+"""`up` stopped as people and orchestrators stop it: Ctrl-C in a terminal, SIGTERM to the process
+group, SIGKILL to `up` alone, Ctrl-C during startup, a second Ctrl-C, and a stop that overruns
+its deadline. Each run must end in time, leave no process behind, and keep every tenant, address
+and report-log entry for the next start on the same data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Sink
+
+from smtp_discovery.localkafka.node import free_port
+from tests.smtp_discovery.terminal import Terminal, processes_using, wait_until_gone
+
+pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parents[2]
+STOP_TIMEOUT_S = 30
+READY = "ready; press Ctrl-C to stop"
+
+SNAPSHOT = """
+import json, sys
+from smtp_discovery.clickhouse import connect
+client = connect(sys.argv[1])
+def rows(sql):
+    return sorted([[str(v) for v in row] for row in client.query(sql).result_rows])
+print(json.dumps({
+    "tenants": rows("SELECT tenant_id, name FROM discovery.tenants FINAL WHERE NOT is_deleted"),
+    "addresses": rows("SELECT tenant_id, address, status FROM discovery.address_state FINAL "
+                      "WHERE NOT is_deleted"),
+    "report_log": rows("SELECT tenant_id, report, week, state FROM discovery.report_log FINAL"),
+}))
+"""
+
+
+@dataclass
+class System:
+    data_dir: Path
+    env: dict[str, str]
+    expected: dict[str, list[list[str]]]
+
+    def start(self) -> Terminal:
+        return Terminal(
+            [sys.executable, "-m", "smtp_discovery.cli", "up"],
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+        )
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "smtp_discovery.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    def snapshot(self) -> dict[str, list[list[str]]]:
+        """What ClickHouse holds, read by a process of its own while `up` is stopped."""
+        result = subprocess.run(
+            [sys.executable, "-c", SNAPSHOT, f"chdb://{self.data_dir / 'clickhouse'}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {
+        "DISCOVERY_DATA_DIR": str(data_dir),
+        "DISCOVERY_TOPIC_PARTITIONS": "2",
+        "DISCOVERY_INGEST_LISTEN": f"127.0.0.1:{free_port()}",
+        "DISCOVERY_OPS_LISTEN": "off",
+        "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+        "DISCOVERY_STOP_TIMEOUT_S": str(STOP_TIMEOUT_S),
+        "KAFKA_BOOTSTRAP": "",
+    }
+    return env
+
+
+def _stopped_in_time(terminal: Terminal, began: float, data_dir: Path) -> int:
+    status = terminal.wait(STOP_TIMEOUT_S + 10)
+    took = time.monotonic() - began
+    assert took < STOP_TIMEOUT_S, f"the stop took {took:.1f} s:\n{terminal.output[-3000:]}"
+    left = processes_using(data_dir)
+    assert not left, f"left running after `up` exited: {left}"
+    return status
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """A data directory with a tenant, discovered addresses, users, an alias and a report-log
+    entry, made by a first `up` that a Ctrl-C in its terminal stopped."""
+    data_dir = tmp_path_factory.mktemp("stop") / "data"
+    smarthost = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    smarthost.start()
+    env = _env(data_dir)
+    terminal = System(data_dir, env, {}).start()
+    try:
+        out = terminal.wait_for(READY, 180)
+        assert f"it takes up to {STOP_TIMEOUT_S} s" in out
+        assert "discovery.mail: created" in out
+        assert "clickhouse  chdb://" in out
+        assert "schema      discovery: migrations 1 applied" in out
+        assert "sink        smtp-discovery-sink -> discovery" in out
+        token = (data_dir / "operator-token").read_text().strip()
+        assert f"token       {token} (operator; shown once" in out
+        assert _api(System(data_dir, env, {}), "/v1/tenants") == []
+        # The newcomer's demo, through every role of the running system.
+        demo = System(data_dir, env, {}).cli("demo", "--weeks", "5")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "discovered          bob@demo.example, carol@demo.example, dave@demo.example" in (
+            demo.stdout
+        )
+        assert "alias               alice@demo-mail.example -> alice@demo.example" in demo.stdout
+        assert "expired             erin@demo.example" in demo.stdout
+        week = re.search(r"--week (\d{4}-W\d{2})", demo.stdout)
+        assert week, demo.stdout
+        report = System(data_dir, env, {}).cli(
+            "report", "new-users", "--tenant", "demo", "--week", week.group(1)
+        )
+        assert "alice@demo.example  end_user  sent mail from your mail server" in report.stdout
+        smtp = env["DISCOVERY_INGEST_LISTEN"].rsplit(":", 1)[1]
+        with socket.create_connection(("127.0.0.1", int(smtp)), timeout=10) as conn:
+            assert conn.recv(100).startswith(b"220 "), "the ingest node answers SMTP"
+        second = System(data_dir, env, {}).cli("up")
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+        began = time.monotonic()
+        terminal.ctrl_c()
+        status = _stopped_in_time(terminal, began, data_dir)
+        assert status == 0, terminal.output[-3000:]
+        assert terminal.output.rstrip().endswith("stopped"), terminal.output[-2000:]
+    finally:
+        terminal.close()
+    sent = System(data_dir, env, {}).cli(
+        "report", "new-users", "--tenant", "demo", "--week", week.group(1), "--send",
+        DISCOVERY_REPORT_SMARTHOST=f"127.0.0.1:{smarthost.port}",
+    )  # fmt: skip
+    smarthost.stop()
+    assert sent.returncode == 0, sent.stderr
+    seeded = System(data_dir, env, {})
+    seeded.expected = seeded.snapshot()
+    addresses = {row[1] for row in seeded.expected["addresses"]}
+    assert {"bob@demo.example", "alice@demo.example", "erin@demo.example"} <= addresses
+    assert ["demo", "new-users", week.group(1), "sent"] in seeded.expected["report_log"]
+    yield seeded
+
+
+def _api(system: System, path: str) -> object:
+    from smtp_discovery.running import RunningSystem
+
+    status, body = RunningSystem(system.data_dir).call("GET", path)
+    assert status == 200, body
+    return body
+
+
+def test_ctrl_c_in_a_terminal_then_a_restart_has_everything(system: System) -> None:
+    terminal = system.start()
+    try:
+        out = terminal.wait_for(READY, 120)
+        assert "discovery.mail: exists" in out, "topics did not survive the restart"
+        assert "schema      discovery: up to date" in out
+        assert "token       sd_" not in out, "the token is shown on the first start only"
+        tenants = _api(system, "/v1/tenants")
+        assert [t["tenant_id"] for t in tenants] == ["demo"]  # type: ignore[attr-defined]
+        users = _api(system, "/v1/tenants/demo/users?per_page=100")
+        assert "alice@demo.example" in json.dumps(users)
+        began = time.monotonic()
+        terminal.ctrl_c()
+        assert _stopped_in_time(terminal, began, system.data_dir) == 0
+    finally:
+        terminal.close()
+    assert "stopping …" in terminal.output
+    assert system.snapshot() == system.expected
+
+
+def test_sigterm_to_the_process_group(system: System) -> None:
+    terminal = system.start()
+    try:
+        terminal.wait_for(READY, 120)
+        began = time.monotonic()
+        terminal.signal_group(signal.SIGTERM)
+        assert _stopped_in_time(terminal, began, system.data_dir) == 0
+    finally:
+        terminal.close()
+    assert system.snapshot() == system.expected
+
+
+def test_sigkill_to_up_alone_takes_its_children_with_it(system: System) -> None:
+    terminal = system.start()
+    try:
+        terminal.wait_for(READY, 120)
+        children = processes_using(system.data_dir)
+        assert any("java" in p for p in children), children
+        assert any("smtp_discovery.cli worker" in p for p in children), children
+        os.kill(terminal.pid, signal.SIGKILL)
+        assert terminal.wait(10) == -signal.SIGKILL
+        left = wait_until_gone(system.data_dir, 30)
+        assert not left, f"orphans of a killed `up`: {left}"
+    finally:
+        terminal.close()
+    assert system.snapshot() == system.expected
+
+
+def test_ctrl_c_during_startup(system: System) -> None:
+    terminal = system.start()
+    try:
+        terminal.wait_for("kafka       127.0.0.1:", 120)  # Kafka is up, the rest is starting
+        began = time.monotonic()
+        terminal.ctrl_c()
+        assert _stopped_in_time(terminal, began, system.data_dir) == 0
+    finally:
+        terminal.close()
+    assert READY not in terminal.output
+    assert system.snapshot() == system.expected
+
+
+def test_a_second_ctrl_c_stops_at_once(system: System) -> None:
+    terminal = system.start()
+    try:
+        terminal.wait_for(READY, 120)
+        terminal.ctrl_c()
+        terminal.wait_for("stopping …", 10)
+        began = time.monotonic()
+        terminal.ctrl_c()
+        status = terminal.wait(10)
+        assert time.monotonic() - began < 5
+        assert status == 128 + signal.SIGINT
+        warning = "smtp-discovery up: second SIGINT: stopping at once"
+        assert terminal.output.count(warning) == 1, terminal.output[-2000:]
+        assert not wait_until_gone(system.data_dir, 10)
+    finally:
+        terminal.close()
+
+
+def test_a_stop_past_its_deadline_kills_what_is_left(system: System) -> None:
+    """A streams worker that cannot stop (frozen here) holds the stop up: at the deadline `up`
+    kills it, says so in one line and exits non-zero."""
+    terminal = Terminal(
+        [sys.executable, "-m", "smtp_discovery.cli", "up"],
+        env={**os.environ, **system.env, "DISCOVERY_STOP_TIMEOUT_S": "4"},
+        cwd=ROOT,
+    )
+    try:
+        out = terminal.wait_for(READY, 120)
+        worker = int(re.search(r"worker      pid (\d+)", out).group(1))  # type: ignore[union-attr]
+        os.kill(worker, signal.SIGSTOP)
+        began = time.monotonic()
+        terminal.ctrl_c()
+        status = terminal.wait(30)
+        assert time.monotonic() - began < 15
+        assert status == 1
+        lines = [line for line in terminal.output.splitlines() if "did not stop within 4 s" in line]
+        assert len(lines) == 1, terminal.output[-2000:]
+        assert f"the streams worker (pid {worker})" in lines[0]
+        assert not wait_until_gone(system.data_dir, 10)
+    finally:
+        terminal.close()
+    assert system.snapshot() == system.expected
