@@ -11,6 +11,7 @@ import contextlib
 import logging
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -114,6 +115,7 @@ class IngestNode:
         self._serve_metrics = serve_metrics
         self.ops = OpsServer(self.metrics.registry, ready=lambda: self._server is not None)
         self._server: asyncio.base_events.Server | None = None
+        self._sessions: weakref.WeakSet[IngestSMTP] = weakref.WeakSet()
         self._housekeeping: asyncio.Task[None] | None = None
 
     def _downstream(self, targets: list[Target]) -> Downstream:
@@ -127,7 +129,7 @@ class IngestNode:
 
     def _protocol(self) -> IngestSMTP:
         config = self.config
-        return IngestSMTP(
+        session = IngestSMTP(
             self.handler,
             max_line_bytes=config.ingest_max_line_bytes,
             data_size_limit=config.ingest_max_message_bytes,
@@ -142,6 +144,8 @@ class IngestNode:
             proxy_protocol_timeout=PROXY_TIMEOUT_S if config.ingest_proxy_protocol else None,
             loop=asyncio.get_running_loop(),
         )
+        self._sessions.add(session)
+        return session
 
     async def start(self) -> None:
         self._tls_server = server_tls(self.config)
@@ -161,6 +165,15 @@ class IngestNode:
         self._housekeeping = asyncio.create_task(self._close_idle_probes(), name="probe-idle")
         log.info("SMTP ingest listening on %s:%d", host, self.port)
 
+    async def _drain(self, drain_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s
+        # Sessions have no "transaction ended" event to wait on: look every 50 ms.
+        while any(s.in_transaction for s in self._sessions) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for session in list(self._sessions):
+            session.shut_down()
+
     @property
     def listening(self) -> str:
         host, _ = split_host_port(self.config.ingest_listen)
@@ -176,12 +189,19 @@ class IngestNode:
             await asyncio.sleep(self.prober.idle_seconds / 2)
             await self.prober.close_idle()
 
-    async def stop(self) -> None:
-        """Stop listening, let the publisher flush its spool, close the views."""
+    async def stop(self, drain_s: float | None = None) -> None:
+        """Stop listening, let transactions in flight finish, then let the publisher flush its
+        spool and close the views.
+
+        A session inside a transaction (after MAIL FROM) gets up to ``drain_s`` (default: half
+        the stop deadline, leaving the other half to the spool) to finish it; idle sessions, and
+        any still busy after that, are told 421 and closed, as Postfix does on stop.
+        """
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+            await self._drain(self.config.stop_timeout_s / 2 if drain_s is None else drain_s)
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,6 +18,22 @@ class IngestSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._closing: asyncio.Task[None] | None = None
 
+    @property
+    def in_transaction(self) -> bool:
+        """Connected, and between MAIL FROM and the end of its DATA (or RSET)."""
+        return self.connected and getattr(self.envelope, "mail_from", None) is not None
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def shut_down(self) -> None:
+        """Tell the client the service is going away and close (the node is stopping)."""
+        if self.connected:
+            assert self.transport is not None
+            self.transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+            self.transport.close()
+
     async def push(self, status: AnyStr) -> None:
         await super().push(status)
         text = status.decode("ascii", "replace") if isinstance(status, bytes) else status

@@ -291,3 +291,37 @@ async def test_recipients_of_two_destinations_are_split_across_transactions(
     assert (first.code, again.code, retried.code) == (250, 250, 250)
     assert (other.code, other.message[:5]) == (452, "4.5.3")
     assert (too_many.code, too_many.message[:5]) == (452, "4.5.3")
+
+
+async def test_a_stopping_node_finishes_transactions_in_flight_and_refuses_new_ones(
+    kafka_bootstrap: str, tmp_path: Path, postfix_servers: dict[str, PostfixServer], acme
+) -> None:
+    import asyncio
+
+    strict = postfix_servers["strict"]
+    before = len(strict.delivered("alice@a.example"))
+    states = [state("acme", "alice@a.example", AddressStatus.USER)]
+    async with running_ingest(kafka_bootstrap, tmp_path, [acme], states) as ingest:
+        busy = ingest.client()
+        idle = ingest.client()
+        await busy.connect()
+        await idle.connect()
+        await busy.ehlo()
+        await idle.ehlo()
+        await busy.mail("sender@outside.example")
+        await busy.rcpt("alice@a.example")
+        port = ingest.port
+        stopping = asyncio.create_task(ingest.node.stop(drain_s=30))
+        while not stopping.done() and ingest.node._server.is_serving():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        with pytest.raises(aiosmtplib.SMTPConnectError):
+            await aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=5).connect()
+        reply = await busy.data(MESSAGE)
+        assert reply.code == 250, reply
+        await busy.quit()
+        await asyncio.wait_for(stopping, 30)
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await idle.noop()
+        (event,) = await ingest.events(1)
+        assert isinstance(event, RecipientDelivered)
+    assert len(await strict.wait_delivered("alice@a.example", before + 1)) == before + 1
