@@ -5,10 +5,14 @@ idempotent producer) or fsync'd in the spool, so the SMTP client is never told 2
 that could still be lost. Order is kept: once anything is spooled, new events queue behind it in
 the spool until the drainer has delivered it. Only a full spool refuses work (SpoolFull -> 451).
 
-A send not acknowledged within ``request_timeout_ms`` is spooled and the producer abandoned
-with its retries, so an event is not both retried by the producer and replayed from the spool
-(only a request the broker received but never answered can arrive twice; consumers drop the
-repeat by event id).
+One path per event. An event the producer holds is never also sent from the spool: a send not
+acknowledged within ``request_timeout_ms`` is written to the spool as its durable record (the
+client gets its answer), but it stays the producer's to deliver; the spool entry is *held* by
+the producer's outcome. An acknowledgement retires the entry; only a definite failure makes it
+the drainer's to send again. So a frozen or slow broker causes no repeats. A repeat remains
+possible only when the node stops or dies while Kafka is away: the spool then re-sends what was
+never acknowledged, and consumers drop the repeat by event id (the worker's rules and the
+ClickHouse sink both do).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from ingest.spool import Spool, SpoolRecord
+from ingest.spool import Position, Spool, SpoolRecord
 
 log = logging.getLogger("smtp_discovery.ingest")
 
@@ -43,6 +47,8 @@ class EventPublisher:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
+        self._held: dict[Position, asyncio.Future[Any]] = {}
+        """Spool entries whose send the producer has not decided yet, by position."""
         self.sent = 0
         self.spooled = 0
 
@@ -68,24 +74,35 @@ class EventPublisher:
                 self._to_spool(records, admitted)
                 return
             futures = await self._hand_over(producer, records)
-        delivered = await self._outcomes(futures, len(records))
-        if all(delivered):
+        delivered = await self._outcomes(futures)
+        if len(delivered) == len(records) and all(delivered):
             return
         async with self._lock:
-            if self._producer is producer:
-                log.warning("Kafka failed %d event(s): spooling them", delivered.count(False))
-                await self._disconnect()
-            self._to_spool([r for r, ok in zip(records, delivered, strict=True) if not ok], True)
+            late = [i for i in range(len(records)) if i >= len(delivered) or not delivered[i]]
+            log.warning(
+                "Kafka did not acknowledge %d event(s) in time: spooled until it does", len(late)
+            )
+            positions = self._to_spool([records[i] for i in late], True)
+            for position, i in zip(positions, late, strict=True):
+                if i < len(futures):
+                    self._hold(position, futures[i])
 
-    def _to_spool(self, records: list[SpoolRecord], admitted: bool) -> None:
-        self.spool.append(records, admitted=admitted)
+    def _hold(self, position: Position, future: asyncio.Future[Any]) -> None:
+        """The spool entry at ``position`` stays the producer's while its send is undecided."""
+        if not future.done():
+            self._held[position] = future
+
+    def _to_spool(self, records: list[SpoolRecord], admitted: bool) -> list[Position]:
+        positions = self.spool.append(records, admitted=admitted)
         self.spooled += len(records)
         self._wake.set()
+        return positions
 
     async def _hand_over(
         self, producer: AIOKafkaProducer, records: list[SpoolRecord]
     ) -> list[asyncio.Future[Any]]:
-        """Queue records on the producer in order (send() waits only when its buffer is full)."""
+        """Queue records on the producer in order (send() waits only when its buffer is full).
+        Fewer futures than records: the producer refused the rest, which were never sent."""
         futures = []
         try:
             for record in records:
@@ -96,29 +113,13 @@ class EventPublisher:
             log.warning("Kafka refused an event (%s)", type(exc).__name__)
         return futures
 
-    async def _outcomes(self, futures: list[asyncio.Future[Any]], count: int) -> list[bool]:
-        """True per record Kafka acknowledged within the deadline.
-
-        aiokafka retries a batch for as long as the broker is away; past our deadline the
-        producer is abandoned (its retries with it) and the unacknowledged events spooled."""
-        done, _pending = (
+    async def _outcomes(self, futures: list[asyncio.Future[Any]]) -> list[bool]:
+        """True per future Kafka acknowledged within the deadline (aiokafka retries a batch for
+        as long as the broker is away; the wait for it here is bounded)."""
+        if futures:
             await asyncio.wait(futures, timeout=self.request_timeout_ms / 1000)
-            if futures
-            else (set(), set())
-        )
-        delivered = [f in done and not f.cancelled() and f.exception() is None for f in futures]
-        delivered += [False] * (count - len(delivered))
+        delivered = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
         self.sent += sum(delivered)
-        return delivered
-
-    async def _deliver(self, records: list[SpoolRecord]) -> list[bool]:
-        """Send in order and wait for every outcome (the drainer, which holds the lock)."""
-        assert self._producer is not None
-        futures = await self._hand_over(self._producer, records)
-        delivered = await self._outcomes(futures, len(records))
-        if not all(delivered):
-            log.warning("Kafka failed %d event(s): keeping them spooled", delivered.count(False))
-            await self._disconnect()
         return delivered
 
     async def _connect(self) -> bool:
@@ -151,23 +152,49 @@ class EventPublisher:
         producer._closed = True
 
     async def drain_once(self) -> int:
-        """Deliver what the spool holds, in order; the number of records delivered."""
+        """Deliver what the spool holds, in order; the number of records delivered.
+
+        An entry the producer still holds is not sent again: its pending outcome is awaited
+        like a new send's."""
         delivered = 0
         async with self._lock:
             if self._producer is None and not await self._connect():
                 return 0
+            producer = self._producer
+            assert producer is not None
             while True:
                 batch = self.spool.peek(limit=500)
                 if not batch:
                     return delivered
-                outcome = await self._deliver([record for _, record in batch])
-                # Acknowledge the delivered prefix only: a record after the first failure is
-                # sent again later (a repeat consumers drop by event id), never lost.
+                futures = []
+                for position, record in batch:
+                    held = self._held.get(position)
+                    if held is None:
+                        sent = await self._hand_over(producer, [record])
+                        if not sent:
+                            break
+                        held = sent[0]
+                    futures.append(held)
+                outcome = await self._outcomes(futures)
+                for (position, _), future in zip(batch, futures, strict=False):
+                    if future.done() and (future.cancelled() or future.exception() is not None):
+                        self._held.pop(position, None)  # failed for certain: send it again
+                    else:  # undecided, or acknowledged behind an undecided one
+                        self._held[position] = future
+                # The spool retires a delivered prefix: an entry behind an undecided one keeps
+                # its outcome (held) until the prefix reaches it, and is never sent twice.
                 done = outcome.index(False) if False in outcome else len(outcome)
                 if done:
-                    self.spool.ack(batch[done - 1][0])
+                    through = batch[done - 1][0]
+                    self.spool.ack(through)
+                    self._held = {p: f for p, f in self._held.items() if p > through}
                     delivered += done
                 if done < len(batch):
+                    if done < len(outcome):
+                        log.warning(
+                            "Kafka has not acknowledged %d spooled event(s) yet",
+                            len(outcome) - done,
+                        )
                     return delivered
 
     async def _drain_forever(self) -> None:

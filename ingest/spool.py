@@ -82,8 +82,9 @@ class Spool:
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def append(self, records: list[SpoolRecord], *, admitted: bool = False) -> None:
-        """Write records durably (one fsync for the batch), or raise SpoolFull writing nothing.
+    def append(self, records: list[SpoolRecord], *, admitted: bool = False) -> list[Position]:
+        """Write records durably (one fsync for the batch), or raise SpoolFull writing nothing;
+        each record's position (what :meth:`peek` will pair it with).
 
         ``admitted`` records belong to work already accepted (a message the destination took):
         they are written past the limit, which only turns *new* work away."""
@@ -98,12 +99,18 @@ class Spool:
         if tail.stat().st_size + len(data) > self.segment_bytes and tail.stat().st_size > 0:
             self._segments.append(self._segments[-1] + 1)
             tail = self._path(self._segments[-1])
+        positions = []
+        end = tail.stat().st_size if tail.exists() else 0
+        for frame in frames:
+            end += len(frame)
+            positions.append(Position(self._segments[-1], end))
         with tail.open("ab") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         self._fsync_dir()
         self._size += len(data)
+        return positions
 
     # ---- reading -------------------------------------------------------------------------------
 

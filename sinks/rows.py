@@ -25,6 +25,7 @@ from schemas.state import AddressStateSnapshot, StateChange
 from schemas.tenant import PROVIDER_DEFAULTS_KEY, ProviderDefaults, TenantConfig
 from schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES, TENANTS
 from sinks import schema
+from sinks.once import EventIdentity
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class Source:
     table: str
     columns: tuple[str, ...]
     to_row: Callable[[bytes | None, Any, int, int, datetime], list[Any]]
+    identity: EventIdentity | None = None
+    """For tables of events: each event id is stored once (``sinks.once``)."""
 
 
 def _columns(table: schema.Table) -> tuple[str, ...]:
@@ -168,8 +171,20 @@ SOURCES: dict[str, Source] = {
     source.topic: source
     for source in (
         Source(ADDRESS_STATE, "address_state", _columns(schema.ADDRESS_STATE), _address_state),
-        Source(STATE_CHANGES, "state_changes", _columns(schema.STATE_CHANGES), _state_change),
-        Source(MAIL, "mail_events", _columns(schema.MAIL_EVENTS), _mail_event),
+        Source(
+            STATE_CHANGES,
+            "state_changes",
+            _columns(schema.STATE_CHANGES),
+            _state_change,
+            EventIdentity.of(_columns(schema.STATE_CHANGES)),
+        ),
+        Source(
+            MAIL,
+            "mail_events",
+            _columns(schema.MAIL_EVENTS),
+            _mail_event,
+            EventIdentity.of(_columns(schema.MAIL_EVENTS)),
+        ),
         Source(TENANTS, "tenants", _columns(schema.TENANTS), _tenant),
     )
 }

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.codec import MessageDecodeError, dead_letter, encode
 from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL, STATE_CHANGES, TENANTS, TopicNames
+from sinks.once import EventIdentity, first_of_each, not_stored, stored_query
 from sinks.rows import SOURCES, to_row
 from sinks.schema import Layout
 from smtp_discovery.kafka import idempotent_producer
@@ -89,6 +90,8 @@ class Sink:
         self.dead_letters = 0
         self.batches = 0
         self.retries = 0
+        self.repeats = 0
+        """Events dropped because their id was already stored (at-least-once repeats)."""
         self.ready = asyncio.Event()
         """Set once the first assignment was prepared (tests wait for it)."""
         self._work = asyncio.Lock()
@@ -101,13 +104,15 @@ class Sink:
         registry.register(
             CounterView(
                 "smtp_discovery_sink_work",
-                "Rows written, batches inserted, dead letters and ClickHouse retries.",
+                "Rows written, batches inserted, dead letters, ClickHouse retries and repeated "
+                "events dropped.",
                 "kind",
                 lambda: {
                     "rows": self.rows_written,
                     "batches": self.batches,
                     "dead_letters": self.dead_letters,
                     "retries": self.retries,
+                    "repeats": self.repeats,
                 },
             )
         )
@@ -224,9 +229,12 @@ class Sink:
             await self._with_retry(
                 self._record_range, base, tp.partition, batch.start, batch.end, token
             )
-        if batch.rows:
-            source = SOURCES[base]
-            await self._with_retry(self._insert, source.table, source.columns, batch.rows, token)
+        source = SOURCES[base]
+        rows = batch.rows
+        if rows and source.identity is not None:
+            rows = await self._with_retry(self._first_time, source.table, rows, source.identity)
+        if rows:
+            await self._with_retry(self._insert, source.table, source.columns, rows, token)
         assert self._consumer is not None
         try:
             await self._consumer.commit({tp: batch.end})
@@ -238,7 +246,8 @@ class Sink:
             )
             self._batches.pop(tp, None)
             return
-        self.rows_written += len(batch.rows)
+        self.rows_written += len(rows)
+        self.repeats += len(batch.rows) - len(rows)
         self.batches += 1
         del self._batches[tp]
 
@@ -261,6 +270,15 @@ class Sink:
             column_names=list(columns),
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )
+
+    def _first_time(
+        self, table: str, rows: list[list[Any]], identity: EventIdentity
+    ) -> list[list[Any]]:
+        """The rows whose event is neither repeated earlier in the batch nor already stored."""
+        rows = first_of_each(rows, identity)
+        sql, parameters = stored_query(self.layout.name(table), rows, identity)
+        stored = {str(row[0]) for row in self.client.query(sql, parameters=parameters).result_rows}
+        return not_stored(rows, stored, identity)
 
     def _recorded_range(self, topic: str, partition: int) -> tuple[int, int, str] | None:
         result = self.client.query(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -268,3 +272,54 @@ async def test_an_oversized_import_is_refused_before_it_is_parsed(admin: Admin) 
         "/v1/tenants/acme/users/import", content=huge, headers={**acme, "Content-Type": "text/csv"}
     )
     assert (response.status_code, response.json()["error"]["code"]) == (413, "too_large")
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _timestamps(value: object, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _timestamps(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _timestamps(item, f"{path}[{i}]")
+    elif isinstance(value, str) and _TIMESTAMP.match(value):
+        yield path, value
+
+
+async def test_every_timestamp_the_api_returns_carries_its_zone(admin: Admin) -> None:
+    """Walk every GET route of the OpenAPI document with a tenant that has data in each list."""
+    await admin.tenant("acme")
+    now = datetime.now(UTC)
+    admin.history.add(
+        ADDRESS_STATE,
+        _snapshot("new@acme.example", AddressStatus.DISCOVERED, now - timedelta(days=1)),
+        _snapshot("ann@acme.example", AddressStatus.USER, now),
+        _snapshot("gone@acme.example", AddressStatus.INVALID, now),
+    )
+    spec = (await admin.http.get("/openapi.json")).json()
+    values = {"tenant_id": "acme", "kind": "warning"}
+    checked: list[str] = []
+    for template, operations in spec["paths"].items():
+        if "get" not in operations:
+            continue
+        names = re.findall(r"{(\w+)}", template)
+        if any(name not in values for name in names):
+            continue  # one object by id (a command, an address): covered by the lists
+        path = template.format(**values)
+        for query in ("", "?format=csv") if "reports" in path else ("",):
+            response = await admin.http.get(path + query, headers=admin.operator)
+            assert response.status_code == 200, (path, response.text)
+            if query:
+                rows = list(csv.reader(io.StringIO(response.text)))
+                cells = [(f"{path}[{r}][{c}]", cell) for r, row in enumerate(rows)
+                         for c, cell in enumerate(row) if _TIMESTAMP.match(cell)]  # fmt: skip
+            else:
+                cells = list(_timestamps(response.json()))
+            for where, text in cells:
+                zoned = text.endswith(" UTC") or datetime.fromisoformat(text).tzinfo is not None
+                assert zoned, f"{where}: {text!r} has no zone"
+                checked.append(where)
+    assert any("first_seen" in where for where in checked), checked
+    assert any("since" in where for where in checked), checked

@@ -166,6 +166,39 @@ async def test_rows_and_rollups_arrive_once(kafka_bootstrap: str, clickhouse: An
     assert daily == (150, 60, 45)
 
 
+async def test_a_repeated_event_is_one_row_and_one_count(
+    kafka_bootstrap: str,
+    clickhouse: Any,
+    world,  # type: ignore[no-untyped-def]
+) -> None:
+    """Repeats of an event (a spool replayed after an outage, a producer's retry, a worker's
+    re-emitted transition) in the same batch, and in a batch an hour later, count once."""
+    names, layout, make = world
+    first, second = delivered(2)
+    later = [m.model_copy(update={"event_time": m.event_time + timedelta(hours=1),
+                                  "event_id": f"later-{i}"})
+             for i, m in enumerate(delivered(2))]  # fmt: skip
+    change = changes(1)[0]
+    await produce(kafka_bootstrap, names(MAIL), [first, first, second])
+    await produce(kafka_bootstrap, names(STATE_CHANGES), [change, change])
+    sink = make()
+    async with sink_running(sink):
+        await until(lambda: sink.rows_written + sink.repeats >= 5)
+        await produce(kafka_bootstrap, names(MAIL), [later[0], first, second, later[1]])
+        await produce(kafka_bootstrap, names(STATE_CHANGES), [change])
+        await until(lambda: sink.rows_written + sink.repeats >= 10)
+    db = layout.database
+    ids = clickhouse.query(f"SELECT event_id FROM {db}.mail_events ORDER BY event_time")
+    assert [r[0] for r in ids.result_rows] == [first.event_id, second.event_id, "later-0",
+                                              "later-1"]  # fmt: skip
+    assert count(clickhouse, f"SELECT count() FROM {db}.state_changes") == 1
+    daily = clickhouse.query(
+        f"SELECT sum(messages), sum(new_pending) FROM {db}.tenant_daily"
+    ).result_rows[0]
+    assert daily == (4, 1)
+    assert (sink.rows_written, sink.repeats) == (5, 5)
+
+
 async def test_address_snapshots_keep_the_latest_version_and_honour_tombstones(
     kafka_bootstrap: str,
     clickhouse: Any,
