@@ -24,7 +24,7 @@ from admin.tokens import Principal
 from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
 from jobs.weeks import Week, expiry
-from schemas.address import AddressError, parse_address
+from schemas.address import AddressError, display_form, parse_address
 from schemas.base import new_event_id
 from schemas.commands import (
     AddAlias,
@@ -288,7 +288,7 @@ async def discovered(
         f"messages, countIf(verdict = 'clean') AS clean FROM {layout.name('mail_events')} "
         "WHERE tenant_id = {t:String} GROUP BY a) AS m ON m.a = lower(s.address) "
         f"ORDER BY {sort} {order}, s.address LIMIT {{n:UInt32}} OFFSET {{o:UInt32}}",
-        {"t": tenant_id, "since": since.replace(tzinfo=None), "q": q, "n": per_page,
+        {"t": tenant_id, "since": since.replace(tzinfo=None), "q": display_form(q), "n": per_page,
          "o": (page - 1) * per_page},
     )  # fmt: skip
     schedule = ctx.schedule
@@ -331,7 +331,7 @@ async def invalid_list(
         "AND status = 'invalid' AND is_deleted = 0 "
         "AND positionCaseInsensitiveUTF8(address, {q:String}) > 0 "
         "ORDER BY address LIMIT {n:UInt32} OFFSET {o:UInt32}",
-        {"t": tenant_id, "q": q, "n": per_page, "o": (page - 1) * per_page},
+        {"t": tenant_id, "q": display_form(q), "n": per_page, "o": (page - 1) * per_page},
     )
     return {
         "total": int(rows[0][3]) if rows else 0,
@@ -355,7 +355,7 @@ async def users(
         "positionCaseInsensitiveUTF8(address, {q:String}) > 0 OR "
         "positionCaseInsensitiveUTF8(concat(first_name, ' ', surname), {q:String}) > 0) "
         "ORDER BY address LIMIT {n:UInt32}",
-        {"t": tenant_id, "q": q, "n": limit},
+        {"t": tenant_id, "q": display_form(q), "n": limit},
     )
     return [
         {"address": a, "first_name": f, "surname": s, "status": st, "role": r or None}

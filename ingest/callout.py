@@ -2,7 +2,10 @@
 
 EHLO, STARTTLS when offered, ``MAIL FROM`` with the tenant's probe sender, ``RCPT TO``, then
 ``RSET`` so the connection can serve the next probe; idle connections are closed with QUIT.
-2xx means the mailbox exists, 5xx that it does not; 4xx, timeouts, refused connections and TLS
+The address goes out with its domain in A-labels; a non-ASCII local part needs SMTPUTF8 on the
+``MAIL FROM``, and a destination that does not offer it cannot verify such an address. 2xx means
+the mailbox exists, and only a refusal of the mailbox means it does not
+(``ingest.policy.read_rcpt_reply``); 4xx, other 5xx, timeouts, refused connections and TLS
 failures are tempfails, after which the next destination (by priority) is tried.
 
 Two protections for the tenant's server: at most ``max_per_destination`` probes in flight per
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 from collections import defaultdict
@@ -20,10 +24,12 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from ingest.policy import CalloutResult
+from ingest.policy import CalloutResult, read_rcpt_reply
 from ingest.smtp_client import Target, open_client, opportunistic_tls
 
 __all__ = ["ProbeOutcome", "Prober", "Target"]
+
+log = logging.getLogger("smtp_discovery.ingest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +39,8 @@ class ProbeOutcome:
     code: int | None = None
     text: str = ""
     reason: str | None = None
-    """For tempfails: reply_4xx, timeout, connect_failed, tls_failed or no_destination."""
+    """For tempfails: reply_4xx, probe_refused, reply_5xx, smtputf8_unsupported, timeout,
+    connect_failed, tls_failed or no_destination."""
     latency_ms: float = 0.0
 
 
@@ -70,11 +77,13 @@ class Prober:
         address: str,
         sender: str = "",
         *,
+        smtputf8: bool = False,
         timeouts: tuple[float, float] | None = None,
     ) -> ProbeOutcome:
-        """Verify ``address`` against the targets in priority order; one conversation for all
-        concurrent callers asking the same question. ``timeouts`` (connect, command) are the
-        tenant's, when it has its own."""
+        """Verify ``address`` (its wire form: A-label domain) against the targets in priority
+        order; one conversation for all concurrent callers asking the same question.
+        ``smtputf8``: the address has a non-ASCII local part. ``timeouts`` (connect, command)
+        are the tenant's, when it has its own."""
         key = (address.lower(), sender, tuple(sorted(targets)))
         shared = self._inflight.get(key)
         if shared is not None:
@@ -83,7 +92,7 @@ class Prober:
         self._inflight[key] = future
         try:
             outcome = await self._probe_targets(
-                sorted(targets), address, sender, timeouts or self.timeouts
+                sorted(targets), address, sender, smtputf8, timeouts or self.timeouts
             )
             future.set_result(outcome)
             return outcome
@@ -100,20 +109,30 @@ class Prober:
         return (self.connect_timeout, self.command_timeout)
 
     async def _probe_targets(
-        self, targets: list[Target], address: str, sender: str, timeouts: tuple[float, float]
+        self,
+        targets: list[Target],
+        address: str,
+        sender: str,
+        smtputf8: bool,
+        timeouts: tuple[float, float],
     ) -> ProbeOutcome:
         if not targets:
             return ProbeOutcome(CalloutResult.TEMPFAIL, None, reason="no_destination")
         last = None
         for target in targets:
-            last = await self._probe_one(target, address, sender, timeouts)
+            last = await self._probe_one(target, address, sender, smtputf8, timeouts)
             if last.result is not CalloutResult.TEMPFAIL:
                 return last
         assert last is not None
         return last
 
     async def _probe_one(
-        self, target: Target, address: str, sender: str, timeouts: tuple[float, float]
+        self,
+        target: Target,
+        address: str,
+        sender: str,
+        smtputf8: bool,
+        timeouts: tuple[float, float],
     ) -> ProbeOutcome:
         command_timeout = timeouts[1]
         began = time.monotonic()
@@ -132,17 +151,22 @@ class Prober:
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return outcome(CalloutResult.TEMPFAIL, reason="connect_failed", text=str(exc)[:200])
             client = connection.client
+            if smtputf8 and not client.supports_extension("smtputf8"):
+                # Never downgraded: without SMTPUTF8 this address cannot be asked about here.
+                await self._finish(target, connection, reuse=True)
+                return outcome(CalloutResult.TEMPFAIL, reason="smtputf8_unsupported")
             try:
                 mail = await client.execute_command(
-                    f"MAIL FROM:<{sender}>".encode(), timeout=command_timeout
+                    f"MAIL FROM:<{sender}>{' SMTPUTF8' if smtputf8 else ''}".encode(),
+                    timeout=command_timeout,
                 )
-                if mail.code >= 400:
+                if mail.code >= 400:  # our sender refused: nothing learnt about the mailbox
                     await self._finish(target, connection, reuse=mail.code < 500)
                     return outcome(
                         CalloutResult.TEMPFAIL,
                         code=mail.code,
                         text=mail.message,
-                        reason="reply_4xx",
+                        reason="reply_4xx" if mail.code < 500 else "probe_refused",
                     )
                 reply = await client.execute_command(
                     f"RCPT TO:<{address}>".encode(), timeout=command_timeout
@@ -155,12 +179,14 @@ class Prober:
                 await self._finish(target, connection, reuse=False)
                 return outcome(CalloutResult.TEMPFAIL, reason="connect_failed", text=str(exc)[:200])
             await self._finish(target, connection, reuse=True)
-            if 200 <= reply.code < 300:
-                return outcome(CalloutResult.EXISTS, code=reply.code, text=reply.message)
-            if reply.code >= 500:
-                return outcome(CalloutResult.MISSING, code=reply.code, text=reply.message)
+            reading = read_rcpt_reply(reply.code, reply.message)
+            if reading.reason == "probe_refused":
+                log.warning(
+                    "the destination refused the probe's form, not the mailbox",
+                    extra={"destination": target.name, "reply": f"{reply.code} {reply.message}"},
+                )
             return outcome(
-                CalloutResult.TEMPFAIL, code=reply.code, text=reply.message, reason="reply_4xx"
+                reading.result, code=reply.code, text=reply.message, reason=reading.reason
             )
 
     async def _checkout(self, target: Target, timeouts: tuple[float, float]) -> _Connection:

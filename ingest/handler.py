@@ -73,6 +73,14 @@ class Transaction:
     recipients: list[tuple[str, Address, bool]] = field(default_factory=list)
     """(tenant id, address, catch-all destination) per accepted recipient."""
 
+    def wire_form(self, raw: str, address: Address | None) -> str:
+        """An address as the relay sends it on: as the client wrote it when the client asked
+        for SMTPUTF8 (which the relay keeps, or refuses the mail), otherwise with its domain in
+        A-labels: a server without SMTPUTF8 refuses a U-label domain as bad syntax."""
+        if self.smtputf8 or address is None:
+            return raw
+        return address.mailbox
+
 
 class IngestHandler:
     def __init__(
@@ -249,7 +257,9 @@ class IngestHandler:
         assert check.tenant is not None
         if not check.targets:
             return self._count("defer", "no_destination", NO_DESTINATION)
-        reply = await self._open_recipient(connection, transaction, envelope, check.targets, raw)
+        reply = await self._open_recipient(
+            connection, transaction, envelope, check.targets, raw, recipient
+        )
         if reply.ok:
             envelope.rcpt_tos.append(raw)
             transaction.recipients.append((check.tenant.tenant_id, recipient, check.catch_all))
@@ -281,7 +291,9 @@ class IngestHandler:
             targets, reason = self.smarthost, "outbound"
         if not targets:
             return self._count("reject", "no_smarthost", NO_SMARTHOST)
-        reply = await self._open_recipient(connection, transaction, envelope, targets, raw)
+        reply = await self._open_recipient(
+            connection, transaction, envelope, targets, raw, recipient
+        )
         if reply.ok:
             envelope.rcpt_tos.append(raw)
         return self._count("accept" if reply.ok else "reject", reason, reply.line)
@@ -293,6 +305,7 @@ class IngestHandler:
         envelope: Envelope,
         targets: list[Target],
         raw: str,
+        recipient: Address,
     ) -> Reply:
         """RCPT on the relay conversation, opening the conversation (MAIL) when it is new.
 
@@ -308,11 +321,13 @@ class IngestHandler:
             downstream = connection.downstream = self.downstream(targets)
         if downstream.owner != transaction.id:
             began = await downstream.begin(
-                transaction.sender, transaction.mail_options, owner=transaction.id
+                transaction.wire_form(transaction.sender, transaction.sender_address),
+                transaction.mail_options,
+                owner=transaction.id,
             )
             if not began.ok:
                 return began
-        return await downstream.rcpt(raw)
+        return await downstream.rcpt(transaction.wire_form(raw, recipient))
 
     # ---- DATA ---------------------------------------------------------------------------------
 

@@ -44,6 +44,56 @@ class CalloutResult(StrEnum):
     TEMPFAIL = "tempfail"
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeReading:
+    """What a destination's reply to the probe's RCPT says about the mailbox."""
+
+    result: CalloutResult
+    reason: str | None = None
+    """Why a reply proves nothing: reply_4xx, probe_refused or reply_5xx."""
+
+
+# Refusals of the probe's own form (its syntax, its order of commands), not of the mailbox.
+_PROBE_REFUSED_CODES = frozenset({500, 501, 503, 555})
+_MAILBOX_REFUSED_CODES = frozenset({550, 551, 553})
+
+
+def read_rcpt_reply(code: int, text: str) -> ProbeReading:
+    """Only a refusal of the mailbox means it does not exist; the table is in docs/ingest.md.
+
+    A destination that cannot parse what we sent (an address form it does not take, a command
+    it did not expect) says nothing about the mailbox: treating that as "user unknown" refused
+    every user of an internationalised domain once. Such replies, and 5xx refusals for other
+    reasons (policy, storage), are failed verifications: the next destination is tried, then
+    the tenant's tempfail policy applies, and nothing is cached as missing.
+    """
+    if 200 <= code < 300:
+        return ProbeReading(CalloutResult.EXISTS)
+    if code < 500:
+        return ProbeReading(CalloutResult.TEMPFAIL, "reply_4xx")
+    enhanced = enhanced_status(text)
+    if code in _PROBE_REFUSED_CODES or (
+        enhanced is not None and (enhanced.startswith("5.5.") or enhanced == "5.1.3")
+    ):
+        return ProbeReading(CalloutResult.TEMPFAIL, "probe_refused")
+    if enhanced is not None:
+        if enhanced.startswith("5.1.") or enhanced == "5.2.1":
+            return ProbeReading(CalloutResult.MISSING)
+        return ProbeReading(CalloutResult.TEMPFAIL, "reply_5xx")
+    if code in _MAILBOX_REFUSED_CODES:
+        return ProbeReading(CalloutResult.MISSING)
+    return ProbeReading(CalloutResult.TEMPFAIL, "reply_5xx")
+
+
+def enhanced_status(text: str) -> str | None:
+    """The RFC 3463 code a reply's text starts with (``5.1.1``), if it has one."""
+    first = text.split(" ", 1)[0] if text else ""
+    parts = first.split(".")
+    if len(parts) == 3 and parts[0] in ("2", "4", "5") and all(p.isdigit() for p in parts):
+        return first
+    return None
+
+
 SETTLED = {
     AddressStatus.USER: "user",
     AddressStatus.FUNCTIONAL: "functional",

@@ -15,7 +15,15 @@ from datetime import datetime
 from ingest.cache import CatchAllTracker, VerificationCache
 from ingest.callout import ProbeOutcome, Prober
 from ingest.destinations import DestinationResolver
-from ingest.policy import CalloutResult, Decision, Verdict, after_callout, decide_rcpt, relay_denied
+from ingest.policy import (
+    CalloutResult,
+    Decision,
+    Verdict,
+    after_callout,
+    decide_rcpt,
+    enhanced_status,
+    relay_denied,
+)
 from ingest.smtp_client import Target
 from ingest.state_view import AddressStateView
 from schemas.address import Address
@@ -87,8 +95,9 @@ class RecipientChecker:
             return check
         outcome = await self.prober.probe(
             check.targets,
-            address.display,
+            address.mailbox,
             settings.probe_sender,
+            smtputf8=address.needs_smtputf8,
             timeouts=(settings.callout_connect_timeout_s, settings.callout_command_timeout_s),
         )
         check.probe = outcome
@@ -162,12 +171,11 @@ class RecipientChecker:
             )
         if outcome.result is CalloutResult.MISSING:
             assert outcome.destination is not None and outcome.code is not None
-            enhanced = outcome.text.split(" ", 1)[0] if outcome.text else ""
             return CalloutRejected(
                 **common,
                 destination=outcome.destination,
                 reply_code=outcome.code,
-                enhanced_status=enhanced if _is_enhanced(enhanced) else None,
+                enhanced_status=enhanced_status(outcome.text),
                 reply_text=outcome.text[:512],
             )
         return CalloutTempfailed(
@@ -180,8 +188,3 @@ class RecipientChecker:
 
 def _catch_all_key(tenant: TenantConfig, destination: str | None) -> str | None:
     return None if destination is None else f"{tenant.tenant_id} {destination}"
-
-
-def _is_enhanced(text: str) -> bool:
-    parts = text.split(".")
-    return len(parts) == 3 and parts[0] in "245" and all(p.isdigit() for p in parts)

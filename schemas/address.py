@@ -90,6 +90,12 @@ class Address:
         return f"{self.local}@{self.domain_unicode}"
 
     @property
+    def mailbox(self) -> str:
+        """The address as it goes to another server: the domain in its A-label form, which
+        every server takes; the local part as received (non-ASCII only with SMTPUTF8)."""
+        return f"{self.local}@{self.domain}"
+
+    @property
     def is_subaddress(self) -> bool:
         return self.tag is not None
 
@@ -175,6 +181,28 @@ def parse_address(text: str, *, smtputf8: bool = True) -> Address:
         quoted=quoted,
         needs_smtputf8=not local_raw.isascii(),
     )
+
+
+def display_form(text: str) -> str:
+    """``text`` (an address, a domain or a fragment of one) with each A-label (``xn--…``) shown
+    as its U-label: addresses are stored and shown in display form, and a search typed in
+    either form must find them. A label that is not a valid A-label is left as it is."""
+    if "xn--" not in text.lower():
+        return text
+
+    def label(match: re.Match[str]) -> str:
+        part = match.group(0)
+        if not part.lower().startswith("xn--"):
+            return part
+        try:
+            return str(idna.decode(part.lower()))
+        except (idna.IDNAError, UnicodeError):
+            return part
+
+    return _LABEL.sub(label, text)
+
+
+_LABEL = re.compile(r"[^.@\s]+")
 
 
 def normalize_domain(text: str) -> str:

@@ -43,11 +43,22 @@ class CalloutRejected(MailEventBase):
 
 
 class CalloutTempfailed(MailEventBase):
-    """No destination gave a definite answer (4xx, timeout, connection or TLS failure)."""
+    """No destination gave a definite answer: a 4xx, a timeout, a connection or TLS failure, a
+    refusal of the probe's own form (``probe_refused``) or a 5xx that is not about the mailbox
+    (``reply_5xx``), or no SMTPUTF8 at the destination for an address that needs it."""
 
     type: Literal["callout_tempfailed"] = "callout_tempfailed"
     destination: str | None = Field(default=None, max_length=300)
-    reason: Literal["reply_4xx", "timeout", "connect_failed", "tls_failed", "no_destination"]
+    reason: Literal[
+        "reply_4xx",
+        "timeout",
+        "connect_failed",
+        "tls_failed",
+        "no_destination",
+        "probe_refused",
+        "reply_5xx",
+        "smtputf8_unsupported",
+    ]
     reply_code: int | None = Field(default=None, ge=400, le=499)
     latency_ms: float = Field(default=0.0, ge=0)
 

@@ -323,3 +323,15 @@ async def test_every_timestamp_the_api_returns_carries_its_zone(admin: Admin) ->
                 checked.append(where)
     assert any("first_seen" in where for where in checked), checked
     assert any("since" in where for where in checked), checked
+
+
+async def test_an_international_address_is_shown_in_u_labels_and_found_by_either_form(
+    admin: Admin,
+) -> None:
+    await admin.tenant("acme", domains=["acme.example", "köln.example"])
+    now = datetime.now(UTC)
+    admin.history.add(ADDRESS_STATE, _snapshot("jörg@köln.example", AddressStatus.DISCOVERED, now))
+    for q in ("jörg@köln", "xn--kln-sna", "JÖRG@XN--KLN-SNA.example"):
+        found = (await admin.http.get(f"/v1/tenants/acme/discovered?q={q}",
+                                      headers=admin.operator)).json()  # fmt: skip
+        assert [i["address"] for i in found["items"]] == ["jörg@köln.example"], q

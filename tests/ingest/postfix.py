@@ -29,6 +29,7 @@ class PostfixServer:
         domains: tuple[str, ...],
         mailboxes: tuple[str, ...] = (),
         mode: str = "strict",
+        smtputf8: bool = True,
     ) -> None:
         if shutil.which("postfix") is None:
             raise RuntimeError(
@@ -41,6 +42,8 @@ class PostfixServer:
         self.domains = domains
         self.mailboxes = mailboxes
         self.mode = mode
+        self.smtputf8 = smtputf8
+        """Postfix's ``smtputf8_enable``: whether it offers SMTPUTF8 (its default is yes)."""
         self.etc = self.directory / "etc"
 
     @property
@@ -80,6 +83,7 @@ class PostfixServer:
                 f"maillog_file_prefixes = {d}",
                 "smtpd_banner = $myhostname ESMTP",
                 "biff = no",
+                f"smtputf8_enable = {'yes' if self.smtputf8 else 'no'}",
                 "",
             ]
         )

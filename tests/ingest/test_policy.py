@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.policy import CalloutResult, Verdict, after_callout, decide_rcpt
+from ingest.policy import (
+    CalloutResult,
+    ProbeReading,
+    Verdict,
+    after_callout,
+    decide_rcpt,
+    read_rcpt_reply,
+)
 from schemas.address import parse_address
 from schemas.state import AddressStatus as S
 from schemas.tenant import DiscoverySettings
@@ -88,3 +95,40 @@ def test_tempfail_policy_accept_if_known() -> None:
     assert after_callout(CalloutResult.TEMPFAIL, settings, S.DISCOVERED).verdict is Verdict.ACCEPT
     assert after_callout(CalloutResult.TEMPFAIL, settings, S.PENDING).verdict is Verdict.ACCEPT
     assert after_callout(CalloutResult.TEMPFAIL, settings, None).verdict is Verdict.DEFER
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "result", "reason"),
+    [
+        (250, "2.1.5 Ok", CalloutResult.EXISTS, None),
+        (450, "4.2.0 Greylisted", CalloutResult.TEMPFAIL, "reply_4xx"),
+        # Refusals of the probe's form: nothing learnt about the mailbox.
+        (501, "5.1.3 Bad recipient address syntax", CalloutResult.TEMPFAIL, "probe_refused"),
+        (500, "5.5.2 Error: command not recognized", CalloutResult.TEMPFAIL, "probe_refused"),
+        (503, "5.5.1 Error: need MAIL command", CalloutResult.TEMPFAIL, "probe_refused"),
+        (555, "5.5.4 Unsupported option: SMTPUTF8", CalloutResult.TEMPFAIL, "probe_refused"),
+        (
+            553,
+            "5.1.3 Bad destination mailbox address syntax",
+            CalloutResult.TEMPFAIL,
+            "probe_refused",
+        ),
+        (550, "5.5.0 Syntax error", CalloutResult.TEMPFAIL, "probe_refused"),
+        # Refusals of the mailbox.
+        (550, "5.1.1 <x@a.example>: User unknown", CalloutResult.MISSING, None),
+        (550, "5.1.10 Recipient address rejected: null MX", CalloutResult.MISSING, None),
+        (551, "5.1.6 User has moved", CalloutResult.MISSING, None),
+        (550, "5.2.1 Mailbox disabled", CalloutResult.MISSING, None),
+        (550, "No such user here", CalloutResult.MISSING, None),
+        (553, "Mailbox name not allowed", CalloutResult.MISSING, None),
+        # Other refusals prove nothing about the mailbox.
+        (554, "5.7.1 Relay access denied", CalloutResult.TEMPFAIL, "reply_5xx"),
+        (550, "5.7.1 Policy rejection", CalloutResult.TEMPFAIL, "reply_5xx"),
+        (552, "5.2.2 Mailbox full", CalloutResult.TEMPFAIL, "reply_5xx"),
+        (554, "Transaction failed", CalloutResult.TEMPFAIL, "reply_5xx"),
+    ],
+)
+def test_only_a_refusal_of_the_mailbox_means_it_does_not_exist(
+    code: int, text: str, result: CalloutResult, reason: str | None
+) -> None:
+    assert read_rcpt_reply(code, text) == ProbeReading(result, reason)

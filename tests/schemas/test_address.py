@@ -8,6 +8,7 @@ from schemas.address import (
     MAX_DOMAIN_OCTETS,
     MAX_LOCAL_OCTETS,
     AddressError,
+    display_form,
     normalize_domain,
     parse_address,
 )
@@ -257,3 +258,27 @@ def test_any_text_either_parses_within_limits_or_raises_address_error(local: str
         return
     assert len(a.local.encode()) <= MAX_LOCAL_OCTETS
     assert parse_address(a.normalized).normalized == a.normalized
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [
+        ("alice@xn--kln-sna.example", "alice@köln.example"),
+        ("XN--KLN-SNA", "köln"),
+        ("@xn--kln-sna", "@köln"),
+        ("alice@köln.example", "alice@köln.example"),
+        ("xn--zz.example", "xn--zz.example"),  # not a valid A-label: left alone
+        ("alice", "alice"),
+    ],
+)
+def test_a_search_in_a_labels_finds_what_is_shown_in_u_labels(typed: str, shown: str) -> None:
+    assert display_form(typed) == shown
+
+
+def test_both_forms_of_an_international_address_are_one_mailbox() -> None:
+    u_label = parse_address("alice@köln.example")
+    a_label = parse_address("Alice@XN--KLN-SNA.example")
+    assert u_label.record_key("t") == a_label.record_key("t")
+    assert u_label.route_key("t") == a_label.route_key("t")
+    assert (u_label.display, a_label.display) == ("alice@köln.example", "Alice@köln.example")
+    assert u_label.mailbox == "alice@xn--kln-sna.example"
