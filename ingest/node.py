@@ -24,6 +24,7 @@ from ingest.events import EventPublisher
 from ingest.handler import IngestHandler
 from ingest.metrics import IngestMetrics
 from ingest.outbound import OutboundIndex
+from ingest.policy import verification_still_applies
 from ingest.recipients import RecipientChecker
 from ingest.relay import Downstream
 from ingest.server import IngestSMTP
@@ -31,6 +32,7 @@ from ingest.smtp_client import Target, opportunistic_tls
 from ingest.spool import Spool
 from ingest.state_view import AddressStateView
 from ingest.verdict import load_verdict_step
+from schemas.state import AddressStatus
 from schemas.topics import ADDRESS_STATE, MAIL, TENANTS
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.ops import OpsServer
@@ -66,7 +68,7 @@ class IngestNode:
         self.metrics = IngestMetrics()
         self.tenants = TenantDirectory()
         self.cache = VerificationCache(clock)
-        self.states = AddressStateView(on_change=self.cache.invalidate)
+        self.states = AddressStateView(on_change=self._status_changed)
         topics = config.topics
         self._followers = [
             CompactedTopicFollower(kafka_options, topics(TENANTS), self.tenants.apply),
@@ -117,6 +119,12 @@ class IngestNode:
         self._server: asyncio.base_events.Server | None = None
         self._sessions: weakref.WeakSet[IngestSMTP] = weakref.WeakSet()
         self._housekeeping: asyncio.Task[None] | None = None
+
+    def _status_changed(
+        self, record_key: str, old: AddressStatus | None, new: AddressStatus | None
+    ) -> None:
+        if not verification_still_applies(old, new):
+            self.cache.invalidate(record_key)
 
     def _downstream(self, targets: list[Target]) -> Downstream:
         return Downstream(

@@ -144,6 +144,23 @@ def decide_rcpt(
     return Decision(Verdict.CALLOUT, 0, "", "", "callout")
 
 
+ANSWERED_BY_CALLOUT = frozenset({None, AddressStatus.PENDING, AddressStatus.DISCOVERED})
+"""Statuses whose RCPT decision is the destination's answer (``decide_rcpt`` says CALLOUT)."""
+
+
+def verification_still_applies(old: AddressStatus | None, new: AddressStatus | None) -> bool:
+    """Whether a cached callout answer survives a change of the address's status.
+
+    The answer is about the mailbox at the destination, and the decision reads it only while
+    the status leaves the RCPT to a callout. Moving between such statuses (new, pending,
+    discovered, removed again) changes nothing the decision reads, so the answer stays and the
+    tenant's server is not asked again; it is one callout per positive-cache lifetime and node.
+    A status an admin or a settled state decided (user, alias, invalid ...) ends it: coming
+    back from there deserves a fresh look.
+    """
+    return old in ANSWERED_BY_CALLOUT and new in ANSWERED_BY_CALLOUT
+
+
 def after_callout(
     result: CalloutResult, settings: DiscoverySettings, status: AddressStatus | None
 ) -> Decision:

@@ -1,14 +1,25 @@
-"""aiosmtpd's SMTP protocol with the two things the ingest node adds to it: a 421 reply closes
-the connection (harvest protection), and a closed connection ends its relay conversation."""
+"""aiosmtpd's SMTP protocol with what the ingest node adds to it: every reply leaves in one
+write (multi-line ones included), a 421 reply closes the connection (harvest protection), and a
+closed connection ends its relay conversation."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
 
+from ingest.envelope_syntax import path_problem
 from ingest.handler import IngestHandler
+
+log = logging.getLogger("smtp_discovery.ingest")
+
+# HTTP methods, and the header lines that follow them, as the command word aiosmtpd reads.
+_NOT_SMTP = (
+    "GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    "HOST:", "USER-AGENT:", "ACCEPT:", "CONTENT-LENGTH:", "CONTENT-TYPE:", "CONNECTION:",
+)  # fmt: skip
 
 
 class IngestSMTP(SMTP):
@@ -17,6 +28,33 @@ class IngestSMTP(SMTP):
         self.line_length_limit = max_line_bytes
         super().__init__(handler, **kwargs)
         self._closing: asyncio.Task[None] | None = None
+        self._continued: list[str] = []
+        """Lines of a multi-line reply (``250-…``) held until its last line."""
+        for command in _NOT_SMTP:
+            self._smtp_methods[command] = self._not_smtp
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        problem = arg and path_problem(arg, "FROM:")
+        if problem:
+            await self.push(f"501 5.1.3 {problem}")
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        problem = arg and path_problem(arg, "TO:")
+        if problem:
+            await self.push(f"501 5.1.3 {problem}")
+            return
+        await super().smtp_RCPT(arg)
+
+    async def _not_smtp(self, arg: str | None) -> None:
+        """An HTTP request (or a proxy's) sent to the SMTP port: say so once, and hang up, as
+        Postfix does; answering each header line would only keep the connection busy."""
+        peer = self.session.peer if self.session is not None else None
+        log.warning("non-SMTP command from %s: closing the connection", peer)
+        await self.push("221 2.7.0 Error: this is an SMTP server. Goodbye.")
+        if self.transport is not None:
+            self.transport.close()
 
     @property
     def in_transaction(self) -> bool:
@@ -35,8 +73,20 @@ class IngestSMTP(SMTP):
             self.transport.close()
 
     async def push(self, status: AnyStr) -> None:
-        await super().push(status)
-        text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        """Send one reply line; the lines of a multi-line reply go out together with its last.
+
+        aiosmtpd writes each line of EHLO's answer on its own. Clients that read one segment as
+        the whole reply (scanners among them) then fall out of step with the conversation, and
+        one such scanner reported a node that refused every relay attempt as an open relay.
+        """
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if len(text) > 3 and text[3] == "-" and text[:3].isdigit():
+            self._continued.append(text)
+            return
+        if self._continued:
+            text = "\r\n".join([*self._continued, text])
+            self._continued.clear()
+        await super().push(text)
         if text.startswith("421") and self.transport is not None:
             self.transport.close()
 

@@ -185,3 +185,83 @@ async def test_a_bare_lf_dot_does_not_end_a_message(
     assert strict.delivered("bob@a.example") == [] or all(
         b"Subject: forged" not in m for m in strict.delivered("bob@a.example")
     )
+
+
+PATHS = [
+    (b"<alice@a.example", "501 5.1.3"),
+    (b"alice@a.example>", "501 5.1.3"),
+    (b"<<alice@a.example>>", "501 5.1.3"),
+    (b"<alice@a.example>junk", "501 5.1.3"),
+    (b"<alice@a.example> ===", "501 5.1.3"),
+    (b"<alice@a.example> NOTIFY=NEVER", "250 "),  # a real ESMTP parameter
+    (b" <alice@a.example>", "250 "),  # leniency real MTAs need: a space after the colon
+    (b"alice@a.example", "250 "),  # and a path without angle brackets
+]
+
+
+@pytest.mark.parametrize(("path", "expected"), PATHS, ids=[p[0].decode() for p in PATHS])
+async def test_a_recipient_path_is_strict_where_no_real_mta_is_lenient(
+    ingest: Ingest, path: bytes, expected: str
+) -> None:
+    raw = await _session(ingest)
+    assert (await raw.command("MAIL FROM:<sender@outside.example>")).startswith("250")
+    answer = await raw.command(b"RCPT TO:" + path)
+    # NOTIFY is DSN, which aiosmtpd does not offer: its 555 still proves the path was read.
+    assert answer.startswith(expected) or (b"NOTIFY" in path and answer.startswith("555")), answer
+    assert (await raw.command("RCPT TO:<alice@a.example>")).startswith("250"), "still serving"
+    await raw.close()
+
+
+async def test_an_unbalanced_sender_path_is_refused(ingest: Ingest) -> None:
+    raw = await _session(ingest)
+    assert (await raw.command("MAIL FROM:<sender@outside.example")).startswith("501 5.1.3")
+    assert (await raw.command("MAIL FROM:<sender@outside.example>")).startswith("250")
+
+
+@pytest.mark.parametrize(
+    "request_line", ["GET / HTTP/1.1", "POST /login HTTP/1.0", "CONNECT a.example:25 HTTP/1.1",
+                     "Host: mx.a.example", "User-Agent: curl/8.0"],
+)  # fmt: skip
+async def test_an_http_request_is_answered_once_and_the_connection_closed(
+    ingest: Ingest, request_line: str
+) -> None:
+    raw = await Raw.open(ingest)
+    (answer,) = await raw.send(f"{request_line}\r\nHost: a\r\nAccept: */*\r\n\r\n".encode())
+    assert answer.startswith("221 2.7.0")
+    assert await raw.reply() == "", "the node hung up after one answer"
+
+
+async def test_every_reply_leaves_in_one_write(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EHLO's reply is several lines; a client that reads one segment as the whole reply must
+    get all of them. Counted at the server's transport, the writes a reply takes; and at the
+    socket, one read after the reply's first byte holds all of it."""
+    from ingest.server import IngestSMTP
+
+    writes: list[bytes] = []
+    made = IngestSMTP.connection_made
+
+    def counting(self: IngestSMTP, transport: asyncio.BaseTransport) -> None:
+        write = transport.write  # type: ignore[attr-defined]
+
+        def recorded(data: bytes) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        transport.write = recorded  # type: ignore[attr-defined]
+        made(self, transport)
+
+    monkeypatch.setattr(IngestSMTP, "connection_made", counting)
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+        await reader.readline()  # the greeting
+        writes.clear()
+        writer.write(b"EHLO client.example\r\n")
+        await writer.drain()
+        first = await reader.read(65536)  # whatever the first segment holds
+        lines = first.decode().split("\r\n")
+        assert lines[0].startswith("250-") and lines[-2].startswith("250 "), first
+        assert lines[-1] == "", "the whole reply, and nothing after it"
+        assert len(writes) == 1, writes
+        writer.close()

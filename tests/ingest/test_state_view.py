@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+
+from ingest.policy import verification_still_applies
 from ingest.state_view import AddressStateView
 from schemas.codec import encode
 from schemas.state import AddressStateSnapshot, AddressStatus
@@ -13,17 +16,43 @@ def snapshot(status: AddressStatus) -> bytes:
     )
 
 
-def test_statuses_follow_snapshots_and_tombstones_and_report_changes() -> None:
-    changed: list[str] = []
-    view = AddressStateView(on_change=changed.append)
+def test_statuses_follow_snapshots_and_tombstones_and_report_only_changes() -> None:
+    changed: list[tuple[str, AddressStatus | None, AddressStatus | None]] = []
+    view = AddressStateView(on_change=lambda *change: changed.append(change))
     key = b"acme:first.last+news@example.com"
     view.apply(key, snapshot(AddressStatus.PENDING))
     assert view.status(key.decode()) is AddressStatus.PENDING
+    for _ in range(3):  # a record per counted message, the status unchanged: nothing to report
+        view.apply(key, snapshot(AddressStatus.PENDING))
     view.apply(key, snapshot(AddressStatus.USER))
     assert view.status(key.decode()) is AddressStatus.USER
     view.apply(key, None)
     assert view.status(key.decode()) is None
-    assert changed == [key.decode()] * 3
+    view.apply(key, None)
+    k = key.decode()
+    assert changed == [
+        (k, None, AddressStatus.PENDING),
+        (k, AddressStatus.PENDING, AddressStatus.USER),
+        (k, AddressStatus.USER, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "keeps"),
+    [
+        (None, AddressStatus.PENDING, True),
+        (AddressStatus.PENDING, AddressStatus.DISCOVERED, True),
+        (AddressStatus.DISCOVERED, None, True),
+        (AddressStatus.DISCOVERED, AddressStatus.USER, False),
+        (AddressStatus.USER, None, False),
+        (AddressStatus.INVALID, AddressStatus.PENDING, False),
+        (AddressStatus.ALIAS, AddressStatus.DISCOVERED, False),
+    ],
+)
+def test_a_cached_answer_survives_only_changes_the_decision_does_not_read(
+    old: AddressStatus | None, new: AddressStatus | None, keeps: bool
+) -> None:
+    assert verification_still_applies(old, new) is keeps
 
 
 def test_undecodable_records_are_skipped() -> None:
