@@ -24,10 +24,32 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from ingest.spool import Position, Spool, SpoolRecord
 
 log = logging.getLogger("smtp_discovery.ingest")
+
+
+class _CachedPartitioner:
+    """Kafka's own key hash (murmur2, as every client computes it: the partitions must agree
+    with the worker's), remembered per key: a route key recurs with every message to its
+    address, and aiokafka's murmur2 is pure Python."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._partitions: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        known = self._partitions.get((key, len(all_partitions)))
+        if known is None:
+            if len(self._partitions) >= self.size:
+                self._partitions.clear()
+            known = int(DefaultPartitioner()(key, all_partitions, available))
+            self._partitions[(key, len(all_partitions))] = known
+        return known
 
 
 class EventPublisher:
@@ -128,6 +150,7 @@ class EventPublisher:
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=self.request_timeout_ms,
+            partitioner=_CachedPartitioner(),
         )
         try:
             await producer.start()

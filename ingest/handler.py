@@ -20,6 +20,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import Counter
 
 from ingest.dha import Action, HarvestGuard
 from ingest.events import EventPublisher
@@ -119,6 +120,8 @@ class IngestHandler:
         self.max_recipients = max_recipients
         self.tarpit = tarpit
         self.proxy_networks = tuple(proxy_networks)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._dated: tuple[int, str] = (-1, "")
         """Load balancers allowed to say who the client is (PROXY protocol)."""
         self._connections: dict[int, Connection] = {}
 
@@ -234,7 +237,7 @@ class IngestHandler:
                 return self._count("defer", f"dha_{verdict.action.value}", verdict.reply)
         check = await self.checker.check(recipient)
         if check.cache_hit or check.probe is not None:
-            self.metrics.cache.labels("hit" if check.cache_hit else "miss").inc()
+            self._inc(self.metrics.cache, "hit" if check.cache_hit else "miss")
         if check.probe is not None:
             self.metrics.callout_latency.labels(check.probe.result.value).observe(
                 check.probe.latency_ms / 1000
@@ -353,7 +356,7 @@ class IngestHandler:
         except Exception:
             log.exception("events of a delivered message could not be stored")
             raise
-        self.metrics.messages.labels(direction, "relayed").inc()
+        self._inc(self.metrics.messages, direction, "relayed")
         log.info(
             "message relayed",
             extra={
@@ -415,7 +418,7 @@ class IngestHandler:
         line = (
             f"Received: from {helo} ([{connection.client_ip}])\r\n\tby {self.hostname} "
             f"(smtp-discovery) with {protocol} id {transaction.id}{recipient};\r\n\t"
-            f"{format_datetime(self.clock())}\r\n"
+            f"{self._date()}\r\n"
         )
         return line.encode("utf-8", "replace")
 
@@ -438,9 +441,28 @@ class IngestHandler:
         spooled_before = self.publisher.spooled
         await self.publisher.publish(records, admitted=admitted)
         spooled = self.publisher.spooled - spooled_before
-        self.metrics.events.labels("spool").inc(spooled)
-        self.metrics.events.labels("kafka").inc(len(records) - spooled)
+        if spooled:
+            self._inc(self.metrics.events, "spool", by=spooled)
+        if len(records) > spooled:
+            self._inc(self.metrics.events, "kafka", by=len(records) - spooled)
 
     def _count(self, outcome: str, reason: str, reply: str) -> str:
-        self.metrics.rcpt.labels(outcome, reason).inc()
+        self._inc(self.metrics.rcpt, outcome, reason)
         return reply
+
+    def _inc(self, counter: Counter, *labels: str, by: float = 1) -> None:
+        """``counter.labels(*labels).inc(by)``, with the labelled child looked up once: a few
+        of these per message, and prometheus_client's lookup takes a lock and validates."""
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc(by)
+
+    def _date(self) -> str:
+        """The Received header's date, formatted once a second."""
+        now = self.clock()
+        second = int(now.timestamp())
+        if second != self._dated[0]:
+            self._dated = (second, format_datetime(now))
+        return self._dated[1]

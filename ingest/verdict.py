@@ -27,10 +27,14 @@ class SpamHeaderVerdict:
         name, _, pattern = spec.partition(":")
         self.header = name.strip()
         self.pattern = re.compile(pattern, re.IGNORECASE)
+        self._field = self.header.lower().encode("ascii") + b":"
 
     def __call__(self, content: bytes) -> Verdict:
         end = content.find(b"\r\n\r\n")
         head = content if end < 0 else content[: end + 2]
+        lowered = head.lower()
+        if not lowered.startswith(self._field) and b"\n" + self._field not in lowered:
+            return "clean"  # most mail: no such header, and no need to parse the header block
         headers = _HEADERS.parsebytes(head, headersonly=True)
         for value in headers.get_all(self.header, []):
             if self.pattern.search(str(value)):
