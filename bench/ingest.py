@@ -13,7 +13,8 @@ Figures (one JSON object each):
   context (``vs_bare_aiosmtpd``).
 * ``ingest_rcpt_latency_ms``: RCPT round-trip p50/p99 for cache hits and for callouts (the
   downstream answers the probe; the callout event is acknowledged by Kafka before the reply).
-* ``ingest_view_bytes_per_address``: memory of the address-state view per address.
+* ``ingest_view_bytes_per_address``: memory of the address-state view per address, and its
+  lookup p99 beside a plain dict's over the same keys (half known, half strangers).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bench.kafka_baseline import emit
 from ingest.node import IngestNode
 from ingest.state_view import AddressStateView
 from schemas.codec import encode
+from schemas.state import AddressStatus
 from schemas.tenant import Destination, TenantConfig
 from schemas.topics import TENANTS
 from smtp_discovery.config import RuntimeConfig
@@ -133,21 +135,37 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(quantiles[49], 3), "p99": round(quantiles[98], 3), "n": len(values)}
 
 
-def view_bytes_per_address(count: int) -> float:
-    view = AddressStateView()
-    value = b'{"record": {"status": "discovered"}}'
-    keys = [
-        f"tenant-{i % 5000:04d}:first.last{i}@domain{i % 7}.example".encode() for i in range(count)
-    ]
+def view_figures(count: int) -> dict[str, float]:
+    """Bytes per address of the address-state view, and its lookup p99 against a plain dict
+    of the same keys (the structure it replaced) in the same run."""
+    keys = [f"tenant-{i % 5000:04d}:first.last{i}@domain{i % 7}.example" for i in range(count)]
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
+    view = AddressStateView()
     for key in keys:
-        view.apply(key, value)
+        view.set(key, AddressStatus.DISCOVERED)
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert len(view) == count
-    return (after - before) / count
+    plain = dict.fromkeys(keys, 3)
+    probes = [keys[(i * 7919) % count] for i in range(50_000)]
+    probes += [f"stranger{i}@nowhere.example" for i in range(50_000)]
+
+    def p99(lookup: Any) -> float:
+        samples = []
+        for key in probes:
+            began = time.perf_counter_ns()
+            lookup(key)
+            samples.append(time.perf_counter_ns() - began)
+        return statistics.quantiles(samples, n=100)[98] / 1000
+
+    compact, baseline = p99(view.status), p99(plain.get)
+    return {
+        "bytes": round((after - before) / count, 1),
+        "lookup_p99_us": round(compact, 2),
+        "dict_lookup_p99_us": round(baseline, 2),
+    }
 
 
 async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> None:
@@ -220,13 +238,14 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         sink.close()
         bare.close()
         relay.close()
-    per_address = view_bytes_per_address(args.view_addresses)
-    emit(
-        "ingest_view_bytes_per_address",
-        bytes=round(per_address, 1),
-        addresses=args.view_addresses,
-        gib_per_100m=round(per_address * 100e6 / 2**30, 1),
-    )
+    for count in args.view_addresses:
+        figures = view_figures(count)
+        emit(
+            "ingest_view_bytes_per_address",
+            **figures,
+            addresses=count,
+            gib_per_100m=round(figures["bytes"] * 100e6 / 2**30, 1),
+        )
 
 
 def main() -> None:
@@ -235,7 +254,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
     parser.add_argument("--callouts", type=int, default=500)
-    parser.add_argument("--view-addresses", type=int, default=1_000_000)
+    parser.add_argument("--view-addresses", type=int, nargs="+", default=[1_000_000])
     run_with_kafka(main_async, parser.parse_args())
 
 

@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     # (module, full arguments, --quick arguments)
     ("bench.kafka_baseline", [], ["--events", "20000"]),
-    ("bench.ingest", [], ["--messages", "600", "--callouts", "100", "--view-addresses", "100000"]),
+    (
+        "bench.ingest",
+        ["--view-addresses", "1000000", "10000000"],
+        ["--messages", "600", "--callouts", "100", "--view-addresses", "100000"],
+    ),
     ("bench.streams_worker", [], ["--events", "5000", "--recovery-addresses", "50000"]),
     ("bench.sink", [], ["--rows", "50000", "--history", "1000000", "--tenants", "1000"]),
     ("bench.end_to_end", [], ["--messages", "400", "--new", "30"]),

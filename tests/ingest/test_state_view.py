@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import pytest
 
 from ingest.policy import verification_still_applies
 from ingest.state_view import AddressStateView
 from schemas.codec import encode
 from schemas.state import AddressStateSnapshot, AddressStatus
+from tests.ingest.harness import running_ingest, state, tenant
+from tests.ingest.postfix import PostfixServer
 from tests.schemas.samples import RECORD, T0
 
 
@@ -61,3 +66,47 @@ def test_undecodable_records_are_skipped() -> None:
     view.apply(b"acme:y@a.example", b"\xff")
     view.apply(None, snapshot(AddressStatus.USER))
     assert len(view) == 0
+
+
+def test_the_compact_table_agrees_with_a_dict_through_growth_and_removals() -> None:
+    rng = random.Random(7)
+    view = AddressStateView(fingerprint_key=b"k" * 16)
+    model: dict[str, AddressStatus] = {}
+    statuses = list(AddressStatus)
+    for step in range(60_000):
+        key = f"acme:user{rng.randrange(20_000)}@a.example"
+        if rng.random() < 0.3:
+            view.set(key, None)
+            model.pop(key, None)
+        else:
+            status = rng.choice(statuses)
+            view.set(key, status)
+            model[key] = status
+        if step % 5_000 == 0:
+            assert len(view) == len(model)
+    assert len(view) == len(model)
+    for i in range(20_000):
+        key = f"acme:user{i}@a.example"
+        assert view.status(key) is model.get(key)
+    assert view.status("acme:stranger@a.example") is None
+    assert len(view) <= 0.7 * len(view._statuses), "at most 70% full"
+
+
+async def test_a_fingerprint_collision_cannot_accept_mail_for_a_stranger(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    postfix_servers: dict[str, PostfixServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Forced: every key has the same fingerprint, so a stranger reads as the known user. The
+    node skips the callout, but the destination's own RCPT answer still refuses it."""
+    monkeypatch.setattr(AddressStateView, "_fingerprint", lambda self, key: 42)
+    strict = postfix_servers["strict"]
+    acme = tenant("acme", ["a.example"], strict.port)
+    states = [state("acme", "alice@a.example", AddressStatus.USER)]
+    async with running_ingest(kafka_bootstrap, tmp_path, [acme], states) as ingest:
+        assert ingest.node.states.status("acme:stranger@a.example") is AddressStatus.USER
+        async with ingest.client() as smtp:
+            await smtp.mail("sender@outside.example")
+            reply = await smtp.execute_command(b"RCPT TO:<stranger@a.example>")
+        assert reply.code == 550 and "5.1.1" in reply.message, reply
