@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +60,11 @@ class Connection:
 
     client_ip: IPAddress
     downstream: Downstream | None = None
+    client: str = ""
+    """``client_ip`` as text, made once (it is logged, keyed and written on every message)."""
+
+    def __post_init__(self) -> None:
+        self.client = str(self.client_ip)
 
 
 @dataclass(slots=True)
@@ -167,7 +172,7 @@ class IngestHandler:
             return SPOOL_FULL
         smtputf8 = "SMTPUTF8" in (option.upper() for option in mail_options)
         sender = "" if address == "<>" else address
-        transaction = Transaction(uuid.uuid4().hex[:16], sender, smtputf8, list(mail_options))
+        transaction = Transaction(os.urandom(8).hex(), sender, smtputf8, list(mail_options))
         if sender:
             try:
                 transaction.sender_address = parse_address(sender, smtputf8=smtputf8)
@@ -182,7 +187,7 @@ class IngestHandler:
                 self.metrics.messages.labels("outbound", "refused").inc()
                 log.info(
                     "outbound sender refused",
-                    extra={"client_ip": str(connection.client_ip), "tenant": owner},
+                    extra={"client_ip": connection.client, "tenant": owner},
                 )
                 return SENDER_REFUSED
             transaction.outbound_tenant = tenant
@@ -221,7 +226,7 @@ class IngestHandler:
         raw: str,
         recipient: Address,
     ) -> str:
-        client_ip = str(connection.client_ip)
+        client_ip = connection.client
         tenant = self.tenants.tenant_for_domain(recipient.domain)
         settings = self.tenants.settings(tenant.tenant_id) if tenant else None
         if tenant is not None and settings is not None:
@@ -361,7 +366,7 @@ class IngestHandler:
             "message relayed",
             extra={
                 "transaction": transaction.id,
-                "client_ip": str(connection.client_ip),
+                "client_ip": connection.client,
                 "direction": direction,
                 "recipients": len(envelope.rcpt_tos),
                 "size": len(content),
@@ -416,7 +421,7 @@ class IngestHandler:
         protocol = "ESMTPS" if session.ssl else "ESMTP" if session.extended_smtp else "SMTP"
         recipient = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
         line = (
-            f"Received: from {helo} ([{connection.client_ip}])\r\n\tby {self.hostname} "
+            f"Received: from {helo} ([{connection.client}])\r\n\tby {self.hostname} "
             f"(smtp-discovery) with {protocol} id {transaction.id}{recipient};\r\n\t"
             f"{self._date()}\r\n"
         )

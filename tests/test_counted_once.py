@@ -10,8 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from smtp_discovery.localkafka.node import free_port
 from tests.ingest.harness import _publish, running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 from tests.smtp_discovery.kafka_helpers import drain_for
+from tests.smtp_discovery.ops_helpers import ready
 
 pytestmark = pytest.mark.kafka
 
@@ -128,14 +127,6 @@ async def test_a_frozen_broker_doubles_nothing(
             assert await _counted(clickhouse, layout, N) == (N, N)
 
 
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _start_ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -143,7 +134,7 @@ def _start_ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     deadline = time.monotonic() + 90
-    while not _ready(int(env["DISCOVERY_OPS_LISTEN"].rsplit(":", 1)[1])):
+    while not ready(int(env["DISCOVERY_OPS_LISTEN"].rsplit(":", 1)[1])):
         assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.1)

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.localkafka.node import free_port
+from tests.smtp_discovery.ops_helpers import ready
 
 pytestmark = pytest.mark.kafka
 
@@ -43,14 +42,6 @@ def private_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
         yield kafka
     finally:
         kafka.stop()
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _kafka_errors(log: Path) -> list[str]:
@@ -97,7 +88,7 @@ def test_roles_without_kafka_log_once_per_interval_and_stop_on_sigterm(
             roles[role] = (process, ops, log)
         deadline = time.monotonic() + 180
         for role, (process, ops, log) in roles.items():
-            while not _ready(ops):
+            while not ready(ops):
                 assert process.poll() is None, f"{role} exited:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, f"{role} not ready:\n{log.read_text()[-3000:]}"
                 time.sleep(0.2)
