@@ -24,7 +24,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     (
         "bench.ingest",
         ["--view-addresses", "1000000", "10000000"],
-        ["--messages", "600", "--callouts", "100", "--view-addresses", "100000"],
+        ["--messages", "2000", "--callouts", "100", "--view-addresses", "100000"],
     ),
     ("bench.streams_worker", [], ["--events", "5000", "--recovery-addresses", "50000"]),
     ("bench.sink", [], ["--rows", "50000", "--history", "1000000", "--tenants", "1000"]),

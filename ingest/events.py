@@ -100,19 +100,17 @@ class EventPublisher:
         if len(delivered) == len(records) and all(delivered):
             return
         async with self._lock:
-            late = [i for i in range(len(records)) if i >= len(delivered) or not delivered[i]]
+            # Looked at again under the lock: an acknowledgement that came meanwhile means the
+            # event is delivered, and spooling it would send it twice.
+            late = [i for i in range(len(records)) if i >= len(futures) or not _acked(futures[i])]
             log.warning(
                 "Kafka did not acknowledge %d event(s) in time: spooled until it does", len(late)
             )
             positions = self._to_spool([records[i] for i in late], True)
             for position, i in zip(positions, late, strict=True):
-                if i < len(futures):
-                    self._hold(position, futures[i])
-
-    def _hold(self, position: Position, future: asyncio.Future[Any]) -> None:
-        """The spool entry at ``position`` stays the producer's while its send is undecided."""
-        if not future.done():
-            self._held[position] = future
+                if i < len(futures) and not futures[i].done():
+                    # The entry stays the producer's while its send is undecided.
+                    self._held[position] = futures[i]
 
     def _to_spool(self, records: list[SpoolRecord], admitted: bool) -> list[Position]:
         positions = self.spool.append(records, admitted=admitted)
@@ -140,7 +138,7 @@ class EventPublisher:
         as long as the broker is away; the wait for it here is bounded)."""
         if futures:
             await asyncio.wait(futures, timeout=self.request_timeout_ms / 1000)
-        delivered = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
+        delivered = [_acked(f) for f in futures]
         self.sent += sum(delivered)
         return delivered
 
@@ -237,3 +235,7 @@ class EventPublisher:
         if self.spool.size_bytes:
             await self.drain_once()
         await self._disconnect()
+
+
+def _acked(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
