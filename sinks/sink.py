@@ -38,6 +38,9 @@ log = logging.getLogger("smtp_discovery.sink")
 
 SOURCE_TOPICS = (STATE_CHANGES, ADDRESS_STATE, MAIL, TENANTS)
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+LOOKUP_CHUNK = 5_000
+"""Event ids per lookup of stored ones: the ids travel as a query parameter, which an HTTP
+ClickHouse server limits in size."""
 
 
 @dataclass(slots=True)
@@ -276,8 +279,13 @@ class Sink:
     ) -> list[list[Any]]:
         """The rows whose event is neither repeated earlier in the batch nor already stored."""
         rows = first_of_each(rows, identity)
-        sql, parameters = stored_query(self.layout.name(table), rows, identity)
-        stored = {str(row[0]) for row in self.client.query(sql, parameters=parameters).result_rows}
+        stored: set[str] = set()
+        for start in range(0, len(rows), LOOKUP_CHUNK):
+            sql, parameters = stored_query(
+                self.layout.name(table), rows[start : start + LOOKUP_CHUNK], identity
+            )
+            result = self.client.query(sql, parameters=parameters)
+            stored.update(str(row[0]) for row in result.result_rows)
         return not_stored(rows, stored, identity)
 
     def _recorded_range(self, topic: str, partition: int) -> tuple[int, int, str] | None:
