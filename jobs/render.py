@@ -59,11 +59,25 @@ def as_html(report: Report) -> str:
 
 
 def as_csv(report: Report) -> str:
+    """Every cell quoted, and any cell a spreadsheet would run as a formula made inert."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(report.columns)
-    writer.writerows(report.rows)
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow([spreadsheet_safe(cell) for cell in report.columns])
+    writer.writerows([spreadsheet_safe(cell) for cell in row] for row in report.rows)
     return out.getvalue()
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A text cell that starts like a formula gets a leading apostrophe (OWASP's advice for CSV
+    injection). Addresses come from anyone who can send mail to a tenant, so
+    ``=cmd|'/Ccalc'@a.example`` is a discovered address like any other; opened in a spreadsheet,
+    it must stay text."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+        return "'" + cell
+    return cell
 
 
 def as_json(report: Report) -> str:

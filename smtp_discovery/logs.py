@@ -48,8 +48,19 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         fields = _extra(record)
         if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            line += " " + " ".join(f"{k}={_value(v)}" for k, v in fields.items())
         return line
+
+
+def _value(value: Any) -> str:
+    """A field's value, quoted and escaped (JSON string rules) when it holds a space, a quote,
+    an ``=``, a backslash or a control character: a value such as the local part
+    ``"forg to_status=user tenant=b"`` must not read as fields of its own to a key=value
+    parser."""
+    text = str(value)
+    if not text or any(ch in ' "=\\' or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
 
 
 class RepeatFilter(logging.Filter):

@@ -89,7 +89,7 @@ def test_new_users_lists_the_weeks_users_and_how_each_was_created(history: Histo
         ("bob@acme.example", "discovered and not managed before it expired"),
     ]
     assert json.loads(FORMATS["json"](report))["rows"][0]["address"] == "ann@acme.example"
-    assert FORMATS["csv"](report).splitlines()[0] == "address,role,how,when"
+    assert FORMATS["csv"](report).splitlines()[0] == '"address","role","how","when"'
 
 
 def test_new_aliases_name_their_users(history: History) -> None:

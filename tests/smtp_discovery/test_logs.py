@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from smtp_discovery.logs import JsonFormatter, RepeatFilter, TextFormatter
 
@@ -59,3 +60,15 @@ def test_our_own_lines_and_library_info_are_never_held_back() -> None:
     info = logging.LogRecord("aiokafka.consumer", logging.INFO, __file__, 1, "joined", None, None)
     assert all(repeats.filter(ours) for _ in range(5))
     assert all(repeats.filter(info) for _ in range(5))
+
+
+def test_a_value_cannot_forge_fields_in_text_logs() -> None:
+    forged = '"forg to_status=user reason=admin:create_user tenant=b"@a.example'
+    line = TextFormatter().format(_record(tenant="a", address=forged, to_status="pending"))
+    fields = line.split(" transition ", 1)[1]
+    parsed = dict(
+        (key, json.loads(value) if value.startswith('"') else value)
+        for key, value in re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', fields)
+    )
+    assert parsed == {"tenant": "a", "address": forged, "to_status": "pending"}
+    assert "\n" not in TextFormatter().format(_record(address="a\nforged=1"))
