@@ -527,6 +527,17 @@ async def history(
     return [{"day": row[0], **dict(zip(columns, map(int, row[1:]), strict=True))} for row in rows]
 
 
+API_HEADERS = {
+    # Tenant data: no cache may keep it, and no browser may guess another type for it.
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    # A report previewed as HTML comes from the console's origin: nothing in it may run, load
+    # or be framed (its styles are inline).
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
+
+
 def create_app(ctx: AdminContext) -> FastAPI:
     app = FastAPI(
         title="smtp-discovery admin API",
@@ -542,6 +553,9 @@ def create_app(ctx: AdminContext) -> FastAPI:
         current = getattr(request.app.state, "context", None)
         if current is not None:
             current.responses[f"{response.status_code // 100}xx"] += 1
+        if request.url.path.startswith("/v1/"):
+            for name, value in API_HEADERS.items():
+                response.headers.setdefault(name, value)
         return response
 
     app.include_router(router)

@@ -167,7 +167,7 @@ async def _serve(
         sink = Sink(options, clickhouse, config.analytics_layout, config.topics,
                     sink_settings(config))  # fmt: skip
         roles.append(asyncio.create_task(sink.run(halt), name="sink"))
-        token_file, new_token = await _operator_token(config, options)
+        token_file, made = await _operator_token(config, options)
         admin_ready = asyncio.Event()
         roles.append(
             asyncio.create_task(
@@ -185,8 +185,9 @@ async def _serve(
         print(f"sink        {config.sink_group} -> {config.analytics_layout.database}")
         print(f"admin       http://{config.admin_listen}/docs (operator token in {token_file})")
         print(f"console     http://{config.admin_listen}/console")
-        if new_token:
-            print(f"token       {new_token} (operator; shown once, kept in {token_file})")
+        if made:
+            # Where the secret is, never the secret: a terminal's output is often collected.
+            print(f"token       an operator token was made; show it with: cat {token_file}")
         if config.report_smarthost:
             jobs = Jobs(clickhouse, config.analytics_layout, schedule(config), mailer(config))
             roles.append(asyncio.create_task(jobs.run(halt), name="jobs"))
@@ -226,12 +227,10 @@ async def _serve(
         await asyncio.to_thread(_stop_worker, worker, config.stop_timeout_s)
 
 
-async def _operator_token(
-    config: RuntimeConfig, options: dict[str, Any]
-) -> tuple[Path, str | None]:
+async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tuple[Path, bool]:
     """The embedded system's first operator token, made once and kept (mode 0600) in the data
-    directory: only its hash goes to Kafka, so the file is the only copy of the secret. The
-    token itself is returned (to print once) only when it was just made."""
+    directory: only its hash goes to Kafka, so the file is the only copy of the secret. Where
+    it is, and whether it was just made."""
     from admin.tokens import new_token
     from schemas.codec import encode
     from schemas.topics import ADMIN_TOKENS
@@ -239,7 +238,7 @@ async def _operator_token(
 
     path = config.data_dir / "operator-token"
     if path.exists():
-        return path, None
+        return path, False
     bearer, record = new_token(None, "embedded operator")
     producer = idempotent_producer(options)
     await producer.start()
@@ -251,7 +250,7 @@ async def _operator_token(
         await producer.stop()
     path.touch(mode=0o600)
     path.write_text(bearer + "\n")
-    return path, bearer
+    return path, True
 
 
 def _start_worker(bootstrap: str, log_file: Path, stop_timeout_s: float) -> subprocess.Popen[bytes]:

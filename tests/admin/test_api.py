@@ -335,3 +335,18 @@ async def test_an_international_address_is_shown_in_u_labels_and_found_by_either
         found = (await admin.http.get(f"/v1/tenants/acme/discovered?q={q}",
                                       headers=admin.operator)).json()  # fmt: skip
         assert [i["address"] for i in found["items"]] == ["jörg@köln.example"], q
+
+
+async def test_tenant_data_is_never_cached_sniffed_or_run(admin: Admin) -> None:
+    await admin.tenant("acme")
+    for path in ("/v1/tenants", "/v1/tenants/acme/discovered",
+                 "/v1/tenants/acme/reports/warning?format=html",
+                 "/v1/tenants/acme/reports/warning?format=csv", "/v1/tenants/nobody"):  # fmt: skip
+        response = await admin.http.get(path, headers=admin.operator)
+        assert response.headers["cache-control"] == "no-store", path
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src" not in policy, path
+    csv_download = await admin.http.get("/v1/tenants/acme/reports/warning?format=csv",
+                                        headers=admin.operator)  # fmt: skip
+    assert csv_download.headers["content-disposition"].startswith("attachment;")
