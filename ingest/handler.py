@@ -125,9 +125,9 @@ class IngestHandler:
         self.max_recipients = max_recipients
         self.tarpit = tarpit
         self.proxy_networks = tuple(proxy_networks)
+        """Load balancers allowed to say who the client is (PROXY protocol)."""
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._dated: tuple[int, str] = (-1, "")
-        """Load balancers allowed to say who the client is (PROXY protocol)."""
         self._connections: dict[int, Connection] = {}
 
     # ---- connection ---------------------------------------------------------------------------
