@@ -538,11 +538,15 @@ API_HEADERS = {
 }
 
 
-def create_app(ctx: AdminContext) -> FastAPI:
+def create_app(ctx: AdminContext, *, docs: bool = False) -> FastAPI:
+    """The API and the console. ``docs``: serve Swagger UI at /docs, a page that loads its
+    scripts from a public CDN onto this origin, so only when the operator asks for it."""
     app = FastAPI(
         title="smtp-discovery admin API",
         version="1",
         description="Tenants, settings, discovered addresses and their management.",
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
     )
     app.state.context = ctx
     errors.install(app)

@@ -38,8 +38,8 @@ async def serve_admin(
     host, port = split_host_port(config.admin_listen)
     endpoint = OpsServer(ctx.metrics(), ready=lambda: server.started)
     uv_config = uvicorn.Config(
-        create_app(ctx), host=host, port=port, log_level="warning", access_log=False,
-        lifespan="off",
+        create_app(ctx, docs=config.admin_docs), host=host, port=port, log_level="warning",
+        access_log=False, lifespan="off",
     )  # fmt: skip
     server = uvicorn.Server(uv_config)
     # The process owns its signals (smtp_discovery.stopping): uvicorn must neither take SIGINT

@@ -195,6 +195,12 @@ VARIABLES: tuple[Variable, ...] = (
         "host:port of the admin API and web console.",
     ),
     Variable(
+        "DISCOVERY_ADMIN_DOCS",
+        "admin_docs",
+        "Serve the interactive API docs at /docs (off by default: its page loads its scripts "
+        "from a public CDN). The OpenAPI document is always at /openapi.json.",
+    ),
+    Variable(
         "DISCOVERY_LOG_FORMAT",
         "log_format",
         "text (human) or json (one object per line, for log shippers). Never message contents.",
@@ -360,6 +366,7 @@ class RuntimeConfig(BaseModel):
     report_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     report_timezone: str = "UTC"
     admin_listen: str = "127.0.0.1:8025"
+    admin_docs: bool = False
     log_format: Literal["text", "json"] = "text"
     ingest_listen: str = Field(default="127.0.0.1:2525")
     ingest_hostname: str = Field(default_factory=socket.getfqdn, max_length=255)

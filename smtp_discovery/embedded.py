@@ -183,7 +183,8 @@ async def _serve(
         if config.ops_listen:
             print(f"metrics     http://{config.ops_listen}/metrics")
         print(f"sink        {config.sink_group} -> {config.analytics_layout.database}")
-        print(f"admin       http://{config.admin_listen}/docs (operator token in {token_file})")
+        docs = "/docs" if config.admin_docs else "/openapi.json"
+        print(f"admin       http://{config.admin_listen}{docs} (operator token in {token_file})")
         print(f"console     http://{config.admin_listen}/console")
         if made:
             # Where the secret is, never the secret: a terminal's output is often collected.

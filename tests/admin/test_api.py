@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from schemas.codec import decode, encode
@@ -350,3 +351,13 @@ async def test_tenant_data_is_never_cached_sniffed_or_run(admin: Admin) -> None:
     csv_download = await admin.http.get("/v1/tenants/acme/reports/warning?format=csv",
                                         headers=admin.operator)  # fmt: skip
     assert csv_download.headers["content-disposition"].startswith("attachment;")
+
+
+async def test_the_cdn_docs_page_is_served_only_when_asked_for(admin: Admin) -> None:
+    from admin.api import create_app
+
+    assert (await admin.http.get("/docs")).status_code == 404
+    assert (await admin.http.get("/openapi.json")).status_code == 200
+    transport = httpx.ASGITransport(app=create_app(admin.ctx, docs=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as http:
+        assert (await http.get("/docs")).status_code == 200
