@@ -216,6 +216,11 @@ async def rate_until_committed(
             first, started = time.monotonic(), done
         if done >= events:
             assert first is not None
+            if started > events // 2:
+                raise RuntimeError(
+                    f"{group}: its first commit already covered {started} of {events} events, "
+                    "too few left to measure a rate: raise --events"
+                )
             return (events - started) / (time.monotonic() - first)
         if process.poll() is not None:
             raise RuntimeError(read_log(log)[-3000:])

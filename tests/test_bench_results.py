@@ -1,0 +1,25 @@
+"""bench/run cannot write a failed measurement as a result."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.results import implausible
+
+
+@pytest.mark.parametrize(
+    "figures",
+    [
+        [],
+        [{"figure": "faust_noop_events_per_s", "events_per_s": 0, "ratio": 0.0}],
+        [{"figure": "worker_events_per_s", "events_per_s": 480, "ratio": float("nan")}],
+        [{"figure": "sink_rows_per_s", "ratio": float("inf")}],
+        [{"figure": "ok", "ratio": 0.7}, {"figure": "e2e_messages_per_s", "pipeline_per_s": -1}],
+    ],
+)
+def test_a_zero_nan_or_missing_figure_is_a_failure(figures: list[dict[str, object]]) -> None:
+    assert implausible(figures)
+
+
+def test_real_figures_pass() -> None:
+    assert implausible([{"figure": "x", "ratio": 0.741, "events_per_s": 558.2, "p99": 0}]) == ""
