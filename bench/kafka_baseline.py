@@ -78,7 +78,7 @@ async def pass_through(bootstrap: str, source: str, target: str, events: int) ->
             for records in batch.values():
                 for record in records:
                     await producer.send(target, key=record.key, value=record.value)
-                seen += sum(len(r) for r in batch.values())
+                seen += len(records)
             if batch:
                 await producer.flush()
                 await consumer.commit()

@@ -118,12 +118,12 @@ def build_history(client: Any, layout: Layout, rows: int, tenants: int) -> None:
     client.command(
         f"INSERT INTO {db}.address_state (tenant_id, record_key, address, status, role, primary, "
         "first_name, surname, status_since, status_reason, discovered_at, discovered_reason, "
-        "first_seen, last_seen, aliases, record_version, is_deleted, kafka_partition, "
+        "aliases, record_version, is_deleted, kafka_partition, "
         "kafka_offset, ingested_at) "
         f"SELECT concat('t', toString(number % {tenants})), toString(number), "
         f"concat('d', toString(number), '@t', toString(number % {tenants}), '.example'), "
         "if(number % 20 = 0, 'discovered', 'user'), '', '', '', '', now64(3), 'threshold', "
-        "now64(3) - toIntervalDay(number % 20), 'threshold', NULL, NULL, [], 1, 0, 0, number, "
+        "now64(3) - toIntervalDay(number % 20), 'threshold', [], 1, 0, 0, number, "
         f"now64(3) FROM numbers({rows // 10})"
     )
 

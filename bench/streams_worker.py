@@ -1,16 +1,31 @@
 """Streams worker throughput and recovery, against a bare aiokafka loop in the same run.
 
-    .venv/bin/python -m bench.streams_worker [--events 20000] [--recovery-addresses 1000000]
+    .venv/bin/python -m bench.streams_worker [--events 100000] [--recovery-addresses 1000000]
 
 Figures (one JSON object each):
+* ``faust_noop_events_per_s``: a Faust agent that does nothing with each event (bench.faust_noop),
+  over the baseline below: the floor of Faust's own per-event cost.
 * ``worker_events_per_s`` (``mix=discovering``): mail to addresses being discovered, the
   heaviest path (decode, rules, table update, snapshot; new addresses' transitions acknowledged
   before the table write), divided by the events/s of a bare aiokafka consume→produce loop over
-  the same input topic, measured in the same run.
+  the same input topic, measured in the same run; ``vs_noop`` divides it by the Faust no-op's.
 * ``worker_events_per_s`` (``mix=users``): mail to addresses that are already users, the bulk of
-  a provider's steady-state traffic (decode and look-up, no write), over the same baseline.
+  a provider's steady-state traffic (decode and look-up, no write), over the same baselines.
 * ``worker_recovery_s``: seconds a fresh worker (empty data directory) needs to restore a
   table of N addresses from its changelog and index the waiting ones.
+
+How a Faust process's rate is timed from outside it (the worker's code is not touched): the
+input topic begins and ends, on every partition, with a *marker*, a verification of an address
+never seen before, which every version of the worker answers with outputs (a new address's
+snapshot and transition; the no-op forwards markers and nothing else). Its output topics stamp
+each record with the broker's clock on arrival (``LogAppendTime``). The rate is the number of
+input records the process handled after its first one, divided by the time from the first
+output of any head marker (the first record the agent consumed has just been handled) to the
+last output of any tail marker (the last record of the last partition has been handled and its
+output acknowledged). Commit intervals and the bench's polling do not enter the figure: the
+group's committed offsets only confirm that every input record was consumed. Anything that would
+make the window wrong (a marker without an output, a timestamp that is not the broker's, a window
+too short for millisecond stamps) fails the run instead of writing a figure.
 """
 
 from __future__ import annotations
@@ -23,10 +38,11 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -37,7 +53,7 @@ from schemas.commands import ImportUser
 from schemas.mail import CalloutVerified, RecipientDelivered
 from schemas.state import AddressRecord, AddressStatus
 from schemas.tenant import TenantConfig
-from schemas.topics import COMMANDS, MAIL, STATE_CHANGES, TENANTS, TopicNames
+from schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, STATE_CHANGES, TENANTS, TopicNames
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import client_options, ensure_topics
 from streams.partitioning import partition_for
@@ -45,6 +61,15 @@ from streams.partitioning import partition_for
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+MARK = ":mark"
+"""In the route key (``bench:markhead3``) and record key of every marker, and of nothing else."""
+TIMED = (ADDRESS_STATE, STATE_CHANGES)
+"""Output topics whose records carry the broker's append time: the timed runs read them back."""
+LOG_APPEND_TIME = 1
+MIN_WINDOW_S = 2.0
+"""Shortest window a rate is computed over: each end is exact to a few milliseconds (whole-
+millisecond stamps; outputs sent together reach their partitions in one request), which over
+2 s is well under 1%."""
 
 
 def worker_env(bootstrap: str, names: TopicNames, app_id: str, data_dir: Path) -> dict[str, str]:
@@ -59,6 +84,8 @@ def worker_env(bootstrap: str, names: TopicNames, app_id: str, data_dir: Path) -
         "DISCOVERY_CLOCK": "event-time",
         "DISCOVERY_EXPIRY_SCAN_S": "1",
         "DISCOVERY_LOG_LEVEL": "INFO",
+        # No ops endpoint: its fixed default port may be taken by a worker running beside.
+        "DISCOVERY_OPS_LISTEN": "off",
     }
 
 
@@ -87,11 +114,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 async def setup(bootstrap: str, names: TopicNames) -> None:
+    """The run's topics (before any process does: the timed outputs are stamped by the
+    broker), and its one tenant."""
+    timed = {names(base) for base in TIMED}
+    specs = [
+        replace(s, extra_configs={**s.extra_configs, "message.timestamp.type": "LogAppendTime"})
+        if s.name in timed
+        else s
+        for s in names.specs()
+    ]
     await ensure_topics(
         client_options(RuntimeConfig(), bootstrap),
         partitions=PARTITIONS,
         replication=1,
-        specs=names.specs(),
+        specs=specs,
     )
     tenant = TenantConfig(
         tenant_id="bench",
@@ -144,24 +180,51 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
         await producer.stop()
 
 
-async def committed_total(bootstrap: str, group: str, topics: list[str]) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    except KafkaError:
-        return 0
-    finally:
-        await admin.close()
-    return sum(o.offset for tp, o in offsets.items() if tp.topic in topics and o.offset > 0)
+def markers(kind: str, at: datetime) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value): one verification of a new address for every partition of the
+    mail topic. A new address always changes state, so the worker answers it with outputs."""
+    found: dict[int, tuple[bytes, bytes]] = {}
+    n = 0
+    while len(found) < PARTITIONS:
+        event = CalloutVerified(
+            tenant_id="bench",
+            event_time=at,
+            address=f"{MARK[1:]}{kind}{n}@bench.example",
+            destination="mx:25",
+            reply_code=250,
+        )
+        key = event.kafka_key()
+        found.setdefault(partition_for(key, PARTITIONS), (key, encode(event)))
+        n += 1
+    return [(partition, key, value) for partition, (key, value) in sorted(found.items())]
+
+
+async def produce_marked(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> int:
+    """``events`` between a head and a tail marker on every partition; the input's length.
+    Each part is acknowledged before the next is sent, so the markers are first and last."""
+    at_end = T0 + timedelta(seconds=len(events))
+    heads, tails = markers("head", T0), markers("tail", at_end)
+    await produce_partitioned(bootstrap, topic, heads)
+    await produce(bootstrap, topic, events)
+    await produce_partitioned(bootstrap, topic, tails)
+    return len(heads) + len(events) + len(tails)
+
+
+@dataclass(frozen=True)
+class Rate:
+    events_per_s: float
+    window_s: float
 
 
 async def worker_throughput(
     bootstrap: str, events: int, addresses: int, tmp: Path, *, users: bool = False
-) -> float:
+) -> Rate:
     names = TopicNames(f"bench{int(time.time())}{'u' if users else 'd'}.")
     await setup(bootstrap, names)
+    app_id = f"{names.prefix}streams"
+    env = worker_env(bootstrap, names, app_id, tmp / names.prefix)
     if users:
+        # The users exist before the mail arrives: a first worker imports them and stops.
         imports = [
             ImportUser(
                 tenant_id="bench", event_time=T0, address=f"user{i}@bench.example", actor="bench"
@@ -169,63 +232,138 @@ async def worker_throughput(
             for i in range(addresses)
         ]
         await produce(bootstrap, names(COMMANDS), [(c.kafka_key(), encode(c)) for c in imports])
-    await produce(bootstrap, names(MAIL), mail_events(events, addresses))
-    app_id = f"{names.prefix}streams"
-    process = start_worker(
-        worker_env(bootstrap, names, app_id, tmp / names.prefix), tmp / "throughput.log"
-    )
+        importer = start_worker(env, tmp / "import.log")
+        try:
+            await until_committed(
+                bootstrap, app_id, names(COMMANDS), len(imports), importer, tmp / "import.log"
+            )
+        finally:
+            stop(importer)
+    total = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
+    process = start_worker(env, tmp / "throughput.log")
     try:
-        return await rate_until_committed(
-            bootstrap, app_id, names(MAIL), events, process, tmp / "throughput.log"
+        await until_committed(
+            bootstrap, app_id, names(MAIL), total, process, tmp / "throughput.log"
         )
+        return await marked_rate(bootstrap, [names(t) for t in TIMED], total)
     finally:
         stop(process)
 
 
-async def faust_floor(bootstrap: str, events: int, addresses: int, tmp: Path) -> float:
+async def faust_floor(bootstrap: str, events: int, addresses: int, tmp: Path) -> Rate:
     """Events/s of a Faust agent that does nothing with each event."""
     names = TopicNames(f"noop{int(time.time())}.")
     await setup(bootstrap, names)
-    await produce(bootstrap, names(MAIL), mail_events(events, addresses))
+    total = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
     app_id = f"{names.prefix}noop"
     env = {
         **os.environ,
         "NOOP_APP_ID": app_id,
         "NOOP_BOOTSTRAP": bootstrap,
         "NOOP_TOPIC": names(MAIL),
+        "NOOP_OUTPUT": names(ADDRESS_STATE),
+        "NOOP_MARK": MARK,
+        "NOOP_DATA_DIR": str(tmp / f"{app_id}-data"),
     }
     process = start_module("bench.faust_noop", env, tmp / "noop.log")
     try:
-        return await rate_until_committed(
-            bootstrap, app_id, names(MAIL), events, process, tmp / "noop.log"
-        )
+        await until_committed(bootstrap, app_id, names(MAIL), total, process, tmp / "noop.log")
+        return await marked_rate(bootstrap, [names(ADDRESS_STATE)], total)
     finally:
         stop(process)
 
 
-async def rate_until_committed(
-    bootstrap: str, group: str, topic: str, events: int, process: subprocess.Popen[bytes], log: Path
-) -> float:
-    """Events/s between the group's first commit on ``topic`` and its commit of the last event."""
-    first = None
-    started = 0
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        done = await committed_total(bootstrap, group, [topic])
-        if first is None and done > 0:
-            first, started = time.monotonic(), done
-        if done >= events:
-            assert first is not None
-            if started > events // 2:
-                raise RuntimeError(
-                    f"{group}: its first commit already covered {started} of {events} events, "
-                    "too few left to measure a rate: raise --events"
-                )
-            return (events - started) / (time.monotonic() - first)
-        if process.poll() is not None:
-            raise RuntimeError(read_log(log)[-3000:])
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"{group} did not finish in time")
+async def until_committed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    records: int,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 1800,
+) -> None:
+    """Return once ``group`` has committed ``records`` records of ``topic``: every one consumed.
+    Not a clock: the rate comes from the outputs' stamps (marked_rate)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                offsets = await admin.list_consumer_group_offsets(group)
+            except KafkaError:
+                offsets = {}
+            if sum(max(o.offset, 0) for tp, o in offsets.items() if tp.topic == topic) >= records:
+                return
+            if process.poll() is not None:
+                raise RuntimeError(read_log(log)[-3000:])
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"{group} did not consume {records} records of {topic} in {timeout:.0f}s")
+
+
+async def marked_rate(bootstrap: str, topics: list[str], records: int, timeout: float = 60) -> Rate:
+    """The rate of a process whose ``records`` input records were framed by markers, from the
+    broker's stamps on its outputs in ``topics`` (see the module's docstring)."""
+    first, last = await marker_window(bootstrap, topics, timeout)
+    return window_rate(first, last, records)
+
+
+def window_rate(first_ms: int, last_ms: int, records: int) -> Rate:
+    """From the first head marker's output to the last tail marker's, the process handled every
+    input record but the first: records - 1 of them."""
+    seconds = (last_ms - first_ms) / 1000
+    if seconds < MIN_WINDOW_S:
+        raise RuntimeError(
+            f"{records} records took {seconds:.3f}s, under the {MIN_WINDOW_S}s a rate needs: "
+            "raise --events"
+        )
+    return Rate((records - 1) / seconds, seconds)
+
+
+def note_marker(seen: dict[str, dict[bytes, int]], key: bytes | None, stamp: int) -> None:
+    """Keep the earliest stamp of each head marker's outputs and the latest of each tail's;
+    ``key`` is a marker's route key (the no-op) or record key (the worker), or anything else."""
+    match = re.search(rb":mark(head|tail)(\d+)(?:@|$)", key or b"")
+    if match:
+        kind, name = match.group(1).decode(), match.group(2)
+        pick = min if kind == "head" else max
+        seen[kind][name] = pick(seen[kind].get(name, stamp), stamp)
+
+
+async def marker_window(bootstrap: str, topics: list[str], timeout: float) -> tuple[int, int]:
+    """(first, last) in broker milliseconds: the earliest output of any head marker and the
+    latest output of any tail marker, once every marker's outputs are in and every partition
+    has been read to its end."""
+    parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    seen: dict[str, dict[bytes, int]] = {"head": {}, "tail": {}}
+    try:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for record in (r for rs in batch.values() for r in rs):
+                if record.timestamp_type != LOG_APPEND_TIME:
+                    raise RuntimeError(
+                        f"{record.topic} is not stamped by the broker (LogAppendTime): "
+                        "cannot time the run from its outputs"
+                    )
+                note_marker(seen, record.key, record.timestamp)
+            if all(len(s) == PARTITIONS for s in seen.values()):
+                ends = await consumer.end_offsets(parts)
+                read = [await consumer.position(tp) for tp in parts]
+                if all(at >= ends[tp] for at, tp in zip(read, parts, strict=True)):
+                    return min(seen["head"].values()), max(seen["tail"].values())
+    finally:
+        await consumer.stop()
+    raise RuntimeError(
+        f"outputs of {len(seen['head'])} head and {len(seen['tail'])} tail markers of "
+        f"{PARTITIONS} each found in {topics} within {timeout:.0f}s: cannot time the run"
+    )
 
 
 async def baseline(bootstrap: str, events: int, addresses: int) -> float:
@@ -329,19 +467,23 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         floor = await faust_floor(bootstrap, args.events, args.addresses, tmp)
         emit(
             "faust_noop_events_per_s",
-            events_per_s=round(floor),
+            events_per_s=round(floor.events_per_s),
             baseline_events_per_s=round(base),
-            ratio=round(floor / base, 4),
+            ratio=round(floor.events_per_s / base, 4),
+            events=args.events,
+            window_s=round(floor.window_s, 3),
         )
         for users in (False, True):
             rate = await worker_throughput(bootstrap, args.events, args.addresses, tmp, users=users)
             emit(
                 "worker_events_per_s",
                 mix="users" if users else "discovering",
-                events_per_s=round(rate),
+                events_per_s=round(rate.events_per_s),
                 baseline_events_per_s=round(base),
-                ratio=round(rate / base, 4),
+                ratio=round(rate.events_per_s / base, 4),
+                vs_noop=round(rate.events_per_s / floor.events_per_s, 4),
                 events=args.events,
+                window_s=round(rate.window_s, 3),
             )
     if args.recovery_addresses:
         result = await recovery(bootstrap, args.recovery_addresses, tmp)
@@ -350,7 +492,7 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--addresses", type=int, default=2_000)
     parser.add_argument("--recovery-addresses", type=int, default=1_000_000)
     run_with_kafka(main_async, parser.parse_args(), heap="2g")

@@ -15,6 +15,8 @@ from bench.results import implausible
         [{"figure": "worker_events_per_s", "events_per_s": 480, "ratio": float("nan")}],
         [{"figure": "sink_rows_per_s", "ratio": float("inf")}],
         [{"figure": "ok", "ratio": 0.7}, {"figure": "e2e_messages_per_s", "pipeline_per_s": -1}],
+        [{"figure": "worker_events_per_s", "ratio": 0.03, "vs_noop": 0.0}],
+        [{"figure": "worker_events_per_s", "ratio": 0.03, "vs_noop": float("nan")}],
     ],
 )
 def test_a_zero_nan_or_missing_figure_is_a_failure(figures: list[dict[str, object]]) -> None:
@@ -23,3 +25,4 @@ def test_a_zero_nan_or_missing_figure_is_a_failure(figures: list[dict[str, objec
 
 def test_real_figures_pass() -> None:
     assert implausible([{"figure": "x", "ratio": 0.741, "events_per_s": 558.2, "p99": 0}]) == ""
+    assert implausible([{"figure": "w", "ratio": 0.03, "vs_noop": 0.18, "window_s": 35.3}]) == ""

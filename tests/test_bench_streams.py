@@ -1,0 +1,54 @@
+"""The streams bench times a Faust process by its markers' outputs, or refuses to."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bench.streams_worker import (
+    MARK,
+    MIN_WINDOW_S,
+    PARTITIONS,
+    markers,
+    note_marker,
+    window_rate,
+)
+from streams.partitioning import partition_for
+
+
+@pytest.mark.parametrize("kind", ["head", "tail"])
+def test_a_marker_opens_and_closes_every_partition(kind: str) -> None:
+    placed = markers(kind, datetime(2026, 3, 2, tzinfo=UTC))
+    assert [partition for partition, _key, _value in placed] == list(range(PARTITIONS))
+    for partition, key, _value in placed:
+        assert partition_for(key, PARTITIONS) == partition  # where the worker's producer puts it
+        assert MARK.encode() in key  # what the no-op forwards
+        assert key.startswith(f"bench{MARK}{kind}".encode())
+
+
+def test_the_window_runs_from_the_first_head_output_to_the_last_tail_output() -> None:
+    seen: dict[str, dict[bytes, int]] = {"head": {}, "tail": {}}
+    for key, stamp in [
+        (b"bench:markhead0@bench.example", 1_005),  # the worker's record key
+        (b"bench:markhead0@bench.example", 1_000),  # a second output of the same marker
+        (b"bench:markhead1", 1_003),  # the no-op forwards the route key
+        (b"bench:marktail0@bench.example", 9_000),
+        (b"bench:marktail0@bench.example", 9_002),
+        (b"bench:user7@bench.example", 99_999),  # not a marker
+        (b"bench:markheadx", 1),  # not a marker either
+        (None, 1),
+    ]:
+        note_marker(seen, key, stamp)
+    assert seen == {"head": {b"0": 1_000, b"1": 1_003}, "tail": {b"0": 9_002}}
+
+
+def test_the_rate_counts_every_record_after_the_first() -> None:
+    rate = window_rate(1_000, 11_000, 50_009)
+    assert rate.window_s == 10.0
+    assert rate.events_per_s == 5_000.8
+
+
+def test_a_window_too_short_for_millisecond_stamps_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="raise --events"):
+        window_rate(1_000, 1_000 + int(MIN_WINDOW_S * 1000) - 1, 50_009)
