@@ -277,16 +277,20 @@ async def discovered(
     assert settings is not None
     since = ctx.clock() - timedelta(weeks=weeks)
     layout = ctx.layout
+    # First and last seen and the counts come from the per-address rollup of the mail events
+    # (``address_activity``, rows of one key not necessarily merged yet: aggregated here), so
+    # the query reads one row per address the tenant has seen, not its events.
     rows = await ctx.query(
-        f"SELECT s.address, s.discovered_at, s.discovered_reason, s.first_seen, s.last_seen, "
-        f"m.messages, m.clean, count() OVER () AS total "
+        f"SELECT s.address, s.discovered_at, s.discovered_reason, m.fs AS first_seen, "
+        f"m.ls AS last_seen, m.n AS messages, m.clean AS clean_messages, count() OVER () AS total "
         f"FROM (SELECT * FROM {layout.name('address_state')} FINAL "
         "WHERE tenant_id = {t:String} AND status = 'discovered' AND is_deleted = 0 "
         "AND discovered_at >= {since:DateTime64(3, 'UTC')} "
         "AND positionCaseInsensitiveUTF8(address, {q:String}) > 0) AS s "
-        f"LEFT JOIN (SELECT lower(address) AS a, countIf(type = 'recipient_delivered') AS "
-        f"messages, countIf(verdict = 'clean') AS clean FROM {layout.name('mail_events')} "
-        "WHERE tenant_id = {t:String} GROUP BY a) AS m ON m.a = lower(s.address) "
+        "LEFT JOIN (SELECT address_key, toNullable(min(first_seen)) AS fs, "
+        "toNullable(max(last_seen)) AS ls, sum(messages) AS n, sum(clean_messages) AS clean "
+        f"FROM {layout.name('address_activity')} WHERE tenant_id = {{t:String}} "
+        "GROUP BY address_key) AS m ON m.address_key = lower(s.address) "
         f"ORDER BY {sort} {order}, s.address LIMIT {{n:UInt32}} OFFSET {{o:UInt32}}",
         {"t": tenant_id, "since": since.replace(tzinfo=None), "q": display_form(q), "n": per_page,
          "o": (page - 1) * per_page},

@@ -1,8 +1,9 @@
 """Address state: the lifecycle vocabulary, the per-address record and its transitions.
 
-The record is what the streams topology keeps per address and publishes, as its latest
-snapshot, to the compacted ``discovery.address-state`` topic; every change of status is also a
-:class:`StateChange` on the append-only ``discovery.state-changes`` topic.
+The record is what the streams topology keeps per address; its state (status and the facts that
+go with it, not the traffic it counts) is published, when it changes, to the compacted
+``discovery.address-state`` topic; every change of status is also a :class:`StateChange` on the
+append-only ``discovery.state-changes`` topic.
 """
 
 from __future__ import annotations
@@ -71,8 +72,18 @@ def _check_reason(value: str) -> str:
 TransitionReason = Annotated[str, AfterValidator(_check_reason)]
 
 
-class AddressRecord(Contract):
-    """Everything known about one address of one tenant."""
+class AddressState(Contract):
+    """What other roles act on about one address: its status and the facts that go with it.
+
+    This is what ``discovery.address-state`` carries, and it is published only when one of
+    these fields changes (``version`` aside): mail that changes nothing about an address costs
+    no record on the topic, no cache drop on the ingest nodes and no row in the sink. Message
+    counts and first/last seen are traffic, not state: they stay in the worker's
+    :class:`AddressRecord`, and ClickHouse rolls them up from the mail events itself.
+
+    The expiry day is not a field: it follows from ``discovered_at`` and the tenant's settings
+    *now* (``streams.rules.expiry_deadline``), so a settings change moves it without a record.
+    """
 
     tenant_id: TenantId
     address: MailAddress = Field(description="As first received, for display.")
@@ -87,23 +98,47 @@ class AddressRecord(Contract):
     alias_candidates: tuple[MailAddress, ...] = Field(
         default=(), description="Possible primaries when alias detection was ambiguous."
     )
-    first_seen: UtcDatetime | None = None
-    last_seen: UtcDatetime | None = None
     discovered_at: UtcDatetime | None = None
     discovered_reason: TransitionReason | None = None
-    clean_by_day: dict[date, int] = Field(
-        default_factory=dict, description="Clean inbound messages per event-time day."
-    )
-    late_dropped: int = Field(default=0, ge=0)
     aliases: tuple[MailAddress, ...] = Field(
         default=(), description="Normalised addresses linked to this user as aliases."
-    )
-    applied_event_ids: tuple[str, ...] = Field(
-        default=(), description="Recent event ids already applied, for idempotence."
     )
 
     def key(self) -> str:
         return record_key(self.tenant_id, parse_address(self.address).normalized)
+
+
+STATE_FIELDS: tuple[str, ...] = tuple(AddressState.model_fields)
+"""The published fields, in order."""
+
+_COMPARED = tuple(name for name in STATE_FIELDS if name != "version")
+
+
+def state_of(record: AddressState) -> AddressState:
+    """The published part of a record (the record itself when it is already just that)."""
+    if type(record) is AddressState:
+        return record
+    return AddressState.model_construct(**{name: getattr(record, name) for name in STATE_FIELDS})
+
+
+def same_state(before: AddressState, after: AddressState) -> bool:
+    """True when publishing ``after`` would tell other roles nothing ``before`` did not."""
+    return all(getattr(before, name) == getattr(after, name) for name in _COMPARED)
+
+
+class AddressRecord(AddressState):
+    """Everything the worker knows about one address: its state, and the traffic it counts
+    (kept in the worker's table, never published)."""
+
+    first_seen: UtcDatetime | None = None
+    last_seen: UtcDatetime | None = None
+    clean_by_day: dict[date, int] = Field(
+        default_factory=dict, description="Clean inbound messages per event-time day."
+    )
+    late_dropped: int = Field(default=0, ge=0)
+    applied_event_ids: tuple[str, ...] = Field(
+        default=(), description="Recent event ids already applied, for idempotence."
+    )
 
 
 class AddressStateSnapshot(AddressMessage):
@@ -114,7 +149,7 @@ class AddressStateSnapshot(AddressMessage):
     """
 
     type: Literal["address_state"] = "address_state"
-    record: AddressRecord
+    record: AddressState
 
     def kafka_key(self) -> bytes:
         return self.parsed_address().record_key(self.tenant_id).encode("utf-8")

@@ -107,7 +107,8 @@ REGISTRY: tuple[TopicSpec, ...] = (
         AddressStateSnapshot,
         KeyKind.RECORD,
         Cleanup.COMPACT,
-        "Latest snapshot of every address; tombstone when removed. Ingest's view of state.",
+        "Every address's state (status, role, names, aliases, discovery), published when it "
+        "changes, never for traffic alone; tombstone when removed. Ingest's view of state.",
         extra_configs=_COMPACTION,
     ),
     TopicSpec(

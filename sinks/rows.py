@@ -1,7 +1,8 @@
 """Kafka records as ClickHouse rows: one pure function per source topic.
 
 Each row carries the record's partition and offset (what orders versions of an address, and
-what a batch's deduplication token is built from) and the batch's ingestion time.
+what a batch's deduplication token is built from) and the batch's ingestion time. A table's
+columns are those the migrations leave (``address_state``: ``schema.ADDRESS_STATE_V2``).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def _address_state(
     if message is None:  # a tombstone: the address no longer exists
         record_key = (key or b"").decode("utf-8", "replace")
         tenant = record_key.split(":", 1)[0]
-        return [tenant, record_key, "", "", "", "", "", "", at, "", None, "", None, None, [], 0, 1,
-                partition, offset, at]  # fmt: skip
+        return [tenant, record_key, "", "", "", "", "", "", at, "", None, "", [], 0, 1, partition,
+                offset, at]  # fmt: skip
     r = message.record
     return [
         r.tenant_id,
@@ -70,8 +71,6 @@ def _address_state(
         r.status_reason,
         r.discovered_at,
         r.discovered_reason or "",
-        r.first_seen,
-        r.last_seen,
         list(r.aliases),
         r.version,
         0,
@@ -170,7 +169,7 @@ def _tenant(key: bytes | None, m: Any, partition: int, offset: int, at: datetime
 SOURCES: dict[str, Source] = {
     source.topic: source
     for source in (
-        Source(ADDRESS_STATE, "address_state", _columns(schema.ADDRESS_STATE), _address_state),
+        Source(ADDRESS_STATE, "address_state", _columns(schema.ADDRESS_STATE_V2), _address_state),
         Source(
             STATE_CHANGES,
             "state_changes",

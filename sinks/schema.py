@@ -4,8 +4,11 @@ Each migration is a list of statements built from a few shapes (a table, a mater
 raw statement), so the same list produces plain ``MergeTree`` tables on one node and, with a
 cluster name, ``Replicated*MergeTree`` tables ``ON CLUSTER`` behind ``Distributed`` tables
 sharded by tenant (a tenant's rows stay on one shard, so per-tenant queries and rollups are
-local). Every statement is idempotent (``IF NOT EXISTS``), so a migration interrupted halfway is
-simply run again.
+local). Every migration is safe to run again from its first statement (``IF NOT EXISTS``,
+``IF EXISTS``, a backfill that replaces its own rows), so a migration interrupted halfway is
+simply run again. An applied migration's text never changes: a later migration alters what it
+made (migration 2 drops ``address_state``'s ``first_seen``/``last_seen``, which migration 1
+still creates).
 
 Tables the sink inserts into keep a deduplication window, so a retried insert carrying the same
 deduplication token is written once, including into the rollups its materialized views feed.
@@ -14,7 +17,7 @@ deduplication token is written once, including into the rollups its materialized
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEDUP_WINDOW = 10_000
 """Recent insert tokens remembered per table (non-replicated tables forget them otherwise)."""
@@ -126,7 +129,22 @@ class Raw:
         )
 
 
-Statement = Table | View | Raw
+@dataclass(frozen=True, slots=True)
+class Alter:
+    """``ALTER TABLE`` of a table made earlier: on a cluster, the Distributed table first (so
+    nothing inserted through it carries what the local tables no longer have), then the local
+    ones."""
+
+    table: Table
+    actions: str
+
+    def render(self, layout: Layout) -> Iterator[str]:
+        if layout.cluster and self.table.sharding_key:
+            yield f"ALTER TABLE {layout.name(self.table.name)}{layout.on_cluster} {self.actions}"
+        yield f"ALTER TABLE {layout.local(self.table.name)}{layout.on_cluster} {self.actions}"
+
+
+Statement = Table | View | Raw | Alter
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +191,17 @@ ADDRESS_STATE = Table(
     engine_args="kafka_offset, is_deleted",
     order_by="(tenant_id, record_key)",
 )
+
+ADDRESS_STATE_DROPPED = ("first_seen", "last_seen")
+"""Migration 2 drops them: first and last seen come from the mail events (``address_activity``)."""
+
+ADDRESS_STATE_V2 = replace(
+    ADDRESS_STATE,
+    columns=tuple(
+        c for c in ADDRESS_STATE.columns if c.split(" ", 1)[0] not in ADDRESS_STATE_DROPPED
+    ),
+)
+"""``address_state`` as the migrations leave it: the columns the sink inserts."""
 
 STATE_CHANGES = Table(
     "state_changes",
@@ -276,6 +305,100 @@ FROM {source}
 GROUP BY tenant_id, day""",
 )
 
+ACTIVITY_EVENT_TYPES = (
+    "callout_verified",
+    "callout_rejected",
+    "callout_tempfailed",
+    "recipient_delivered",
+    "outbound_sent",
+)
+"""The mail events about an address's mailbox. Not ``catch_all_checked``: its address is a
+random local part asked of a destination, a fact about the tenant's server."""
+
+ADDRESS_ACTIVITY = Table(
+    "address_activity",
+    (
+        "tenant_id LowCardinality(String)",
+        "address_key String",
+        "first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC'))",
+        "last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC'))",
+        "messages SimpleAggregateFunction(sum, UInt64)",
+        "clean_messages SimpleAggregateFunction(sum, UInt64)",
+        "outbound_messages SimpleAggregateFunction(sum, UInt64)",
+        "verifications SimpleAggregateFunction(sum, UInt64)",
+        "rejections SimpleAggregateFunction(sum, UInt64)",
+        "tempfails SimpleAggregateFunction(sum, UInt64)",
+        "backfilled UInt8",
+    ),
+    engine="AggregatingMergeTree",
+    # 0: rows the view writes as events arrive; 1: what migration 2 counted from the events
+    # stored before it (a partition of its own, so that a re-run replaces it whole).
+    partition_by="backfilled",
+    order_by="(tenant_id, address_key)",
+)
+"""Per address (``lower(address)``, what the Discovered list joins on): first and last seen, and
+counts of its mail events. Rows of one key merge in the background; read with
+``min``/``max``/``sum`` ... ``GROUP BY tenant_id, address_key``."""
+
+_ACTIVITY_SUMS = ("messages", "clean_messages", "outbound_messages", "verifications",
+                  "rejections", "tempfails")  # fmt: skip
+
+_ACTIVITY_TYPES_SQL = ", ".join(f"'{t}'" for t in ACTIVITY_EVENT_TYPES)
+
+_ACTIVITY_FROM_EVENTS = f"""SELECT
+    tenant_id,
+    lower(address) AS address_key,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    countIf(type = 'recipient_delivered') AS messages,
+    countIf(type = 'recipient_delivered' AND verdict = 'clean') AS clean_messages,
+    countIf(type = 'outbound_sent') AS outbound_messages,
+    countIf(type = 'callout_verified') AS verifications,
+    countIf(type = 'callout_rejected') AS rejections,
+    countIf(type = 'callout_tempfailed') AS tempfails
+FROM {{source}}
+WHERE type IN ({_ACTIVITY_TYPES_SQL})
+GROUP BY tenant_id, address_key"""
+
+MAIL_ACTIVITY = View("address_activity_from_mail", "mail_events", "address_activity",
+                     _ACTIVITY_FROM_EVENTS)  # fmt: skip
+
+_NOT_YET_COUNTED = ",\n    ".join(f"e.{c} - least(e.{c}, v.{c})" for c in _ACTIVITY_SUMS)
+_COUNTED = ",\n    ".join(f"sum({c}) AS {c}" for c in _ACTIVITY_SUMS)
+
+ACTIVITY_BACKFILL = (
+    Raw("ALTER TABLE {local:address_activity}{on_cluster} DROP PARTITION 1"),
+    Raw(
+        "INSERT INTO {database}.address_activity (tenant_id, address_key, first_seen, last_seen, "
+        f"{', '.join(_ACTIVITY_SUMS)}, backfilled)\n"
+        "SELECT\n    e.tenant_id,\n    e.address_key,\n    e.first_seen,\n    e.last_seen,\n"
+        f"    {_NOT_YET_COUNTED},\n    1\n"
+        f"FROM ({_ACTIVITY_FROM_EVENTS.replace('{source}', '{database}.mail_events')}) AS e\n"
+        f"LEFT JOIN (SELECT\n    tenant_id,\n    address_key,\n    {_COUNTED}\n"
+        "FROM {database}.address_activity\nWHERE backfilled = 0\n"
+        "GROUP BY tenant_id, address_key) AS v\n"
+        "ON v.tenant_id = e.tenant_id AND v.address_key = e.address_key\n"
+        "SETTINGS insert_deduplicate = 0, insert_distributed_sync = 1, join_use_nulls = 0"
+    ),
+)
+"""The events stored before the view existed, counted into ``address_activity`` once.
+
+``migrate`` runs before the sink consumes, but an upgrade may leave older sinks inserting while
+it runs, and a migration interrupted after its backfill is run again from the start. So the
+backfill owns partition ``backfilled = 1`` and replaces it on every run: the partition is
+dropped, then refilled with, per address, every stored event minus what the view has already
+counted (partition 0). Run once or five times, with the view counting meanwhile or not, each
+event is counted once: by the view if it arrived after the view existed, else by the backfill.
+(Only an event a still-running sink inserts in the instant between the backfill's reads of the
+two tables can count twice; with the sinks stopped, or on a fresh install, none.) First and
+last seen are taken over every stored event (a minimum counted twice is the same
+minimum). ``insert_deduplicate = 0``: the rollup keeps a deduplication window for the view's
+inserts, and a re-run writes the very same block again, which must never be taken for a repeat
+(dropping a partition forgets its blocks' hashes today; the setting does not rely on it). On a
+cluster the insert goes through the Distributed tables (sharded by tenant like the events) and
+waits for every shard (``insert_distributed_sync``).
+"""
+
 TENANTS = Table(
     "tenants",
     (
@@ -343,6 +466,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             TENANTS,
             REPORT_LOG,
             SINK_PROGRESS,
+        ),
+    ),
+    Migration(
+        2,
+        "address activity from the mail events",
+        (
+            ADDRESS_ACTIVITY,
+            MAIL_ACTIVITY,
+            *ACTIVITY_BACKFILL,
+            Alter(
+                ADDRESS_STATE,
+                ", ".join(f"DROP COLUMN IF EXISTS {c}" for c in ADDRESS_STATE_DROPPED),
+            ),
         ),
     ),
 )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,14 @@ from streams.due import DueIndex
 from streams.processor import Incoming, Processor
 from streams.recovery import StreamsTableManager
 from streams.rules import Policy
-from streams.store import GroupStore
+from streams.store import CACHED_GROUPS, GroupStore
 
 log = logging.getLogger("smtp_discovery.streams")
+
+_CURRENT_EVENT = faust.streams._current_event
+"""The context variable Faust's tables read the event being processed from (a table key is
+read and written in that event's partition). A batch sets it per message in the agent's own
+task; the stream's ``_set_current_event`` would also change what ``take_events`` buffers."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,12 @@ class StreamsSettings:
     topics: TopicNames = field(default_factory=TopicNames)
     ops_listen: str = ""
     """Where the worker serves /metrics, /healthz and /readyz (empty: nowhere)."""
+    batch_max: int = 1000
+    """Most messages applied as one batch (one wait for Kafka, one write per changed key)."""
+    batch_within_s: float = 0.02
+    """Longest a batch waits to fill: the latency a quiet stream adds to a message."""
+    cached_groups: int = CACHED_GROUPS
+    """Route-key groups the worker keeps decoded (streams.store)."""
 
 
 class Topology:
@@ -99,6 +112,10 @@ class Topology:
             stream_wait_empty=True,
             web_enabled=False,
             consumer_max_fetch_size=8 * 1024 * 1024,
+            # A batch writes hundreds of table keys at once: with Faust's 16 KiB producer batches
+            # the changelog went out a dozen records per round trip, and the agent waited.
+            producer_max_batch_size=1024 * 1024,
+            producer_max_request_size=4 * 1024 * 1024,
             # Faust's own hand-over after a table restore can drop fetched records for good.
             TableManager=StreamsTableManager,
         )
@@ -124,7 +141,10 @@ class Topology:
         }
         records = app.Table("records", **table_options)
         groups = app.Table("groups", **table_options)
-        self.store = GroupStore(records, groups)
+        self.store = GroupStore(records, groups, cached_groups=settings.cached_groups)
+        # Another worker may have written a partition's tables while this one did not own it.
+        app.on_partitions_revoked.connect(self._forget_groups)
+        app.on_partitions_assigned.connect(self._forget_groups)
         self.processor = Processor(
             store=self.store,
             directory=self.directory,
@@ -187,6 +207,9 @@ class Topology:
         )
         return registry
 
+    async def _forget_groups(self, app: Any, *_: Any, **__: Any) -> None:
+        self.store.forget()
+
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
     ) -> Any:
@@ -198,16 +221,24 @@ class Topology:
                 await asyncio.wait_for(self.follower.ready.wait(), 10)
             except TimeoutError:
                 log.warning("waiting for the tenants view before processing messages")
-        async for event in stream.events():
-            message = event.message
-            await self.processor.handle(
-                Incoming(
-                    self.names.base_of(message.topic),
-                    message.partition,
-                    message.offset,
-                    message.key,
-                    message.value,
-                )
+        base_of = self.names.base_of
+        # Faust acknowledges a batch's events after the loop body: their offsets commit only
+        # once the batch's outputs and table writes are in Kafka (Processor.handle_batch).
+        async for events in stream.take_events(
+            self.settings.batch_max, self.settings.batch_within_s
+        ):
+            await self.processor.handle_batch(
+                [
+                    Incoming(
+                        base_of(event.message.topic),
+                        event.message.partition,
+                        event.message.offset,
+                        event.message.key,
+                        event.message.value,
+                        partial(_CURRENT_EVENT.set, weakref.ref(event)),
+                    )
+                    for event in events
+                ]
             )
 
     def changelog_topics(self) -> list[NewTopic]:

@@ -1,12 +1,17 @@
-"""One message through the worker: decode, find the tenant, apply the rules, publish, store.
+"""Messages through the worker, a batch at a time: decode, find the tenant, apply the rules,
+publish, store.
 
-Transitions, command results and system messages are acknowledged by Kafka *before* the tables
-are written. If the worker dies in between, the message is redelivered and produces the same
-outputs with the same ids (the rules are deterministic), which consumers drop as repeats; the
-other order could lose a transition for good, because the redelivered message would find itself
-already applied. Snapshot-only outcomes (a counted message) are not awaited: a redelivered
-message republishes the record's current snapshot, and Faust flushes the producer before it
-commits offsets, so the common path pays no round trip per message.
+Every output (a changed state, a transition, a command result, a system message) is
+acknowledged by Kafka *before* the tables are written. If the worker dies in between, the
+message is redelivered and produces the same outputs with the same ids (the rules are
+deterministic), which consumers drop as repeats; the other order could lose an output for good,
+because the redelivered message would find itself already applied. A counted message that
+changes no state has no output at all: it costs a table write and nothing else.
+
+A batch loads each route-key group once, sends all its outputs before waiting for any
+acknowledgement, and writes each changed key once, after every output was acknowledged; its
+messages are acknowledged (their offsets may commit) only after that. Transitions are logged at
+debug level: the state-changes topic is their record.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.codec import MessageDecodeError, dead_letter, decode, encode
+from schemas.state import AddressRecord
 from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, DEAD_LETTER, STATE_CHANGES
 from smtp_discovery.views import TenantDirectory
 from streams import rules
@@ -32,6 +38,10 @@ Send = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Any]]
 """send(topic, key, value, partition) -> a future that resolves when Kafka acknowledged it."""
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class Incoming:
     topic: str
@@ -39,6 +49,21 @@ class Incoming:
     offset: int
     key: bytes | None
     value: bytes | None
+    enter: Callable[[], None] = _nothing
+    """Makes this message the current one for the tables (Faust reads and writes a table key in
+    the partition of the message being processed)."""
+
+
+@dataclass
+class _Batch:
+    """A batch's working state: the groups as its messages left them, what to write, what to
+    send. Later messages of the batch see what earlier ones changed."""
+
+    groups: dict[str, dict[str, AddressRecord]] = field(default_factory=dict)
+    changed: dict[str, dict[str, AddressRecord | None]] = field(default_factory=dict)
+    writer: dict[str, Incoming] = field(default_factory=dict)
+    """Per changed route key, a message of its partition (to write the tables as)."""
+    outputs: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
 
 
 class Processor:
@@ -61,15 +86,34 @@ class Processor:
         self.counts: Counter[str] = Counter()
 
     async def handle(self, incoming: Incoming) -> None:
+        await self.handle_batch([incoming])
+
+    async def handle_batch(self, batch: Sequence[Incoming]) -> None:
+        """Apply the messages in order; send every output and wait for Kafka's acknowledgement
+        once; then write each changed key once. The caller acknowledges the messages after."""
+        work = _Batch()
+        for incoming in batch:
+            self._apply(work, incoming)
+        futures = [await self.send(*output) for output in work.outputs]
+        if futures:
+            await asyncio.gather(*futures)
+        for route_key, changed in work.changed.items():
+            work.writer[route_key].enter()
+            self.store.save(route_key, changed)
+            for key, record in changed.items():
+                self.due.update(key, record)
+
+    def _apply(self, work: _Batch, incoming: Incoming) -> None:
         try:
             message = decode(incoming.topic, incoming.value)
         except MessageDecodeError as exc:
-            await self._dead_letter(incoming, exc)
+            self._dead_letter(work, incoming, exc)
             return
         tenant = self.directory.tenant(message.tenant_id)
         settings = self.directory.settings(message.tenant_id)
         if tenant is None or settings is None:
-            await self._dead_letter(
+            self._dead_letter(
+                work,
                 incoming,
                 LookupError(f"unknown tenant {message.tenant_id!r}: not on the tenants topic"),
             )
@@ -77,7 +121,10 @@ class Processor:
         self.clock.observe(incoming.partition, message.event_time)
         route_key = message.route_key()
         try:
-            group = self.store.load(route_key)
+            group = work.groups.get(route_key)
+            if group is None:
+                incoming.enter()
+                group = self.store.load(route_key)
             outcome = rules.apply(group, message, rules.Context(tenant, settings, self.policy))
         except Exception as exc:  # a rule bug must not stop the partition: park the message
             log.exception(
@@ -87,16 +134,27 @@ class Processor:
                 incoming.offset,
                 extra={"tenant": message.tenant_id, "event_id": message.event_id},
             )
-            await self._dead_letter(incoming, exc)
+            self._dead_letter(work, incoming, exc)
             return
-        await self._publish(outcome, incoming.partition)
-        self.store.save(route_key, outcome.records)
-        for key, record in outcome.records.items():
-            self.due.update(key, record)
+        self._outputs(work, outcome, incoming.partition)
+        if outcome.records:
+            after = dict(group)
+            for key, record in outcome.records.items():
+                if record is None:
+                    after.pop(key, None)
+                else:
+                    after[key] = record
+            work.groups[route_key] = after
+            work.changed.setdefault(route_key, {}).update(outcome.records)
+            work.writer[route_key] = incoming
+        else:
+            work.groups[route_key] = group
         self.counts[outcome.skipped or "applied"] += 1
-        self.counts.update(f"transition:{c.reason}" for c in outcome.changes)
         for change in outcome.changes:
-            log.info(
+            self.counts[f"transition:{change.reason}"] += 1
+            if not log.isEnabledFor(logging.DEBUG):
+                continue
+            log.debug(
                 "transition",
                 extra={
                     "tenant": change.tenant_id,
@@ -109,24 +167,21 @@ class Processor:
                 },
             )
 
-    async def _publish(self, outcome: rules.Outcome, partition: int) -> None:
-        pending = []
+    @staticmethod
+    def _outputs(work: _Batch, outcome: rules.Outcome, partition: int) -> None:
+        out = work.outputs
         for key, snapshot in outcome.snapshots():
             value = None if snapshot is None else encode(snapshot)
             # Keyed per address for compaction, placed on the route key's partition.
-            pending.append(await self.send(ADDRESS_STATE, key.encode(), value, partition))
+            out.append((ADDRESS_STATE, key.encode(), value, partition))
         for change in outcome.changes:
-            pending.append(await self.send(STATE_CHANGES, change.kafka_key(), encode(change), None))
+            out.append((STATE_CHANGES, change.kafka_key(), encode(change), None))
         for result in outcome.results:
-            pending.append(
-                await self.send(COMMAND_RESULTS, result.kafka_key(), encode(result), None)
-            )
+            out.append((COMMAND_RESULTS, result.kafka_key(), encode(result), None))
         for message in outcome.messages:
-            pending.append(await self.send(COMMANDS, message.kafka_key(), encode(message), None))
-        if pending and outcome.must_confirm:
-            await asyncio.gather(*pending)
+            out.append((COMMANDS, message.kafka_key(), encode(message), None))
 
-    async def _dead_letter(self, incoming: Incoming, error: Exception) -> None:
+    def _dead_letter(self, work: _Batch, incoming: Incoming, error: Exception) -> None:
         self.counts["dead_letter"] += 1
         log.warning(
             "dead-lettering %s:%d@%d: %s",
@@ -144,5 +199,4 @@ class Processor:
             value=incoming.value,
             error=error,
         )
-        future = await self.send(DEAD_LETTER, incoming.key, encode(letter), None)
-        await future
+        work.outputs.append((DEAD_LETTER, incoming.key, encode(letter), None))

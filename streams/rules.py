@@ -47,6 +47,8 @@ from schemas.state import (
     AddressStatus,
     StateChange,
     UserRole,
+    same_state,
+    state_of,
 )
 from schemas.tenant import DiscoverySettings, TenantConfig
 from streams import aliases, window
@@ -91,20 +93,21 @@ class Outcome:
     messages: list[Tick | AliasRequest | AliasGrant | AliasRelease] = field(default_factory=list)
     skipped: str | None = None
     """Why a message changed nothing, for metrics and logs (None when it changed something)."""
-    resend: dict[str, AddressRecord] = field(default_factory=dict)
-    """Unchanged records whose snapshot is published again (see ``_duplicate``)."""
+    published: dict[str, AddressRecord | None] = field(default_factory=dict)
+    """The records whose *state* changed (None: removed): what ``discovery.address-state``
+    hears of. A record whose traffic alone changed (a counted message) is not here."""
 
     @property
     def must_confirm(self) -> bool:
-        """Outputs that would be lost for good if the table were written and they were not:
-        transitions, command results and system messages. A snapshot alone need not wait: a
-        redelivered message publishes the current snapshot again."""
-        return bool(self.changes or self.results or self.messages)
+        """Every output is acknowledged before the tables are written: a redelivered message
+        finds nothing changed only once its outputs are in Kafka. Outputs are rare (a change
+        of state, a command), so waiting for them costs the common path nothing."""
+        return bool(self.changes or self.results or self.messages or self.published)
 
     def snapshots(self) -> list[tuple[str, AddressStateSnapshot | None]]:
         """The compacted-topic outputs: (record key, snapshot or None for a tombstone)."""
         out: list[tuple[str, AddressStateSnapshot | None]] = []
-        for key, record in (self.records | self.resend).items():
+        for key, record in self.published.items():
             if record is None:
                 out.append((key, None))
                 continue
@@ -121,7 +124,7 @@ class Outcome:
                         if record.last_seen is None
                         else max(record.status_since, record.last_seen),
                         address=record.address,
-                        record=record,
+                        record=state_of(record),
                     ),
                 )
             )
@@ -132,9 +135,25 @@ class _Work:
     """The mutable working copy of one group while one message is applied."""
 
     def __init__(self, group: Mapping[str, AddressRecord], ctx: Context) -> None:
+        self.before = group
         self.group = dict(group)
         self.ctx = ctx
         self.outcome = Outcome()
+
+    def finish(self) -> Outcome:
+        """The outcome, with the records whose state (not just traffic) changed marked for
+        publishing: a record created and removed by the same message was never published."""
+        outcome = self.outcome
+        for key, record in outcome.records.items():
+            before = self.before.get(key)
+            if record is None:
+                if before is not None:
+                    outcome.published[key] = None
+            elif before is None or not same_state(before, record):
+                outcome.published[key] = record
+        if not (outcome.records or outcome.results or outcome.messages):
+            outcome.skipped = outcome.skipped or "no_change"
+        return outcome
 
     @property
     def tenant_id(self) -> str:
@@ -414,6 +433,11 @@ def _new_record(
 def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Outcome:
     """Apply one message to the group of records sharing its route key."""
     work = _Work(group, ctx)
+    _apply(work, message, ctx)
+    return work.finish()
+
+
+def _apply(work: _Work, message: Any, ctx: Context) -> None:
     address = parse_address(message.address)
     key = address.record_key(ctx.tenant.tenant_id)
     if address.domain not in ctx.tenant.domains and not isinstance(
@@ -421,7 +445,7 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
     ):
         if _is_mail(message):
             work.outcome.skipped = "domain_not_registered"
-            return work.outcome
+            return
         work.result(
             message,
             ok=False,
@@ -429,21 +453,21 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
             code="domain_not_registered",
             message=f"{address.domain_unicode} is not a registered domain of {ctx.tenant.name}",
         )
-        return work.outcome
+        return
     # Lazy time: what was due before this message happens first, at its own deadline.
     _apply_all_due(work, message.event_time)
     if _is_mail(message) and _predates(work.get(key), message.event_time, ctx.policy):
         # Older than the record itself (beyond grace): it belonged to a previous incarnation of
         # the address (pruned or removed since), so it says nothing about this one.
         work.outcome.skipped = "predates_record"
-        return work.outcome
+        return
     if _is_mail(message) and _duplicate(work, key, message.event_id):
-        return work.outcome
+        return
     if _is_mail(message) and _settled(work.get(key)):
         # Users, functional accounts, aliases and invalid addresses are the admins' business:
         # mail to or from them changes nothing (and costs no write: most traffic is theirs).
         work.outcome.skipped = "settled"
-        return work.outcome
+        return
     handler = _HANDLERS.get(type(message))
     if handler is None:
         raise TypeError(f"no rule for {type(message).__name__}")
@@ -451,9 +475,6 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
     # A late message can move a deadline earlier (a corrected discovery day): catch up to the
     # newest event time the group has seen.
     _apply_all_due(work, message.event_time)
-    if not (work.outcome.records or work.outcome.results or work.outcome.messages):
-        work.outcome.skipped = work.outcome.skipped or "no_change"
-    return work.outcome
 
 
 def _is_mail(message: Any) -> bool:
@@ -476,13 +497,12 @@ def _predates(record: AddressRecord | None, at: datetime, policy: Policy) -> boo
 
 
 def _duplicate(work: _Work, key: str, event_id: str) -> bool:
-    """A redelivered message: change nothing, but publish the record's current snapshot again,
-    in case the first delivery's output never reached Kafka (snapshots are not awaited)."""
+    """A redelivered message changes nothing: its outputs were acknowledged before its
+    record was written (``Outcome.must_confirm``)."""
     record = work.get(key)
     if record is None or event_id not in record.applied_event_ids:
         return False
     work.outcome.skipped = "duplicate"
-    work.outcome.resend[key] = record
     return True
 
 

@@ -2,8 +2,14 @@
 
 Two tables, both written only while the worker processes a message of the group's partition:
 ``records`` (record key -> AddressRecord JSON) and ``groups`` (route key -> the record keys that
-share it). The group index changes only when an address appears or disappears, so a message
-costs one record write in the common case.
+share it, one per line). The group index changes only when an address appears or disappears,
+so a message costs at most one record write.
+
+Decoded groups are kept in a bounded cache, written through on every save: most mail goes to
+addresses seen a moment ago, and decoding a record from JSON was the largest cost per message
+(see bench/README.md). Only this worker's agent writes the tables of the partitions it owns, so
+the cache can only go stale when ownership changes: the worker calls :meth:`GroupStore.forget`
+on every rebalance.
 """
 
 from __future__ import annotations
@@ -13,45 +19,81 @@ from collections.abc import Iterator, MutableMapping
 
 from schemas.state import AddressRecord
 
+Group = dict[str, AddressRecord]
+
+CACHED_GROUPS = 100_000
+"""Groups kept decoded; about 1.5 KB each, so the default costs some 150 MB at most."""
+
+
+def _members(raw: bytes | None) -> list[str]:
+    if raw is None:
+        return []
+    if raw[:1] == b"[":  # written as JSON before the one-per-line encoding
+        return json.loads(raw)
+    return raw.decode("utf-8").split("\n")
+
 
 class GroupStore:
     def __init__(
-        self, records: MutableMapping[str, bytes], groups: MutableMapping[str, bytes]
+        self,
+        records: MutableMapping[str, bytes],
+        groups: MutableMapping[str, bytes],
+        *,
+        cached_groups: int = CACHED_GROUPS,
     ) -> None:
         self.records = records
         self.groups = groups
+        self.cached_groups = cached_groups
+        self._cache: dict[str, Group] = {}
+        self.misses = 0
+        """Groups read from the tables (decoded) rather than the cache, for the metrics."""
+
+    def forget(self) -> None:
+        """Drop every cached group: the partitions this worker owns may have changed."""
+        self._cache.clear()
 
     def members(self, route_key: str) -> list[str]:
-        raw = self.groups.get(route_key)
-        return [] if raw is None else json.loads(raw)
+        return _members(self.groups.get(route_key))
 
-    def load(self, route_key: str) -> dict[str, AddressRecord]:
-        group = {}
-        for key in self.members(route_key):
-            raw = self.records.get(key)
-            if raw is not None:
-                group[key] = AddressRecord.model_validate_json(raw)
-        return group
+    def load(self, route_key: str) -> Group:
+        """The group's records (a read-only view: callers copy before they change it)."""
+        cached = self._cache.pop(route_key, None)
+        if cached is None:
+            self.misses += 1
+            cached = {}
+            for key in self.members(route_key):
+                raw = self.records.get(key)
+                if raw is not None:
+                    cached[key] = AddressRecord.model_validate_json(raw)
+        self._remember(route_key, cached)
+        return cached
 
     def save(self, route_key: str, changed: dict[str, AddressRecord | None]) -> None:
         if not changed:
             return
-        members = self.members(route_key)
-        before = list(members)
+        group = dict(self.load(route_key))
+        before = list(group)
         for key, record in changed.items():
             if record is None:
                 self.records.pop(key, None)
-                if key in members:
-                    members.remove(key)
+                group.pop(key, None)
             else:
                 self.records[key] = record.model_dump_json().encode("utf-8")
-                if key not in members:
-                    members.append(key)
+                group[key] = record
+        members = list(group)
         if members != before:
             if members:
-                self.groups[route_key] = json.dumps(members).encode("utf-8")
+                self.groups[route_key] = "\n".join(members).encode("utf-8")
             else:
                 self.groups.pop(route_key, None)
+        self._remember(route_key, group)
+
+    def _remember(self, route_key: str, group: Group) -> None:
+        """Most recently used last; the least recently used goes when the cache is full."""
+        cache = self._cache
+        cache[route_key] = group
+        if len(cache) > self.cached_groups:
+            del cache[next(iter(cache))]
 
     def items(self) -> Iterator[tuple[str, AddressRecord]]:
         for key, raw in self.records.items():

@@ -8,14 +8,16 @@ import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
 from schemas.codec import decode, encode
 from schemas.commands import CommandResult
+from schemas.mail import CalloutVerified, CatchAllChecked, OutboundSent, RecipientDelivered
 from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
-from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS
+from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, MAIL
 from tests.admin.conftest import Admin
 from tests.smtp_discovery.kafka_helpers import consume_until
 
@@ -137,8 +139,6 @@ def _snapshot(address: str, status: AddressStatus, at: datetime) -> AddressState
         status_since=at,
         status_reason="threshold",
         discovered_at=at,
-        first_seen=at,
-        last_seen=at,
         first_name="Ann" if "ann" in address else "",
     )
     return AddressStateSnapshot(tenant_id="acme", address=address, event_time=at, record=record)
@@ -146,7 +146,7 @@ def _snapshot(address: str, status: AddressStatus, at: datetime) -> AddressState
 
 async def test_the_discovered_list_filters_sorts_pages_and_shows_notices(admin: Admin) -> None:
     await admin.tenant("acme")
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).replace(microsecond=0)
     admin.history.add(
         ADDRESS_STATE,
         *[
@@ -157,6 +157,7 @@ async def test_the_discovered_list_filters_sorts_pages_and_shows_notices(admin: 
         _snapshot("ann@acme.example", AddressStatus.USER, now),
         _snapshot("gone@acme.example", AddressStatus.INVALID, now),
     )
+    admin.history.add(MAIL, *_mail(now))
     acme = await admin.token("acme")
     page = (
         await admin.http.get(
@@ -178,6 +179,64 @@ async def test_the_discovered_list_filters_sorts_pages_and_shows_notices(admin: 
     assert [p["address"] for p in people] == ["ann@acme.example"]
     bad = await admin.http.get("/v1/tenants/acme/discovered?sort=nope&per_page=0", headers=acme)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+    # First and last seen and the counts: the tenant's mail events about each address.
+    listed = (await admin.http.get("/v1/tenants/acme/discovered?sort=address&order=asc",
+                                   headers=acme)).json()["items"]  # fmt: skip
+    seen = {i["address"].split("@")[0]: (_at(i["first_seen"]), _at(i["last_seen"]),
+                                         i["messages"], i["clean_messages"])
+            for i in listed}  # fmt: skip
+    h = timedelta(hours=1)
+    assert seen == {
+        "user0": (now - 3 * h, now - 2 * h, 2, 1),
+        "user1": (now - timedelta(days=30), now - h, 3, 3),
+        "user2": (None, None, 0, 0),
+        "user3": (None, None, 0, 0),
+        "user4": (now - timedelta(days=4), now - timedelta(days=4), 1, 0),
+    }
+    for sort, order, expected in (
+        ("messages", "desc", ["user1", "user0", "user4", "user2", "user3"]),
+        ("last_seen", "desc", ["user1", "user0", "user4", "user2", "user3"]),
+        ("last_seen", "asc", ["user4", "user0", "user1", "user2", "user3"]),
+    ):
+        ordered = (await admin.http.get(f"/v1/tenants/acme/discovered?sort={sort}&order={order}",
+                                        headers=acme)).json()["items"]  # fmt: skip
+        assert [i["address"].split("@")[0] for i in ordered] == expected, (sort, order)
+
+
+def _at(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _mail(now: datetime) -> list[Any]:
+    """Mail events about the discovered addresses (user2: only a catch-all check; user3: only
+    another tenant's events), for the Discovered list's first/last seen and counts."""
+    h = timedelta(hours=1)
+    ip = "192.0.2.1"
+
+    def delivered(address: str, at: datetime, verdict: str, tenant: str = "acme") -> Any:
+        return RecipientDelivered(
+            tenant_id=tenant,
+            address=address,
+            event_time=at,
+            verdict=verdict,
+            message_id=f"m-{address}-{at}",
+            client_ip=ip,
+        )
+
+    return [
+        delivered("User0@acme.example", now - 3 * h, "clean"),
+        delivered("user0@acme.example", now - 2 * h, "not_clean"),
+        CalloutVerified(tenant_id="acme", address="user1@acme.example",
+                        event_time=now - timedelta(days=30), destination="mx:25", reply_code=250),
+        *(delivered("user1@acme.example", now - timedelta(days=1, hours=i), "clean")
+          for i in range(3)),
+        OutboundSent(tenant_id="acme", address="user1@acme.example", event_time=now - h,
+                     message_id="out-1", client_ip=ip),
+        CatchAllChecked(tenant_id="acme", address="user2@acme.example", event_time=now,
+                        destination="mx:25", catch_all=True),
+        delivered("user3@acme.example", now - h, "clean", tenant="beta"),
+        delivered("user4@acme.example", now - timedelta(days=4), "not_clean"),
+    ]  # fmt: skip
 
 
 async def test_actions_become_commands_and_report_their_results(admin: Admin) -> None:
@@ -299,6 +358,11 @@ async def test_every_timestamp_the_api_returns_carries_its_zone(admin: Admin) ->
         _snapshot("ann@acme.example", AddressStatus.USER, now),
         _snapshot("gone@acme.example", AddressStatus.INVALID, now),
     )
+    admin.history.add(
+        MAIL,
+        RecipientDelivered(tenant_id="acme", address="new@acme.example", event_time=now,
+                           verdict="clean", message_id="m1", client_ip="192.0.2.1"),
+    )  # fmt: skip
     spec = (await admin.http.get("/openapi.json")).json()
     values = {"tenant_id": "acme", "kind": "warning"}
     checked: list[str] = []

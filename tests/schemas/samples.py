@@ -30,7 +30,14 @@ from schemas.mail import (
     OutboundSent,
     RecipientDelivered,
 )
-from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus, StateChange, UserRole
+from schemas.state import (
+    AddressRecord,
+    AddressStateSnapshot,
+    AddressStatus,
+    StateChange,
+    UserRole,
+    state_of,
+)
 from schemas.tenant import Destination, DiscoverySettings, ProviderDefaults, TenantConfig
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -92,7 +99,7 @@ SAMPLES: list[BaseModel] = [
         reason_code="primary_not_user",
         message="the primary first.last@example.com is not a user",
     ),
-    AddressStateSnapshot(**COMMON, record=RECORD),
+    AddressStateSnapshot(**COMMON, record=state_of(RECORD)),
     StateChange(
         **COMMON,
         from_status=AddressStatus.PENDING,

@@ -124,6 +124,29 @@ def count(client: Any, sql: str) -> int:
     return int(client.query(sql).result_rows[0][0])
 
 
+def activity(client: Any, layout: Layout) -> dict[str, tuple[datetime, datetime, int, int]]:
+    """Address -> first seen, last seen, messages, clean messages, from the rollup."""
+    rows = client.query(
+        "SELECT address_key, min(first_seen), max(last_seen), sum(messages), "
+        f"sum(clean_messages) FROM {layout.database}.address_activity "
+        "WHERE tenant_id = 't0' GROUP BY address_key"
+    ).result_rows
+    return {a: (f.replace(tzinfo=UTC), la.replace(tzinfo=UTC), int(n), int(c))
+            for a, f, la, n, c in rows}  # fmt: skip
+
+
+def expected_activity(
+    messages: Sequence[RecipientDelivered],
+) -> dict[str, tuple[datetime, datetime, int, int]]:
+    out: dict[str, tuple[datetime, datetime, int, int]] = {}
+    for m in messages:
+        key = m.address.lower()
+        first, last, n, clean = out.get(key, (m.event_time, m.event_time, 0, 0))
+        out[key] = (min(first, m.event_time), max(last, m.event_time), n + 1,
+                    clean + (m.verdict == "clean"))  # fmt: skip
+    return out
+
+
 async def until(condition: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -164,6 +187,7 @@ async def test_rows_and_rollups_arrive_once(kafka_bootstrap: str, clickhouse: An
         f"SELECT sum(new_pending), sum(messages), sum(clean_messages) FROM {db}.tenant_daily"
     ).result_rows[0]
     assert daily == (150, 60, 45)
+    assert activity(clickhouse, layout) == expected_activity(delivered(60))
 
 
 async def test_a_repeated_event_is_one_row_and_one_count(
@@ -196,6 +220,7 @@ async def test_a_repeated_event_is_one_row_and_one_count(
         f"SELECT sum(messages), sum(new_pending) FROM {db}.tenant_daily"
     ).result_rows[0]
     assert daily == (4, 1)
+    assert activity(clickhouse, layout) == expected_activity([first, second, *later])
     assert (sink.rows_written, sink.repeats) == (5, 5)
 
 
@@ -245,6 +270,7 @@ async def test_a_sink_killed_mid_batch_is_replaced_without_loss_or_doubles(
 ) -> None:
     names, layout, make = world
     await produce(kafka_bootstrap, names(STATE_CHANGES), changes(200))
+    await produce(kafka_bootstrap, names(MAIL), delivered(100))
     crashing = Flaky(clickhouse, **{f"crash_{where}": 2})
     first = make(crashing)
     async with sink_running(first) as task:
@@ -253,13 +279,18 @@ async def test_a_sink_killed_mid_batch_is_replaced_without_loss_or_doubles(
     second = make()
     async with sink_running(second):
         table = f"{layout.database}.state_changes"
+        mail = f"{layout.database}.mail_events"
         await until(lambda: count(clickhouse, f"SELECT count() FROM {table}") >= 200)
+        await until(lambda: count(clickhouse, f"SELECT count() FROM {mail}") >= 100)
         await until(lambda: second.ready.is_set())
         await until(lambda: not second._batches)  # everything flushed and committed
     db = layout.database
     assert count(clickhouse, f"SELECT count() FROM {db}.state_changes") == 200
     assert count(clickhouse, f"SELECT uniqExact(event_id) FROM {db}.state_changes") == 200
     assert count(clickhouse, f"SELECT sum(new_pending) FROM {db}.tenant_daily") == 200
+    assert count(clickhouse, f"SELECT count() FROM {db}.mail_events") == 100
+    assert count(clickhouse, f"SELECT sum(messages) FROM {db}.tenant_daily") == 100
+    assert activity(clickhouse, layout) == expected_activity(delivered(100))
 
 
 async def test_clickhouse_outage_stalls_the_sink_and_loses_nothing(
@@ -276,6 +307,7 @@ async def test_clickhouse_outage_stalls_the_sink_and_loses_nothing(
     assert flaky.failures == 25
     assert count(clickhouse, f"SELECT count() FROM {layout.database}.mail_events") == 100
     assert count(clickhouse, f"SELECT sum(messages) FROM {layout.database}.tenant_daily") == 100
+    assert activity(clickhouse, layout) == expected_activity(delivered(100))
 
 
 async def test_an_undecodable_record_goes_to_the_dead_letter_topic(

@@ -116,3 +116,47 @@ def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_fix(
         ("p-streams-groups-changelog", 4, 1, "compact"),
     }
     assert isinstance(topology.app.tables.recovery, HandOverRecovery)
+
+
+def test_group_store_reads_json_group_indexes_and_caches_what_it_wrote() -> None:
+    w = _world_with_records()
+    records = {k: r.model_dump_json().encode() for k, r in w.records.items()}
+    # A group index as older workers wrote it (JSON), then one in today's encoding.
+    groups = {
+        "acme:first.last": b'["acme:first.last@a.example", "acme:first.last@b.example"]',
+        "acme:other": b"acme:other@a.example",
+    }
+    store = GroupStore(records, groups)
+    assert set(store.load("acme:first.last")) == {
+        "acme:first.last@a.example",
+        "acme:first.last@b.example",
+    }
+    assert list(store.load("acme:other")) == ["acme:other@a.example"]
+    assert store.misses == 2
+    # Writes go through to the tables, one key per line, and reads come from the cache.
+    store.save("acme:first.last", {"acme:first.last@b.example": None})
+    assert groups["acme:first.last"] == b"acme:first.last@a.example"
+    records["acme:first.last@a.example"] = b"not read again"
+    assert list(store.load("acme:first.last")) == ["acme:first.last@a.example"]
+    assert store.misses == 2
+    # After a rebalance the tables are the truth again.
+    store.forget()
+    records["acme:other@a.example"] = w.records["acme:other@a.example"].model_dump_json().encode()
+    store.load("acme:other")
+    assert store.misses == 3
+
+
+def test_the_cache_keeps_the_most_recently_used_groups() -> None:
+    w = _world_with_records()
+    records = {k: r.model_dump_json().encode() for k, r in w.records.items()}
+    groups = {
+        "acme:first.last": b"acme:first.last@a.example\nacme:first.last@b.example",
+        "acme:other": b"acme:other@a.example",
+    }
+    store = GroupStore(records, groups, cached_groups=1)
+    store.load("acme:first.last")
+    store.load("acme:other")  # evicts first.last
+    store.load("acme:other")
+    assert store.misses == 2
+    store.load("acme:first.last")
+    assert store.misses == 3

@@ -184,9 +184,66 @@ def test_a_redelivered_event_changes_nothing() -> None:
     assert w.records == before
     assert outcomes[0].skipped == "duplicate"
     assert outcomes[0].records == {}
-    # ... but republishes the current snapshot, in case the first one never reached Kafka.
-    assert [key for key, _ in outcomes[0].snapshots()] == ["acme:alice@a.example"]
+    # Nothing is published again: the first delivery's outputs were acknowledged before its
+    # record was written.
+    assert outcomes[0].snapshots() == []
     assert not outcomes[0].must_confirm
+
+
+# ---- what the address-state topic hears --------------------------------------------------------
+
+
+def published(outcomes: list) -> list[tuple[str, str | None]]:  # type: ignore[type-arg]
+    return [
+        (key, None if snapshot is None else snapshot.record.status.value)
+        for outcome in outcomes
+        for key, snapshot in outcome.snapshots()
+    ]
+
+
+def test_200_messages_to_a_pending_address_publish_only_its_transitions() -> None:
+    w = world(inbound_detection_threshold=150, detection_period_days=30)
+    outcomes = w.send(w.verified("alice@a.example"))
+    for i in range(200):
+        outcomes += w.send(w.delivered("alice@a.example", T0 + i * timedelta(minutes=5)))
+    assert w.status("alice@a.example") == "discovered"
+    assert w.record("alice@a.example").last_seen == T0 + 199 * timedelta(minutes=5)
+    assert published(outcomes) == [
+        ("acme:alice@a.example", "pending"),
+        ("acme:alice@a.example", "discovered"),
+    ]
+    # Each counted message that changed only traffic is written to the worker's table and
+    # published nowhere: it need not wait for Kafka either.
+    quiet = [o for o in outcomes if o.records and not o.published]
+    assert len(quiet) == 199 and not any(o.must_confirm for o in quiet)
+
+
+def test_the_published_state_carries_no_traffic() -> None:
+    w = world()
+    (outcome,) = w.send(w.verified("alice@a.example"))
+    ((_, snapshot),) = outcome.snapshots()
+    assert snapshot is not None
+    fields = set(snapshot.model_dump(mode="json")["record"])
+    assert {"status", "status_since", "version", "discovered_at", "aliases"} <= fields
+    assert not fields & {"first_seen", "last_seen", "clean_by_day", "applied_event_ids"}
+
+
+def test_state_that_changes_without_a_transition_is_published() -> None:
+    """An alias linked to a user changes the user's alias list, not its status."""
+    w = world()
+    with_user(w, "alice@a.example")
+    outcomes = w.send(w.command(AddAlias, "alice.smith@a.example", primary="alice@a.example"))
+    assert sorted(published(outcomes)) == [
+        ("acme:alice.smith@a.example", "alias"),
+        ("acme:alice@a.example", "user"),
+    ]
+
+
+def test_removal_publishes_a_tombstone() -> None:
+    w = world()
+    w.send(w.verified("alice@a.example"))
+    outcomes = w.send(w.rejected("alice@a.example", T0 + DAY))
+    assert published(outcomes) == [("acme:alice@a.example", None)]
 
 
 # ---- destination rejections --------------------------------------------------------------------

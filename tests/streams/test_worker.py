@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from schemas.codec import decode, encode
-from schemas.state import AddressRecord, StateChange
-from schemas.topics import DEAD_LETTER, MAIL
+from schemas.state import AddressState, StateChange
+from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL
 from tests.streams.scenario import Scenario, tenants
 from tests.streams.worker_harness import WorkerRun
 
 pytestmark = pytest.mark.kafka
 
 
-def _state(record: AddressRecord) -> tuple[Any, ...]:
+def _state(record: AddressState) -> tuple[Any, ...]:
     return (
         record.status,
         record.role,
@@ -130,3 +130,36 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
         await _compare(run, scenario)
     finally:
         run.stop_all()
+
+
+async def test_counted_messages_that_change_no_state_publish_nothing(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """200 clean messages to a pending address: its transitions reach the address-state topic
+    (pending, then discovered at the third), the 197 messages after them nothing."""
+    world = Scenario().worlds["acme"]
+    messages = [world.verified("busy@a.example")]
+    messages += [world.delivered("busy@a.example") for _ in range(200)]
+    run = WorkerRun(kafka_bootstrap, f"q{unique}", tmp_path)
+    await run.setup(tenants())
+    run.start("w1")
+    try:
+        await run.publish(messages)
+        await run.caught_up()
+        records = await run.read(ADDRESS_STATE)
+        changes = await run.changes()
+    finally:
+        run.stop_all()
+    published = [
+        (key, decode(ADDRESS_STATE, value).record.status.value)  # type: ignore[union-attr]
+        for key, value in records
+        if value is not None
+    ]
+    assert published == [
+        (b"acme:busy@a.example", "pending"),
+        (b"acme:busy@a.example", "discovered"),
+    ]
+    assert [(c.from_status, c.to_status) for c in changes] == [
+        (None, "pending"),
+        ("pending", "discovered"),
+    ]
