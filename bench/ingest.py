@@ -13,6 +13,10 @@ Figures (one JSON object each):
   context (``vs_bare_aiosmtpd``).
 * ``ingest_rcpt_latency_ms``: RCPT round-trip p50/p99 for cache hits and for callouts (the
   downstream answers the probe; the callout event is acknowledged by Kafka before the reply).
+* ``ingest_events_to_worker_share``: of the events the load above published, the share routed
+  to the streams worker's input (``discovery.mail``) rather than past it
+  (``discovery.mail-settled``), for a provider's steady state: 95% of the recipients are users
+  (known to the node from ``discovery.address-state``), 5% are being discovered.
 * ``ingest_view_bytes_per_address``: memory of the address-state view per address, and its
   lookup p99 beside a plain dict's over the same keys (half known, half strangers).
 """
@@ -39,9 +43,9 @@ from bench.kafka_baseline import emit
 from ingest.node import IngestNode
 from ingest.state_view import AddressStateView
 from schemas.codec import encode
-from schemas.state import AddressStatus
+from schemas.state import AddressState, AddressStateSnapshot, AddressStatus
 from schemas.tenant import Destination, TenantConfig
-from schemas.topics import TENANTS
+from schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, TENANTS
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import ensure_topics
 
@@ -130,6 +134,24 @@ async def rcpt_latencies(port: int, addresses: list[str]) -> list[float]:
     return out
 
 
+def user_state(address: str, at: datetime) -> AddressStateSnapshot:
+    state = AddressState(
+        tenant_id="bench",
+        address=address,
+        status=AddressStatus.USER,
+        status_since=at,
+        status_reason="import",
+    )
+    return AddressStateSnapshot(tenant_id="bench", address=address, event_time=at, record=state)
+
+
+def routed(node: IngestNode) -> dict[str, float]:
+    """Events the node published so far, by topic."""
+    sample = node.metrics.registry.get_sample_value
+    name = "smtp_discovery_ingest_events_routed_total"
+    return {topic: sample(name, {"topic": topic}) or 0.0 for topic in (MAIL, MAIL_SETTLED)}
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     quantiles = statistics.quantiles(values, n=100)
     return {"p50": round(quantiles[49], 3), "p99": round(quantiles[98], 3), "n": len(values)}
@@ -195,19 +217,29 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         destinations=(Destination(host="127.0.0.1", port=sink_port),),
         settings={"discovery_enabled": True, "catch_all_detection": False},
     )
+    # RCPT latency is measured on addresses verified by callout (then cached); the load goes
+    # to users (95%) and to some of those verified addresses, still being discovered (5%).
+    verified = [f"new{i}@bench.example" for i in range(200)]
+    users = [f"user{i}@bench.example" for i in range(190)]
+    pool = users + verified[: 200 - len(users)]
     producer = AIOKafkaProducer(**options)
     await producer.start()
     await producer.send_and_wait(config.topics(TENANTS), encode(tenant), key=tenant.kafka_key())
+    for address in users:
+        snapshot = user_state(address, tenant.event_time)
+        await producer.send(
+            config.topics(ADDRESS_STATE), encode(snapshot), key=snapshot.kafka_key()
+        )
+    await producer.flush()
     await producer.stop()
     node = IngestNode(config, options, serve_metrics=False)
     await node.start()
     try:
-        pool = [f"user{i}@bench.example" for i in range(200)]
-        await rcpt_latencies(node.port, pool)  # warm: one callout each, then cached
+        await rcpt_latencies(node.port, verified)  # warm: one callout each, then cached
         callouts = await rcpt_latencies(
-            node.port, [f"new{i}@bench.example" for i in range(args.callouts)]
+            node.port, [f"callout{i}@bench.example" for i in range(args.callouts)]
         )
-        hits = await rcpt_latencies(node.port, pool * 10)
+        hits = await rcpt_latencies(node.port, verified * 10)
         emit("ingest_rcpt_latency_ms", cache_hit=percentiles(hits), callout=percentiles(callouts))
 
         await send_load(bare_port, args.connections, args.messages // 5, pool)  # warm-up
@@ -215,6 +247,7 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         # Rounds alternate the servers, so that a drift of the machine's speed during the run
         # falls on all of them alike; each figure is the median of its rounds.
         rates: dict[str, list[float]] = {"bare": [], "relay": [], "ingest": []}
+        routed_before = routed(node)
         for _ in range(args.rounds):
             for name, port in (("bare", bare_port), ("relay", relay_port), ("ingest", node.port)):
                 rates[name].append(await send_load(port, args.connections, args.messages, pool))
@@ -232,6 +265,18 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
             messages=args.messages,
             rounds=args.rounds,
             message_bytes=len(MESSAGE),
+        )
+        after = routed(node)
+        to_worker, settled = (after[t] - routed_before[t] for t in (MAIL, MAIL_SETTLED))
+        if to_worker + settled < args.messages * args.rounds:
+            raise RuntimeError(f"the load published {to_worker + settled} events, expected more")
+        emit(
+            "ingest_events_to_worker_share",
+            share=round(to_worker / (to_worker + settled), 4),
+            to_worker=int(to_worker),
+            past_worker=int(settled),
+            recipients_users=len(users),
+            recipients=len(pool),
         )
     finally:
         await node.stop()

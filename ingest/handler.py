@@ -37,6 +37,7 @@ from schemas.base import AddressMessage
 from schemas.codec import encode
 from schemas.mail import OutboundSent, RecipientDelivered
 from schemas.tenant import TenantConfig
+from schemas.topics import MAIL, MAIL_SETTLED, TopicNames, mail_route
 from smtp_discovery.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.ingest")
@@ -97,7 +98,7 @@ class IngestHandler:
         outbound: OutboundIndex,
         guard: HarvestGuard,
         publisher: EventPublisher,
-        mail_topic: str,
+        topics: TopicNames,
         verdict: VerdictStep,
         metrics: IngestMetrics,
         downstream: DownstreamFactory,
@@ -114,7 +115,7 @@ class IngestHandler:
         self.outbound = outbound
         self.guard = guard
         self.publisher = publisher
-        self.mail_topic = mail_topic
+        self.topics = {base: topics(base) for base in (MAIL, MAIL_SETTLED)}
         self.verdict = verdict
         self.metrics = metrics
         self.downstream = downstream
@@ -249,7 +250,7 @@ class IngestHandler:
             )
         if check.events:
             try:
-                await self._publish(check.events)
+                await self._publish([(event, MAIL) for event in check.events])
             except SpoolFull:
                 return self._count("defer", "spool_full", SPOOL_FULL)
         decision = check.decision
@@ -383,23 +384,27 @@ class IngestHandler:
         verdict: str,
         size: int,
         recipients: int,
-    ) -> list[AddressMessage]:
+    ) -> list[tuple[AddressMessage, str]]:
+        """The message's events, each with its topic (``schemas.topics.mail_route``)."""
         now = self.clock()
+        status = self.checker.states.status
         if transaction.outbound_tenant is not None:
-            assert transaction.sender_address is not None
-            return [
-                OutboundSent(
-                    tenant_id=transaction.outbound_tenant.tenant_id,
-                    address=transaction.sender_address.display,
-                    event_time=now,
-                    node_id=self.node_id,
-                    message_id=transaction.id,
-                    client_ip=connection.client_ip,
-                    recipient_count=max(1, recipients),
-                )
-            ]
-        return [
-            RecipientDelivered(
+            sender = transaction.sender_address
+            assert sender is not None
+            tenant_id = transaction.outbound_tenant.tenant_id
+            event = OutboundSent(
+                tenant_id=tenant_id,
+                address=sender.display,
+                event_time=now,
+                node_id=self.node_id,
+                message_id=transaction.id,
+                client_ip=connection.client_ip,
+                recipient_count=max(1, recipients),
+            )
+            return [(event, mail_route(event, status(sender.record_key(tenant_id))))]
+        out: list[tuple[AddressMessage, str]] = []
+        for tenant_id, address, catch_all in transaction.recipients:
+            event = RecipientDelivered(
                 tenant_id=tenant_id,
                 address=address.display,
                 event_time=now,
@@ -410,8 +415,8 @@ class IngestHandler:
                 size=size,
                 catch_all=catch_all,
             )
-            for tenant_id, address, catch_all in transaction.recipients
-        ]
+            out.append((event, mail_route(event, status(address.record_key(tenant_id)))))
+        return out
 
     def _received_header(
         self, session: Session, transaction: Transaction, envelope: Envelope
@@ -441,8 +446,17 @@ class IngestHandler:
 
     # ---- helpers ------------------------------------------------------------------------------
 
-    async def _publish(self, events: list[AddressMessage], *, admitted: bool = False) -> None:
-        records = [SpoolRecord(self.mail_topic, e.kafka_key(), encode(e)) for e in events]
+    async def _publish(
+        self,
+        events: list[AddressMessage] | list[tuple[AddressMessage, str]],
+        *,
+        admitted: bool = False,
+    ) -> None:
+        """Events without a topic go to the worker's input (``discovery.mail``)."""
+        routed = [e if isinstance(e, tuple) else (e, MAIL) for e in events]
+        records = [SpoolRecord(self.topics[t], e.kafka_key(), encode(e)) for e, t in routed]
+        for _event, route in routed:
+            self._inc(self.metrics.routed, route)
         spooled_before = self.publisher.spooled
         await self.publisher.publish(records, admitted=admitted)
         spooled = self.publisher.spooled - spooled_before

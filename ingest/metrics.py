@@ -45,6 +45,13 @@ class IngestMetrics:
             ["to"],
             registry=r,
         )
+        self.routed = Counter(
+            f"{PREFIX}_events_routed",
+            "Events by topic: discovery.mail (the worker's input) or discovery.mail-settled "
+            "(mail of settled addresses, analytics only).",
+            ["topic"],
+            registry=r,
+        )
         self.connections = Counter(
             f"{PREFIX}_connections", "SMTP connections accepted.", registry=r
         )

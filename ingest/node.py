@@ -33,7 +33,7 @@ from ingest.spool import Spool
 from ingest.state_view import AddressStateView
 from ingest.verdict import load_verdict_step
 from schemas.state import AddressStatus
-from schemas.topics import ADDRESS_STATE, MAIL, TENANTS
+from schemas.topics import ADDRESS_STATE, TENANTS
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.ops import OpsServer
 from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
@@ -101,7 +101,7 @@ class IngestNode:
             outbound=OutboundIndex(self.tenants),
             guard=HarvestGuard(monotonic),
             publisher=self.publisher,
-            mail_topic=topics(MAIL),
+            topics=topics,
             verdict=load_verdict_step(config.ingest_verdict, config.ingest_spam_header),
             metrics=self.metrics,
             downstream=self._downstream,

@@ -30,6 +30,10 @@ class AddressStatus(StrEnum):
 MANAGED_STATUSES = frozenset({AddressStatus.USER, AddressStatus.FUNCTIONAL, AddressStatus.ALIAS})
 """Statuses only an admin (or an import) changes; mail events never touch them."""
 
+SETTLED_STATUSES = MANAGED_STATUSES | {AddressStatus.INVALID}
+"""Statuses mail changes nothing about: the worker skips mail to and from these addresses,
+and ingest sends their deliveries and outbound mail past it (``schemas.topics.mail_route``)."""
+
 
 class UserRole(StrEnum):
     END_USER = "end_user"

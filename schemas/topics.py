@@ -13,8 +13,8 @@ from typing import Any
 from schemas.admin import AdminToken
 from schemas.commands import CommandResult, CommandsTopicValue
 from schemas.deadletter import DeadLetter
-from schemas.mail import MailEvent
-from schemas.state import AddressStateSnapshot, StateChange
+from schemas.mail import MailEvent, OutboundSent, RecipientDelivered
+from schemas.state import SETTLED_STATUSES, AddressStateSnapshot, AddressStatus, StateChange
 from schemas.tenant import TenantsTopicValue
 
 DAY_MS = 86_400_000
@@ -67,6 +67,7 @@ class TopicSpec:
 
 
 MAIL = "discovery.mail"
+MAIL_SETTLED = "discovery.mail-settled"
 COMMANDS = "discovery.commands"
 COMMAND_RESULTS = "discovery.command-results"
 ADDRESS_STATE = "discovery.address-state"
@@ -84,6 +85,16 @@ REGISTRY: tuple[TopicSpec, ...] = (
         KeyKind.ROUTE,
         Cleanup.DELETE,
         "Callout, delivery and outbound events from the ingest nodes.",
+        retention_ms=7 * DAY_MS,
+    ),
+    TopicSpec(
+        MAIL_SETTLED,
+        MailEvent,
+        KeyKind.ROUTE,
+        Cleanup.DELETE,
+        "Deliveries to and outbound mail from settled addresses (users, functional accounts, "
+        "aliases, invalid): analytics only; the streams worker does not read it "
+        "(see mail_route).",
         retention_ms=7 * DAY_MS,
     ),
     TopicSpec(
@@ -152,6 +163,24 @@ REGISTRY: tuple[TopicSpec, ...] = (
 )
 
 TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in REGISTRY}
+
+
+def mail_route(event: MailEvent, status: AddressStatus | None) -> str:
+    """Where ingest publishes a mail event, given the address's status in its view.
+
+    A delivery to, or outbound mail from, a settled address can change no state: the streams
+    worker would only skip it. Such events go to ``discovery.mail-settled``, which the sink
+    stores like any mail event and the worker never reads; in a provider's steady state that
+    is most of the mail. Everything else (callouts, mail to unknown, pending or discovered
+    addresses, outbound from addresses not yet users) goes to ``discovery.mail``, the worker's
+    input. The view may be a moment stale: an event that reaches the worker for an address
+    that just settled is skipped there as before; one routed past the worker for an address an
+    admin just removed is counted in the analytics, and that address is met again by its next
+    callout or message.
+    """
+    if status in SETTLED_STATUSES and isinstance(event, (RecipientDelivered, OutboundSent)):
+        return MAIL_SETTLED
+    return MAIL
 
 
 def topic(name: str) -> TopicSpec:

@@ -24,7 +24,7 @@ from schemas.mail import (
 )
 from schemas.state import AddressStateSnapshot, StateChange
 from schemas.tenant import PROVIDER_DEFAULTS_KEY, ProviderDefaults, TenantConfig
-from schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES, TENANTS
+from schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES, TENANTS
 from sinks import schema
 from sinks.once import EventIdentity
 
@@ -177,12 +177,16 @@ SOURCES: dict[str, Source] = {
             _state_change,
             EventIdentity.of(_columns(schema.STATE_CHANGES)),
         ),
-        Source(
-            MAIL,
-            "mail_events",
-            _columns(schema.MAIL_EVENTS),
-            _mail_event,
-            EventIdentity.of(_columns(schema.MAIL_EVENTS)),
+        *(
+            # The worker's input and the settled addresses' mail: one table of mail events.
+            Source(
+                topic,
+                "mail_events",
+                _columns(schema.MAIL_EVENTS),
+                _mail_event,
+                EventIdentity.of(_columns(schema.MAIL_EVENTS)),
+            )
+            for topic in (MAIL, MAIL_SETTLED)
         ),
         Source(TENANTS, "tenants", _columns(schema.TENANTS), _tenant),
     )

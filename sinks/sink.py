@@ -27,7 +27,15 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from schemas.codec import MessageDecodeError, dead_letter, encode
-from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL, STATE_CHANGES, TENANTS, TopicNames
+from schemas.topics import (
+    ADDRESS_STATE,
+    DEAD_LETTER,
+    MAIL,
+    MAIL_SETTLED,
+    STATE_CHANGES,
+    TENANTS,
+    TopicNames,
+)
 from sinks.once import EventIdentity, first_of_each, not_stored, stored_query
 from sinks.rows import SOURCES, to_row
 from sinks.schema import Layout
@@ -36,7 +44,7 @@ from smtp_discovery.ops import CounterView, GaugeView
 
 log = logging.getLogger("smtp_discovery.sink")
 
-SOURCE_TOPICS = (STATE_CHANGES, ADDRESS_STATE, MAIL, TENANTS)
+SOURCE_TOPICS = (STATE_CHANGES, ADDRESS_STATE, MAIL, MAIL_SETTLED, TENANTS)
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
 LOOKUP_CHUNK = 5_000
 """Event ids per lookup of stored ones: the ids travel as a query parameter, which an HTTP

@@ -283,7 +283,7 @@ class Topology:
     def rebuild_due_index(self, active: frozenset[int]) -> None:
         """After a rebalance: index the waiting records of the partitions this worker owns."""
         self.due.clear()
-        for key, record in self.store.items():
+        for key, record in self.store.waiting():
             self.due.update(key, record)
         self.due.keep_partitions(active)
         self._indexed_partitions = active

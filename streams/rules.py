@@ -42,6 +42,7 @@ from schemas.mail import (
     RecipientDelivered,
 )
 from schemas.state import (
+    SETTLED_STATUSES,
     AddressRecord,
     AddressStateSnapshot,
     AddressStatus,
@@ -485,7 +486,7 @@ def _is_mail(message: Any) -> bool:
 
 
 def _settled(record: AddressRecord | None) -> bool:
-    return record is not None and record.status not in (S.PENDING, S.DISCOVERED)
+    return record is not None and record.status in SETTLED_STATUSES
 
 
 def _predates(record: AddressRecord | None, at: datetime, policy: Policy) -> bool:

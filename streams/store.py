@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, MutableMapping
 
-from schemas.state import AddressRecord
+from schemas.state import AddressRecord, AddressStatus
 
 Group = dict[str, AddressRecord]
+
+_WAITING = (AddressStatus.PENDING, AddressStatus.DISCOVERED)
+_PENDING, _DISCOVERED = (f'"{status.value}"'.encode() for status in _WAITING)
 
 CACHED_GROUPS = 100_000
 """Groups kept decoded; about 1.5 KB each, so the default costs some 150 MB at most."""
@@ -95,6 +98,17 @@ class GroupStore:
         if len(cache) > self.cached_groups:
             del cache[next(iter(cache))]
 
-    def items(self) -> Iterator[tuple[str, AddressRecord]]:
+    def waiting(self) -> Iterator[tuple[str, AddressRecord]]:
+        """The pending and discovered records: what the due index holds.
+
+        Only those are decoded. A record whose JSON holds neither string value ``"pending"``
+        nor ``"discovered"`` cannot have either status (no other field takes those values, and
+        a name that happens to is merely decoded and dropped): in a provider's steady state most
+        records are users, and decoding every record made rebuilding the index after a
+        rebalance take longer than restoring the tables.
+        """
         for key, raw in self.records.items():
-            yield key, AddressRecord.model_validate_json(raw)
+            if _PENDING in raw or _DISCOVERED in raw:
+                record = AddressRecord.model_validate_json(raw)
+                if record.status in _WAITING:
+                    yield key, record

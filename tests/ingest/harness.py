@@ -23,7 +23,7 @@ from schemas.base import Message
 from schemas.codec import decode, encode
 from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
 from schemas.tenant import Destination, TenantConfig
-from schemas.topics import ADDRESS_STATE, MAIL, TENANTS
+from schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, TENANTS
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.kafka import ensure_topics
 from tests.smtp_discovery.kafka_helpers import consume_until
@@ -78,11 +78,13 @@ class Ingest:
             hostname="127.0.0.1", port=self.port, start_tls=False, timeout=30, **options
         )
 
-    async def events(self, count: int, timeout: float = 30.0) -> list[Any]:
-        """The first ``count`` mail events (fewer if the deadline passes: the test says so)."""
-        records = await consume_until(
-            self.bootstrap, self.config.topics(MAIL), count, timeout=timeout
-        )
+    async def events(
+        self, count: int, timeout: float = 30.0, topics: tuple[str, ...] = (MAIL, MAIL_SETTLED)
+    ) -> list[Any]:
+        """The first ``count`` mail events, whichever topic they were routed to (fewer if the
+        deadline passes: the test says so)."""
+        names = tuple(self.config.topics(t) for t in topics)
+        records = await consume_until(self.bootstrap, names, count, timeout=timeout)
         events = [decode(MAIL, r.value) for r in records]
         return sorted(events, key=lambda e: e.event_time)
 

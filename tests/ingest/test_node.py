@@ -15,6 +15,7 @@ from schemas.mail import (
     RecipientDelivered,
 )
 from schemas.state import AddressStatus
+from schemas.topics import MAIL, MAIL_SETTLED
 from tests.ingest.harness import running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 
@@ -56,6 +57,34 @@ async def test_a_known_user_is_relayed_and_counted(
     delivered = await strict.wait_delivered("alice@a.example", before + 1)
     assert len(delivered) == before + 1
     assert b"by ingest.test (smtp-discovery) with ESMTP id" in delivered[-1]
+
+
+async def test_mail_of_users_goes_past_the_worker_mail_of_others_to_it(
+    kafka_bootstrap: str, tmp_path: Path, postfix_servers: dict[str, PostfixServer], acme
+) -> None:
+    """One message to a user and to a pending address: the user's delivery is published to
+    discovery.mail-settled (which the worker never reads), the pending one's to discovery.mail."""
+    states = [
+        state("acme", "alice@a.example", AddressStatus.USER),
+        state("acme", "bob@a.example", AddressStatus.PENDING),
+    ]
+    async with running_ingest(kafka_bootstrap, tmp_path, [acme], states) as ingest:
+        async with ingest.client() as smtp:
+            errors, reply = await smtp.sendmail(
+                "sender@outside.example", ["alice@a.example", "bob@a.example"], MESSAGE
+            )
+        assert errors == {} and reply.startswith("2"), reply
+        settled = await ingest.events(1, topics=(MAIL_SETTLED,))
+        # bob is pending, so his RCPT was verified first: the catch-all check and the callout
+        # precede his delivery on the worker's input.
+        to_worker = await ingest.events(3, topics=(MAIL,))
+        assert [(type(e), e.address) for e in settled] == [(RecipientDelivered, "alice@a.example")]
+        assert [e.address for e in to_worker if isinstance(e, RecipientDelivered)] == [
+            "bob@a.example"
+        ]
+        routed = "smtp_discovery_ingest_events_routed_total"
+        assert ingest.count(routed, topic=MAIL_SETTLED) == 1
+        assert ingest.count(routed, topic=MAIL) == 3
 
 
 async def _rcpt(smtp: aiosmtplib.SMTP, address: str) -> aiosmtplib.SMTPResponse:

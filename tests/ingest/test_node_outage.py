@@ -9,6 +9,7 @@ import pytest
 
 from schemas.mail import RecipientDelivered
 from schemas.state import AddressStatus
+from schemas.topics import MAIL_SETTLED
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
 from tests.ingest.harness import running_ingest, state, tenant
@@ -45,7 +46,7 @@ async def test_events_wait_in_the_spool_while_kafka_is_down(
             events = await ingest.events(3, timeout=60)
             assert [type(e) for e in events] == [RecipientDelivered] * 3
             assert len({e.event_id for e in events}) == 3
-            topic = ingest.config.topics("discovery.mail")
+            topic = ingest.config.topics(MAIL_SETTLED)  # alice is a user
             assert len(await drain_for(bootstrap, topic, 2.0)) == 3, "each event exactly once"
             assert ingest.node.spool.size_bytes == 0
     finally:

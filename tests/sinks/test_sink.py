@@ -16,7 +16,14 @@ from schemas.base import Message
 from schemas.codec import decode, encode
 from schemas.mail import RecipientDelivered
 from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus, StateChange
-from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL, STATE_CHANGES, TopicNames
+from schemas.topics import (
+    ADDRESS_STATE,
+    DEAD_LETTER,
+    MAIL,
+    MAIL_SETTLED,
+    STATE_CHANGES,
+    TopicNames,
+)
 from sinks.migrate import migrate
 from sinks.schema import Layout
 from sinks.sink import Sink, SinkSettings
@@ -173,7 +180,9 @@ async def world(kafka_bootstrap: str, clickhouse: Any, unique: str):  # type: ig
 async def test_rows_and_rollups_arrive_once(kafka_bootstrap: str, clickhouse: Any, world) -> None:  # type: ignore[no-untyped-def]
     names, layout, make = world
     await produce(kafka_bootstrap, names(STATE_CHANGES), changes(150))
-    await produce(kafka_bootstrap, names(MAIL), delivered(60))
+    # The worker's input and the settled addresses' mail are one table of mail events.
+    await produce(kafka_bootstrap, names(MAIL), delivered(60)[:40])
+    await produce(kafka_bootstrap, names(MAIL_SETTLED), delivered(60)[40:])
     sink = make()
     async with sink_running(sink):
         await until(lambda: sink.rows_written >= 210)

@@ -12,18 +12,19 @@ from aiokafka.structs import ConsumerRecord
 
 async def consume_until(
     bootstrap: str,
-    topic: str,
+    topic: str | tuple[str, ...],
     count: int,
     *,
     timeout: float = 30.0,
     **consumer_options: Any,
 ) -> list[ConsumerRecord]:
-    """Read ``topic`` from the beginning until ``count`` records arrived or the deadline passed.
+    """Read ``topic`` (or several) from the beginning until ``count`` records arrived or the
+    deadline passed.
 
     Returns what arrived either way, so the assertion (not this helper) says what was missing.
     """
     consumer = AIOKafkaConsumer(
-        topic,
+        *((topic,) if isinstance(topic, str) else topic),
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

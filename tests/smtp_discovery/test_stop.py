@@ -22,6 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
+from sinks.schema import MIGRATIONS
 from smtp_discovery.localkafka.node import free_port
 from tests.smtp_discovery.terminal import Terminal, processes_using, wait_until_gone
 
@@ -120,7 +121,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         assert f"it takes up to {STOP_TIMEOUT_S} s" in out
         assert "discovery.mail: created" in out
         assert "clickhouse  chdb://" in out
-        assert "schema      discovery: migrations 1 applied" in out
+        every = ", ".join(str(m.version) for m in MIGRATIONS)
+        assert f"schema      discovery: migrations {every} applied" in out
         assert "sink        smtp-discovery-sink -> discovery" in out
         token = (data_dir / "operator-token").read_text().strip()
         assert token not in out, "the secret is never printed"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.address import parse_address
 from schemas.commands import CreateUser
-from schemas.state import AddressStatus
+from schemas.state import AddressRecord, AddressStatus
 from schemas.tenant import DiscoverySettings
 from streams.app import StreamsSettings, Topology
 from streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
@@ -160,3 +161,28 @@ def test_the_cache_keeps_the_most_recently_used_groups() -> None:
     assert store.misses == 2
     store.load("acme:first.last")
     assert store.misses == 3
+
+
+def test_only_waiting_records_are_decoded_to_rebuild_the_due_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = _world_with_records()  # a user, its alias, a pending address
+    w.send(w.command(CreateUser, "named@a.example", first_name="discovered"))
+    w.verify_and_deliver("carol@a.example", [0, 1, 2])  # discovered
+    records = {k: r.model_dump_json().encode() for k, r in w.records.items()}
+    decoded: list[str] = []
+    parse = AddressRecord.model_validate_json
+
+    class Counting:
+        @staticmethod
+        def model_validate_json(raw: bytes) -> AddressRecord:
+            record = parse(raw)
+            decoded.append(record.address)
+            return record
+
+    monkeypatch.setattr("streams.store.AddressRecord", Counting)
+    waiting = {key: record.status.value for key, record in GroupStore(records, {}).waiting()}
+    assert waiting == {"acme:other@a.example": "pending", "acme:carol@a.example": "discovered"}
+    # The user named "discovered" looked like a candidate: decoded, then dropped. The other
+    # user and the alias were never decoded.
+    assert sorted(decoded) == ["carol@a.example", "named@a.example", "other@a.example"]
