@@ -47,7 +47,12 @@ class DueIndex:
         if record is None or record.status not in (AddressStatus.PENDING, AddressStatus.DISCOVERED):
             self._waiting.pop(key, None)
             return
-        route_key = parse_address(record.address).route_key(record.tenant_id)
+        known = self._waiting.get(key)
+        if known is None:  # a record key's partition never changes: work it out once
+            route_key = parse_address(record.address).route_key(record.tenant_id)
+            partition = partition_for(route_key.encode(), self.partitions)
+        else:
+            partition = known.partition
         self._waiting[key] = Waiting(
             tenant_id=record.tenant_id,
             address=record.address,
@@ -56,7 +61,7 @@ class DueIndex:
             status_since=record.status_since,
             discovered_at=record.discovered_at,
             last_seen=record.last_seen,
-            partition=partition_for(route_key.encode(), self.partitions),
+            partition=partition,
         )
 
     def keep_partitions(self, active: frozenset[int]) -> None:
