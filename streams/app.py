@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiokafka.admin import NewTopic
@@ -224,22 +226,27 @@ class Topology:
         base_of = self.names.base_of
         # Faust acknowledges a batch's events after the loop body: their offsets commit only
         # once the batch's outputs and table writes are in Kafka (Processor.handle_batch).
-        async for events in stream.take_events(
-            self.settings.batch_max, self.settings.batch_within_s
-        ):
-            await self.processor.handle_batch(
-                [
-                    Incoming(
-                        base_of(event.message.topic),
-                        event.message.partition,
-                        event.message.offset,
-                        event.message.key,
-                        event.message.value,
-                        partial(_CURRENT_EVENT.set, weakref.ref(event)),
-                    )
-                    for event in events
-                ]
-            )
+        batches = stream.take_events(self.settings.batch_max, self.settings.batch_within_s)
+        async for events in batches:
+            try:
+                await self.processor.handle_batch(
+                    [
+                        Incoming(
+                            base_of(event.message.topic),
+                            event.message.partition,
+                            event.message.offset,
+                            event.message.key,
+                            event.message.value,
+                            partial(_CURRENT_EVENT.set, weakref.ref(event)),
+                        )
+                        for event in events
+                    ]
+                )
+            except BaseException as exc:
+                never_acknowledge(events)
+                if isinstance(exc, Exception):
+                    infrastructure_failure(exc)
+                raise
 
     def changelog_topics(self) -> list[NewTopic]:
         """The tables' changelog topics as Faust declares them (faust.topics.Topic.declare).
@@ -311,6 +318,40 @@ class Topology:
             sent += 1
         if sent:
             log.info("expiry scan: %d addresses due", sent)
+
+
+EXIT_INFRASTRUCTURE = 70
+"""The worker's exit status when Kafka or a table failed under a batch (EX_SOFTWARE)."""
+
+
+def never_acknowledge(events: Sequence[faust.EventT]) -> None:
+    """Keep a batch that was not applied from ever being acknowledged.
+
+    ``take_events`` acknowledges a batch's events when the loop body is left, whatever way it
+    is left: a batch cancelled by a stop, or broken by a failing send or table write, would be
+    acknowledged, committed and lost. Marked as acknowledged already, the messages are not
+    handed to the consumer's acknowledgement; their offsets are never committed, and the next
+    worker that owns their partitions applies them again (ids make the repeats harmless).
+    """
+    for event in events:
+        event.message.acked = True
+
+
+def infrastructure_failure(exc: Exception) -> NoReturn:
+    """A batch failed for a reason other than its messages (those are dead-lettered one by
+    one): Kafka refused an output, or a table write failed. Retrying in place would apply the
+    batch's messages after later ones; a stop would commit the offsets of batches before it and
+    wait for a healthy producer. Exit at once, as a crash: whoever supervises the worker starts
+    it again, and the batch is applied again from the last committed offsets."""
+    log.critical(
+        "a batch could not be applied (%s: %s); exiting so that its messages are delivered again",
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_INFRASTRUCTURE)
 
 
 def kafka_credentials(options: dict[str, Any]) -> Any:

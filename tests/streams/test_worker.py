@@ -11,6 +11,7 @@ import pytest
 from schemas.codec import decode, encode
 from schemas.state import AddressState, StateChange
 from schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL
+from streams.app import EXIT_INFRASTRUCTURE
 from tests.streams.scenario import Scenario, tenants
 from tests.streams.worker_harness import WorkerRun
 
@@ -130,6 +131,44 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
         await _compare(run, scenario)
     finally:
         run.stop_all()
+
+
+async def _play_through_a_fault(run: WorkerRun, scenario: Scenario) -> None:
+    """Play the scenario on w1, which has a fault injected; when it exits, w2 takes over."""
+    replaced = False
+    for phase in scenario.ordered():
+        await run.publish(phase)
+        while True:
+            try:
+                await run.caught_up()
+                break
+            except AssertionError:
+                status = None if replaced else run.exited("w1")
+                if status is None:
+                    raise
+                assert status == EXIT_INFRASTRUCTURE, run.logs()
+                run.start("w2")
+                replaced = True
+    assert replaced, "the injected fault never happened"
+
+
+@pytest.mark.parametrize("fault", ["send:25", "table-write:15"])
+async def test_an_infrastructure_failure_acknowledges_nothing(
+    kafka_bootstrap: str, unique: str, tmp_path: Path, fault: str
+) -> None:
+    """A failing output or table write under a batch: the worker exits without acknowledging
+    it, and the worker that takes over applies it: no transition lost or doubled."""
+    scenario = Scenario().build()
+    scenario.run_oracle()
+    run = WorkerRun(kafka_bootstrap, f"f{unique}", tmp_path)
+    await run.setup(tenants())
+    run.start("w1", fault=fault)
+    try:
+        await _play_through_a_fault(run, scenario)
+        await _compare(run, scenario)
+    finally:
+        run.stop_all()
+    assert "injected fault" in run.logs()
 
 
 async def test_counted_messages_that_change_no_state_publish_nothing(

@@ -60,16 +60,29 @@ class WorkerRun:
             "DISCOVERY_LOG_LEVEL": "INFO",
         }
 
-    def start(self, worker: str) -> None:
+    def start(self, worker: str, fault: str = "") -> None:
+        """Start a worker; ``fault`` injects one (tests/streams/faults/sitecustomize.py)."""
+        env = self.env(worker)
+        if fault:
+            faults = str(Path(__file__).parent / "faults")
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (faults, env.get("PYTHONPATH")) if p)
+            env["DISCOVERY_TEST_FAULT"] = fault
         log = (self.directory / f"{worker}.log").open("ab")
         self.processes[worker] = subprocess.Popen(
             [sys.executable, "-m", "smtp_discovery.cli", "worker"],
             cwd=ROOT,
-            env=self.env(worker),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def exited(self, worker: str) -> int | None:
+        """The worker's exit status once it has exited (and it is forgotten), else None."""
+        status = self.processes[worker].poll()
+        if status is not None:
+            del self.processes[worker]
+        return status
 
     def kill(self, worker: str) -> None:
         """SIGKILL: no shutdown, no commit, no flush, as a crash."""
