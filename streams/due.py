@@ -3,10 +3,15 @@
 Only pending and discovered records can become due. The index keeps what the deadline is
 derived from (the record without its bulky parts), not the deadline itself, because the
 deadline depends on settings that may change while the address waits.
+
+A due record is ticked once per version, and again if its tick changed nothing for
+``RETICK_AFTER_S``: a tick can find nothing due when the tenant's settings moved the deadline
+between the scan and the tick, and the record, unchanged, would never be ticked again.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,12 +37,26 @@ class Waiting:
     partition: int
 
 
+RETICK_AFTER_S = 600.0
+"""How long a tick that changed nothing keeps its record from being ticked again."""
+
+
 class DueIndex:
-    def __init__(self, policy: Policy, partitions: int) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        partitions: int,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        retick_after_s: float = RETICK_AFTER_S,
+    ) -> None:
         self.policy = policy
         self.partitions = partitions
+        self.monotonic = monotonic
+        self.retick_after_s = retick_after_s
         self._waiting: dict[str, Waiting] = {}
-        self._ticked: dict[str, int] = {}
+        self._ticked: dict[str, tuple[int, float]] = {}
+        """Record key -> (version, when) of its last tick."""
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -79,7 +98,9 @@ class DueIndex:
         now: Callable[[int], datetime],
         settings_for: Callable[[str], DiscoverySettings | None],
     ) -> Iterator[tuple[str, Waiting]]:
-        """Records due by their partition's ``now`` and not yet ticked at their current version."""
+        """Records due by their partition's ``now`` and not ticked at their current version
+        (or ticked at it long enough ago that the tick evidently changed nothing)."""
+        clock = self.monotonic()
         for key, waiting in list(self._waiting.items()):
             settings = settings_for(waiting.tenant_id)
             if settings is None:
@@ -87,7 +108,12 @@ class DueIndex:
             deadline = due_at(waiting, settings, self.policy)
             if deadline is None or deadline > now(waiting.partition):
                 continue
-            if self._ticked.get(key) == waiting.version:
+            ticked = self._ticked.get(key)
+            if (
+                ticked is not None
+                and ticked[0] == waiting.version
+                and clock - ticked[1] < self.retick_after_s
+            ):
                 continue
-            self._ticked[key] = waiting.version
+            self._ticked[key] = (waiting.version, clock)
             yield key, waiting

@@ -9,15 +9,16 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.address import parse_address
-from schemas.commands import CreateUser
+from schemas.commands import CreateUser, Tick
 from schemas.state import AddressRecord, AddressStatus
 from schemas.tenant import DiscoverySettings
+from streams import rules
 from streams.app import StreamsSettings, Topology
 from streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
 from streams.due import DueIndex
 from streams.partitioning import partition_for
 from streams.recovery import HandOverRecovery
-from streams.rules import Policy
+from streams.rules import Context, Policy
 from streams.store import GroupStore
 from tests.streams.world import T0, World
 
@@ -97,6 +98,27 @@ def test_due_index_follows_a_settings_change() -> None:
     one_week = DiscoverySettings(discovery_enabled=True, notices_before_expiry=1)
     due = list(index.due(lambda _p: T0 + 10 * DAY, lambda _t: one_week))
     assert [k for k, _ in due] == ["acme:alice@a.example"]
+
+
+def test_a_tick_made_useless_by_a_settings_change_does_not_lose_the_address() -> None:
+    """Scanned as due with one notice; the tenant raises it to four before the tick is
+    applied, so the tick changes nothing; at the new deadline the address is ticked again."""
+    w = World()
+    w.verify_and_deliver("alice@a.example", [0, 1, 2])
+    key = "acme:alice@a.example"
+    clock = [0.0]
+    index = DueIndex(Policy(), partitions=4, monotonic=lambda: clock[0], retick_after_s=600)
+    index.update(key, w.record("alice@a.example"))
+    one, four = (DiscoverySettings(discovery_enabled=True, notices_before_expiry=n) for n in (1, 4))
+    assert [k for k, _ in index.due(lambda _p: T0 + 10 * DAY, lambda _t: one)] == [key]
+    tick = Tick(tenant_id="acme", event_time=T0 + 10 * DAY, address="alice@a.example")
+    ctx = Context(w.ctx.tenant, four, Policy())
+    assert rules.apply({key: w.record("alice@a.example")}, tick, ctx).records == {}
+    # The record did not change, so nothing updated the index; the new deadline passes.
+    clock[0] = 300.0
+    assert list(index.due(lambda _p: T0 + 40 * DAY, lambda _t: four)) == []  # just ticked
+    clock[0] = 900.0
+    assert [k for k, _ in index.due(lambda _p: T0 + 40 * DAY, lambda _t: four)] == [key]
 
 
 def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_fix(
