@@ -139,6 +139,12 @@ class AddressRecord(AddressState):
     clean_by_day: dict[date, int] = Field(
         default_factory=dict, description="Clean inbound messages per event-time day."
     )
+    clean_ids: dict[date, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Ids of the clean messages counted each day, so that a redelivered one is "
+        "never counted again however many events came between (a day's count stops at the "
+        "threshold, and so does its list).",
+    )
     late_dropped: int = Field(default=0, ge=0)
     applied_event_ids: tuple[str, ...] = Field(
         default=(), description="Recent event ids already applied, for idempotence."

@@ -501,10 +501,18 @@ def _duplicate(work: _Work, key: str, event_id: str) -> bool:
     """A redelivered message changes nothing: its outputs were acknowledged before its
     record was written (``Outcome.must_confirm``)."""
     record = work.get(key)
-    if record is None or event_id not in record.applied_event_ids:
+    if record is None or not _remembers(record, event_id):
         return False
     work.outcome.skipped = "duplicate"
     return True
+
+
+def _remembers(record: AddressRecord, event_id: str) -> bool:
+    """The record applied this event: one of its recent events, or a clean message it counted
+    (kept for as long as the message's day can count, whatever came after it)."""
+    return event_id in record.applied_event_ids or any(
+        event_id in ids for ids in record.clean_ids.values()
+    )
 
 
 # ---- mail events --------------------------------------------------------------------------------
@@ -646,10 +654,17 @@ def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDeliv
     day = window.day_of(at)
     newest_day = window.day_of(touched.last_seen or at)
     period = ctx.settings.detection_period_days
-    buckets = window.add_clean(touched.clean_by_day, day)
-    keep = period + ctx.policy.late_grace.days + 1
-    touched = touched.model_copy(update={"clean_by_day": window.prune(buckets, newest_day, keep)})
     threshold = ctx.settings.inbound_detection_threshold
+    buckets, ids = window.add_clean(
+        touched.clean_by_day, touched.clean_ids, day, event.event_id, threshold
+    )
+    keep = period + ctx.policy.late_grace.days + 1
+    touched = touched.model_copy(
+        update={
+            "clean_by_day": window.prune(buckets, newest_day, keep),
+            "clean_ids": window.prune(ids, newest_day, keep),
+        }
+    )
     if touched.status is S.DISCOVERED and touched.discovered_reason == "threshold":
         work.put(key, _correct_discovery_day(touched, day, period, threshold, at))
         return

@@ -9,12 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def add_clean(buckets: Mapping[date, int], day: date) -> dict[date, int]:
-    out = dict(buckets)
+def add_clean(
+    buckets: Mapping[date, int],
+    ids: Mapping[date, tuple[str, ...]],
+    day: date,
+    event_id: str,
+    cap: int,
+) -> tuple[dict[date, int], dict[date, tuple[str, ...]]]:
+    """Count a clean message on its day, and remember its id there.
+
+    A day's count stops at ``cap`` (the threshold): one day that reaches it completes every
+    window that includes it, so counting further changes no crossing, and the ids a record
+    keeps stay bounded by the threshold per day.
+    """
+    if buckets.get(day, 0) >= cap:
+        return dict(buckets), dict(ids)
+    out, seen = dict(buckets), dict(ids)
     out[day] = out.get(day, 0) + 1
-    return out
+    seen[day] = (*seen.get(day, ()), event_id)
+    return out, seen
 
 
 def window_sum(buckets: Mapping[date, int], end: date, period_days: int) -> int:
@@ -39,10 +57,11 @@ def first_crossing(
     return None
 
 
-def prune(buckets: Mapping[date, int], newest: date, keep_days: int) -> dict[date, int]:
-    """Drop buckets that no window ending at or after ``newest - grace`` can include."""
+def prune(buckets: Mapping[date, T], newest: date, keep_days: int) -> dict[date, T]:
+    """Drop buckets that no window ending at or after ``newest - grace`` can include (and the
+    ids counted on those days: a message that old is dropped as late)."""
     oldest = newest - timedelta(days=keep_days - 1)
-    return {day: count for day, count in buckets.items() if day >= oldest}
+    return {day: value for day, value in buckets.items() if day >= oldest}
 
 
 def day_of(moment: datetime) -> date:

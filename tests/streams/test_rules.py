@@ -190,6 +190,36 @@ def test_a_redelivered_event_changes_nothing() -> None:
     assert not outcomes[0].must_confirm
 
 
+def test_a_clean_message_redelivered_after_many_others_is_not_counted_again() -> None:
+    """A spool re-sent after an outage can repeat an event after any number of others: the
+    repeat must change nothing however far back it reaches."""
+    w = world()
+    minute = timedelta(minutes=1)
+    w.send(w.verified("alice@a.example"))
+    for i in range(25):
+        w.send(w.delivered("alice@a.example", T0 + i * minute, verdict="not_clean"))
+    c1 = w.delivered("alice@a.example", T0 + 30 * minute)
+    w.send(c1)
+    w.send(w.delivered("alice@a.example", T0 + 31 * minute))
+    for i in range(25):
+        w.send(w.delivered("alice@a.example", T0 + (40 + i) * minute, verdict="not_clean"))
+    (outcome,) = w.send(c1)
+    assert outcome.skipped == "duplicate" and outcome.records == {}
+    assert w.status("alice@a.example") == "pending"  # two clean messages, not three
+    assert sum(w.record("alice@a.example").clean_by_day.values()) == 2
+
+
+def test_a_days_count_and_its_ids_stop_at_the_threshold() -> None:
+    w = world(inbound_detection_threshold=3)
+    w.send(w.verified("alice@a.example"))
+    for i in range(10):
+        w.send(w.delivered("alice@a.example", T0 + i * timedelta(minutes=1)))
+    record = w.record("alice@a.example")
+    assert record.status == "discovered"
+    assert record.clean_by_day == {T0.date(): 3}
+    assert len(record.clean_ids[T0.date()]) == 3
+
+
 # ---- what the address-state topic hears --------------------------------------------------------
 
 
