@@ -10,14 +10,20 @@ if (context?.tenant) {
   const path = (format) =>
     tenantPath(tenant, "reports", kind.value) + query({ format, week: week.value.trim() });
 
+  // Only the newest request's answer is shown: the preview asked for when the page loads may
+  // answer after the one the admin asked for since, and must not replace it.
+  let latest = 0;
+
   async function preview() {
+    const asked = ++latest;
     let report;
     try {
       report = await api(path("json"));
     } catch (error) {
-      notice(error.message);
+      if (asked === latest) notice(error.message);
       return;
     }
+    if (asked !== latest) return;
     notice("");
     const section = document.getElementById("preview");
     section.hidden = false;
