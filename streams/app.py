@@ -210,7 +210,10 @@ class Topology:
         return registry
 
     async def _forget_groups(self, app: Any, *_: Any, **__: Any) -> None:
+        """A rebalance: what this worker derived from its tables may be stale, even for a
+        partition it owns again (another worker may have changed it meanwhile)."""
         self.store.forget()
+        self._indexed_partitions = None
 
     async def _send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
@@ -301,8 +304,11 @@ class Topology:
         )
 
     async def _scan(self) -> None:
-        """Turn due addresses into ticks on their own partition (tables change only there)."""
-        if not self.follower.ready.is_set():
+        """Turn due addresses into ticks on their own partition (tables change only there).
+
+        Not while tables are being restored: an index built from a half-restored table would
+        miss the records restored after it."""
+        if not self.follower.ready.is_set() or self.app.in_recovery:
             return
         active = self.active_partitions()
         if active != self._indexed_partitions:

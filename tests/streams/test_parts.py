@@ -208,3 +208,31 @@ def test_only_waiting_records_are_decoded_to_rebuild_the_due_index(
     # The user named "discovered" looked like a candidate: decoded, then dropped. The other
     # user and the alias were never decoded.
     assert sorted(decoded) == ["carol@a.example", "named@a.example", "other@a.example"]
+
+
+async def test_the_due_index_waits_for_recovery_and_is_rebuilt_after_every_rebalance(
+    tmp_path: Path,
+) -> None:
+    settings = StreamsSettings(
+        app_id="d-streams", brokers=["localhost:9"], partitions=4, replication=1, data_dir=tmp_path
+    )
+    topology = Topology(
+        settings, clock=make_clock("event-time"), kafka_options={"bootstrap_servers": "localhost:9"}
+    )
+    rebuilt: list[frozenset[int]] = []
+    topology.rebuild_due_index = lambda active: (  # type: ignore[method-assign]
+        rebuilt.append(active),
+        setattr(topology, "_indexed_partitions", active),
+    )
+    topology.follower.ready.set()
+    topology.app.in_recovery = True
+    await topology._scan()
+    assert rebuilt == []  # tables half restored: no index from them
+    topology.app.in_recovery = False
+    await topology._scan()
+    await topology._scan()
+    assert len(rebuilt) == 1
+    # The same partitions after a rebalance: another worker may have changed them meanwhile.
+    await topology._forget_groups(topology.app, set())
+    await topology._scan()
+    assert len(rebuilt) == 2
