@@ -23,7 +23,7 @@ from admin.errors import ApiError
 from admin.tokens import Principal
 from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
-from jobs.weeks import Week, expiry
+from jobs.weeks import Week
 from schemas.address import AddressError, display_form, parse_address
 from schemas.base import new_event_id
 from schemas.commands import (
@@ -35,7 +35,7 @@ from schemas.commands import (
     MarkInvalid,
     RemoveInvalid,
 )
-from schemas.state import UserRole
+from schemas.state import UserRole, expires_at
 from schemas.tenant import (
     DiscoverySettings,
     ProviderDefaults,
@@ -300,7 +300,7 @@ async def discovered(
     items = []
     for address, found, how, first, last, messages, clean, _total in rows:
         at = found.replace(tzinfo=UTC) if found and found.tzinfo is None else found
-        ends = expiry(at, settings.notices_before_expiry) if at else None
+        ends = expires_at(at, settings.notices_before_expiry) if at else None
         items.append(
             {
                 "address": address,

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from jobs.weeks import Schedule, Week, expiry
+from jobs.weeks import Schedule, Week
+from schemas.state import expires_at
 from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings
 from sinks.schema import Layout
 
@@ -158,7 +159,7 @@ def _warning(client: Any, layout: Layout, tenant: Tenant, week: Week, schedule: 
     rows = []
     for address, discovered_at in discovered:
         at = _aware(discovered_at)
-        expires = expiry(at, weeks)
+        expires = expires_at(at, weeks)
         left = schedule.slots_from(sent_at, expires)
         rows.append((address, _when(at), left, expires.date().isoformat()))
     catch_all = client.query(

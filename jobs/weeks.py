@@ -87,9 +87,3 @@ class Schedule:
             week = Week.of(week.monday + timedelta(days=7))
             slot = self.slot(week)
         return count
-
-
-def expiry(discovered_at: datetime, weeks: int) -> datetime:
-    """When a discovered address expires: the end of the day N weeks after its discovery day."""
-    day = discovered_at.astimezone(ZoneInfo("UTC")).date() + timedelta(weeks=weeks, days=1)
-    return datetime.combine(day, time(0), ZoneInfo("UTC"))

@@ -48,6 +48,7 @@ from schemas.state import (
     AddressStatus,
     StateChange,
     UserRole,
+    expires_at,
     same_state,
     state_of,
 )
@@ -301,29 +302,14 @@ class Timed(Protocol):
 
 
 def expiry_deadline(record: Timed, settings: DiscoverySettings) -> datetime | None:
-    """When a discovered address expires: at the end of the day N weeks after the day it was
-    discovered, N read *now* so that a settings change applies to addresses already waiting.
-
-    Whole days, because the day of discovery is what event time determines exactly whatever
-    order messages arrive in (see ``_correct_discovery_day``); the time within it is not.
-    """
+    """When a discovered address expires (``schemas.state.expires_at``)."""
     if record.status is not S.DISCOVERED or record.discovered_at is None:
         return None
-    last_day = record.discovered_at.date() + settings.notices_before_expiry * WEEK
-    return _start_of(last_day + timedelta(days=1))
+    return expires_at(record.discovered_at, settings.notices_before_expiry)
 
 
 def _start_of(day: date) -> datetime:
     return datetime.combine(day, time.min, UTC)
-
-
-def notices_left(record: AddressRecord, settings: DiscoverySettings, now: datetime) -> int:
-    """Weekly notices still to come before the address expires (0: it expires when today ends)."""
-    deadline = expiry_deadline(record, settings)
-    if deadline is None or now >= deadline:
-        return 0
-    days_left = (deadline.date() - now.date()).days - 1
-    return -(-days_left // 7)
 
 
 def due_at(record: Timed, settings: DiscoverySettings, policy: Policy) -> datetime | None:

@@ -18,9 +18,9 @@ from schemas.commands import (
     Tick,
 )
 from schemas.mail import CalloutTempfailed
-from schemas.state import UserRole
+from schemas.state import UserRole, expires_at
 from schemas.tenant import DiscoverySettings
-from streams.rules import notices_left
+from streams.rules import expiry_deadline
 from tests.streams.world import T0, World
 
 DAY = timedelta(days=1)
@@ -433,15 +433,13 @@ def test_a_settings_change_applies_to_waiting_addresses() -> None:
     assert w.status("alice@a.example") == "invalid"
 
 
-def test_notices_left_counts_down_weekly() -> None:
+def test_expiry_is_the_end_of_the_utc_day_n_weeks_after_discovery() -> None:
     w = world()
     discovered(w)
     record, settings = w.record("alice@a.example"), w.settings
-    start = record.discovered_at
-    assert start is not None
-    assert notices_left(record, settings, start) == 3
-    assert notices_left(record, settings, start + WEEK + DAY) == 2
-    assert notices_left(record, settings, start + 3 * WEEK) == 0
+    assert record.discovered_at is not None
+    end = datetime.combine(record.discovered_at.date() + 3 * WEEK + DAY, time.min, UTC)
+    assert expiry_deadline(record, settings) == expires_at(record.discovered_at, 3) == end
 
 
 def test_expiry_happens_first_when_any_later_message_arrives() -> None:
