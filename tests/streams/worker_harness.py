@@ -58,6 +58,8 @@ class WorkerRun:
             "DISCOVERY_STREAMS_COMMIT_S": "0.2",
             "DISCOVERY_STREAMS_SESSION_TIMEOUT_S": "6",
             "DISCOVERY_LOG_LEVEL": "INFO",
+            # Workers share this machine: no fixed port for their ops endpoints.
+            "DISCOVERY_OPS_LISTEN": "off",
         }
 
     def start(self, worker: str, fault: str = "") -> None:
