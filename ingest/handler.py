@@ -447,15 +447,11 @@ class IngestHandler:
     # ---- helpers ------------------------------------------------------------------------------
 
     async def _publish(
-        self,
-        events: list[AddressMessage] | list[tuple[AddressMessage, str]],
-        *,
-        admitted: bool = False,
+        self, events: list[tuple[AddressMessage, str]], *, admitted: bool = False
     ) -> None:
-        """Events without a topic go to the worker's input (``discovery.mail``)."""
-        routed = [e if isinstance(e, tuple) else (e, MAIL) for e in events]
-        records = [SpoolRecord(self.topics[t], e.kafka_key(), encode(e)) for e, t in routed]
-        for _event, route in routed:
+        """Publish (event, base topic) pairs: to Kafka, or to the spool while Kafka is away."""
+        records = [SpoolRecord(self.topics[t], e.kafka_key(), encode(e)) for e, t in events]
+        for _event, route in events:
             self._inc(self.metrics.routed, route)
         spooled_before = self.publisher.spooled
         await self.publisher.publish(records, admitted=admitted)

@@ -85,9 +85,6 @@ class Processor:
         self.policy = policy
         self.counts: Counter[str] = Counter()
 
-    async def handle(self, incoming: Incoming) -> None:
-        await self.handle_batch([incoming])
-
     async def handle_batch(self, batch: Sequence[Incoming]) -> None:
         """Apply the messages in order; send every output and wait for Kafka's acknowledgement
         once; then write each changed key once. The caller acknowledges the messages after."""

@@ -51,6 +51,21 @@ def _world_with_records() -> World:
     return w
 
 
+def _encoded(w: World) -> dict[str, bytes]:
+    """The world's records as the records table holds them."""
+    return {key: record.model_dump_json().encode() for key, record in w.records.items()}
+
+
+def _topology(app_id: str, data_dir: Path) -> Topology:
+    """A worker's topology that never reaches a broker (nothing here starts it)."""
+    settings = StreamsSettings(
+        app_id=app_id, brokers=["localhost:9"], partitions=4, replication=1, data_dir=data_dir
+    )
+    return Topology(
+        settings, clock=make_clock("event-time"), kafka_options={"bootstrap_servers": "localhost:9"}
+    )
+
+
 def test_group_store_round_trips_groups_and_forgets_removed_records() -> None:
     w = _world_with_records()
     records: dict[str, bytes] = {}
@@ -124,12 +139,7 @@ def test_a_tick_made_useless_by_a_settings_change_does_not_lose_the_address() ->
 def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_fix(
     tmp_path: Path,
 ) -> None:
-    settings = StreamsSettings(
-        app_id="p-streams", brokers=["localhost:9"], partitions=4, replication=1, data_dir=tmp_path
-    )
-    topology = Topology(
-        settings, clock=make_clock("event-time"), kafka_options={"bootstrap_servers": "localhost:9"}
-    )
+    topology = _topology("p-streams", tmp_path)
     declared = {
         (t.name, t.num_partitions, t.replication_factor, t.topic_configs["cleanup.policy"])
         for t in topology.changelog_topics()
@@ -143,7 +153,7 @@ def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_fix(
 
 def test_group_store_reads_json_group_indexes_and_caches_what_it_wrote() -> None:
     w = _world_with_records()
-    records = {k: r.model_dump_json().encode() for k, r in w.records.items()}
+    records = _encoded(w)
     # A group index as older workers wrote it (JSON), then one in today's encoding.
     groups = {
         "acme:first.last": b'["acme:first.last@a.example", "acme:first.last@b.example"]',
@@ -171,7 +181,7 @@ def test_group_store_reads_json_group_indexes_and_caches_what_it_wrote() -> None
 
 def test_the_cache_keeps_the_most_recently_used_groups() -> None:
     w = _world_with_records()
-    records = {k: r.model_dump_json().encode() for k, r in w.records.items()}
+    records = _encoded(w)
     groups = {
         "acme:first.last": b"acme:first.last@a.example\nacme:first.last@b.example",
         "acme:other": b"acme:other@a.example",
@@ -191,7 +201,7 @@ def test_only_waiting_records_are_decoded_to_rebuild_the_due_index(
     w = _world_with_records()  # a user, its alias, a pending address
     w.send(w.command(CreateUser, "named@a.example", first_name="discovered"))
     w.verify_and_deliver("carol@a.example", [0, 1, 2])  # discovered
-    records = {k: r.model_dump_json().encode() for k, r in w.records.items()}
+    records = _encoded(w)
     decoded: list[str] = []
     parse = AddressRecord.model_validate_json
 
@@ -213,12 +223,7 @@ def test_only_waiting_records_are_decoded_to_rebuild_the_due_index(
 async def test_the_due_index_waits_for_recovery_and_is_rebuilt_after_every_rebalance(
     tmp_path: Path,
 ) -> None:
-    settings = StreamsSettings(
-        app_id="d-streams", brokers=["localhost:9"], partitions=4, replication=1, data_dir=tmp_path
-    )
-    topology = Topology(
-        settings, clock=make_clock("event-time"), kafka_options={"bootstrap_servers": "localhost:9"}
-    )
+    topology = _topology("d-streams", tmp_path)
     rebuilt: list[frozenset[int]] = []
     topology.rebuild_due_index = lambda active: (  # type: ignore[method-assign]
         rebuilt.append(active),
