@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -25,7 +25,6 @@ from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
 from jobs.weeks import Week
 from schemas.address import AddressError, display_form, parse_address
-from schemas.base import new_event_id
 from schemas.commands import (
     AddAlias,
     CreateFunctional,
@@ -35,15 +34,18 @@ from schemas.commands import (
     MarkInvalid,
     RemoveInvalid,
 )
-from schemas.state import UserRole, expires_at
+from schemas.state import UserRole
 from schemas.tenant import (
     DiscoverySettings,
     ProviderDefaults,
     TenantConfig,
     describe_errors,
+    revised,
     validate_overrides,
 )
-from schemas.topics import COMMANDS, TENANTS
+from schemas.topics import COMMANDS
+from smtp_discovery.tenant_writes import Change, WriteContended
+from smtp_discovery.views import TenantDirectory
 
 MAX_BATCH = 1000
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
@@ -126,23 +128,58 @@ class Action(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _tenant_config(ctx: AdminContext, tenant_id: str, body: TenantBody, epoch: int) -> TenantConfig:
+def _tenant_config(
+    directory: TenantDirectory, clock: datetime, tenant_id: str, body: TenantBody,
+    previous: TenantConfig | None,
+) -> TenantConfig:  # fmt: skip
+    """The tenant as ``body`` describes it, the next revision of ``previous``."""
     try:
         tenant = TenantConfig.model_validate(
             {
                 **body.model_dump(),
                 "tenant_id": tenant_id,
-                "event_time": ctx.clock(),
-                "verification_cache_epoch": epoch,
+                "event_time": clock,
+                "verification_cache_epoch": previous.verification_cache_epoch if previous else 0,
+                "revision": previous.revision + 1 if previous else 1,
             }
         )
     except ValidationError as exc:
         raise ApiError(422, "invalid_tenant", "; ".join(describe_errors(exc))) from None
     for domain in tenant.domains:
-        owner = ctx.tenants.tenant_for_domain(domain)
+        owner = directory.tenant_for_domain(domain)
         if owner is not None and owner.tenant_id != tenant_id:
             raise ApiError(409, "domain_taken", f"{domain} is registered by another tenant")
     return tenant
+
+
+def _etag(revision: int) -> str:
+    return f'"{revision}"'
+
+
+def _check_match(if_match: str | None, revision: int, what: str) -> None:
+    """``If-Match``: write only if the client saw the current revision (RFC 9110 13.1.1).
+    Without the header the write is unconditional, but still made on the current version."""
+    if if_match is None:
+        return
+    tags = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if "*" in tags or _etag(revision) in tags:
+        return
+    raise ApiError(
+        412,
+        "changed_meanwhile",
+        f"{what} changed since you read it (it is at revision {revision} now): "
+        "read it again, then make your change on what you read",
+    )
+
+
+async def _write_tenants(ctx: AdminContext, change: Change) -> list[Any]:
+    try:
+        return await ctx.tenant_writer.write(change)
+    except WriteContended as exc:
+        raise ApiError(503, "busy", f"{exc}; try again") from None
+
+
+IfMatch = Annotated[str | None, Header(description="An ETag from a read: write only over it.")]
 
 
 def _address(text: str) -> str:
@@ -196,68 +233,130 @@ async def list_tenants(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
 
 
 @router.post("/tenants", status_code=201, tags=["tenants"])
-async def create_tenant(body: NewTenant, ctx: Context, caller: Operator) -> dict[str, Any]:
-    if ctx.tenants.tenant(body.tenant_id) is not None:
-        raise ApiError(409, "tenant_exists", f"tenant {body.tenant_id!r} exists; PUT to change it")
-    tenant = _tenant_config(ctx, body.tenant_id, body, 0)
-    await ctx.publish(TENANTS, [tenant])
+async def create_tenant(
+    body: NewTenant, ctx: Context, caller: Operator, response: Response
+) -> dict[str, Any]:
+    def change(directory: TenantDirectory) -> list[TenantConfig]:
+        if directory.tenant(body.tenant_id) is not None:
+            raise ApiError(
+                409, "tenant_exists", f"tenant {body.tenant_id!r} exists; PUT to change it"
+            )
+        return [_tenant_config(directory, ctx.clock(), body.tenant_id, body, None)]
+
+    (tenant,) = await _write_tenants(ctx, change)
+    response.headers["ETag"] = _etag(tenant.revision)
     return _tenant_view(ctx, tenant)
 
 
 @router.get("/tenants/{tenant_id}", tags=["tenants"])
-async def get_tenant(tenant_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
-    return _tenant_view(ctx, tenant_of(ctx, caller, tenant_id))
+async def get_tenant(
+    tenant_id: str, ctx: Context, caller: Caller, response: Response
+) -> dict[str, Any]:
+    tenant = tenant_of(ctx, caller, tenant_id)
+    response.headers["ETag"] = _etag(tenant.revision)
+    return _tenant_view(ctx, tenant)
 
 
 @router.put("/tenants/{tenant_id}", tags=["tenants"])
 async def update_tenant(
-    tenant_id: str, body: TenantBody, ctx: Context, caller: Operator
+    tenant_id: str,
+    body: TenantBody,
+    ctx: Context,
+    caller: Operator,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    current = tenant_of(ctx, caller, tenant_id)
-    tenant = _tenant_config(ctx, tenant_id, body, current.verification_cache_epoch)
-    await ctx.publish(TENANTS, [tenant])
+    tenant_of(ctx, caller, tenant_id)
+
+    def change(directory: TenantDirectory) -> list[TenantConfig]:
+        current = _current(directory, tenant_id)
+        _check_match(if_match, current.revision, f"tenant {tenant_id!r}")
+        return [_tenant_config(directory, ctx.clock(), tenant_id, body, current)]
+
+    (tenant,) = await _write_tenants(ctx, change)
+    response.headers["ETag"] = _etag(tenant.revision)
     return _tenant_view(ctx, tenant)
 
 
+def _current(directory: TenantDirectory, tenant_id: str) -> TenantConfig:
+    current = directory.tenant(tenant_id)
+    if current is None:
+        raise ApiError(404, "unknown_tenant", f"no tenant {tenant_id!r}")
+    return current
+
+
 @router.get("/settings/defaults", tags=["settings"])
-async def get_defaults(ctx: Context, caller: Caller) -> dict[str, Any]:
+async def get_defaults(ctx: Context, caller: Caller, response: Response) -> dict[str, Any]:
+    response.headers["ETag"] = _etag(ctx.tenants.defaults_revision)
     return _settings_view(ctx.tenants.defaults, {})
 
 
 @router.put("/settings/defaults", tags=["settings"])
-async def set_defaults(body: dict[str, Any], ctx: Context, caller: Operator) -> dict[str, Any]:
+async def set_defaults(
+    body: dict[str, Any],
+    ctx: Context,
+    caller: Operator,
+    response: Response,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    """Change provider defaults: the named settings change, the others stay."""
     try:
         validate_overrides(body)
-        merged = DiscoverySettings.model_validate({**ctx.tenants.defaults.model_dump(), **body})
     except ValueError as exc:
         raise ApiError(422, "invalid_settings", str(exc)) from None
-    defaults = ProviderDefaults(event_time=ctx.clock(), settings=merged)
-    await ctx.publish(TENANTS, [defaults])
-    return _settings_view(merged, {})
+
+    def change(directory: TenantDirectory) -> list[ProviderDefaults]:
+        _check_match(if_match, directory.defaults_revision, "the provider defaults")
+        try:
+            merged = DiscoverySettings.model_validate({**directory.defaults.model_dump(), **body})
+        except ValueError as exc:
+            raise ApiError(422, "invalid_settings", str(exc)) from None
+        current = ProviderDefaults(
+            event_time=ctx.clock(),
+            settings=directory.defaults,
+            revision=directory.defaults_revision,
+        )
+        return [revised(current, ctx.clock(), settings=merged)]
+
+    (defaults,) = await _write_tenants(ctx, change)
+    response.headers["ETag"] = _etag(defaults.revision)
+    return _settings_view(defaults.settings, {})
 
 
 @router.get("/tenants/{tenant_id}/settings", tags=["settings"])
-async def get_settings(tenant_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+async def get_settings(
+    tenant_id: str, ctx: Context, caller: Caller, response: Response
+) -> dict[str, Any]:
     tenant = tenant_of(ctx, caller, tenant_id)
+    response.headers["ETag"] = _etag(tenant.revision)
     return _settings_view(ctx.tenants.settings(tenant_id), tenant.settings)  # type: ignore[arg-type]
 
 
 @router.patch("/tenants/{tenant_id}/settings", tags=["settings"])
 async def change_settings(
-    tenant_id: str, body: dict[str, Any], ctx: Context, caller: Caller
+    tenant_id: str,
+    body: dict[str, Any],
+    ctx: Context,
+    caller: Caller,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Set overrides; a null value removes the override (the provider default applies)."""
-    tenant = tenant_of(ctx, caller, tenant_id)
-    overrides = {k: v for k, v in {**tenant.settings, **body}.items() if v is not None}
-    try:
-        overrides = validate_overrides(overrides)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_settings", str(exc)) from None
-    updated = tenant.model_copy(
-        update={"settings": overrides, "event_time": ctx.clock(), "event_id": new_event_id()}
-    )
-    await ctx.publish(TENANTS, [updated])
-    return _settings_view(ctx.tenants.settings(tenant_id), overrides)  # type: ignore[arg-type]
+    tenant_of(ctx, caller, tenant_id)
+
+    def change(directory: TenantDirectory) -> list[TenantConfig]:
+        current = _current(directory, tenant_id)
+        _check_match(if_match, current.revision, f"the settings of {tenant_id!r}")
+        overrides = {k: v for k, v in {**current.settings, **body}.items() if v is not None}
+        try:
+            overrides = validate_overrides(overrides)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_settings", str(exc)) from None
+        return [revised(current, ctx.clock(), settings=overrides)]
+
+    (tenant,) = await _write_tenants(ctx, change)
+    response.headers["ETag"] = _etag(tenant.revision)
+    return _settings_view(ctx.tenants.settings(tenant_id), tenant.settings)  # type: ignore[arg-type]
 
 
 @router.get("/tenants/{tenant_id}/discovered", tags=["lists"])
@@ -300,7 +399,9 @@ async def discovered(
     items = []
     for address, found, how, first, last, messages, clean, _total in rows:
         at = found.replace(tzinfo=UTC) if found and found.tzinfo is None else found
-        ends = expires_at(at, settings.notices_before_expiry) if at else None
+        ends, left = (
+            schedule.expiry(at, settings.notices_before_expiry, now) if at else (None, None)
+        )
         items.append(
             {
                 "address": address,
@@ -310,7 +411,7 @@ async def discovered(
                 "last_seen": last,
                 "messages": int(messages or 0),
                 "clean_messages": int(clean or 0),
-                "notices_left": schedule.slots_from(now, ends) if ends else None,
+                "notices_left": left,
                 "expires_at": ends,
             }
         )
@@ -466,16 +567,15 @@ async def delete_user(tenant_id: str, address: str, ctx: Context, caller: Caller
 
 @router.post("/tenants/{tenant_id}/verification-cache/clear", tags=["users"])
 async def clear_cache(tenant_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
-    tenant = tenant_of(ctx, caller, tenant_id)
-    updated = tenant.model_copy(
-        update={
-            "verification_cache_epoch": tenant.verification_cache_epoch + 1,
-            "event_time": ctx.clock(),
-            "event_id": new_event_id(),
-        }
-    )
-    await ctx.publish(TENANTS, [updated])
-    return {"verification_cache_epoch": updated.verification_cache_epoch}
+    tenant_of(ctx, caller, tenant_id)
+
+    def change(directory: TenantDirectory) -> list[TenantConfig]:
+        current = _current(directory, tenant_id)
+        epoch = current.verification_cache_epoch + 1
+        return [revised(current, ctx.clock(), verification_cache_epoch=epoch)]
+
+    (tenant,) = await _write_tenants(ctx, change)
+    return {"verification_cache_epoch": tenant.verification_cache_epoch}
 
 
 @router.get("/tenants/{tenant_id}/reports/{kind}", tags=["reports"])

@@ -20,6 +20,7 @@ from schemas.topics import ADMIN_TOKENS, COMMAND_RESULTS, TENANTS, TopicNames
 from sinks.schema import Layout
 from smtp_discovery.kafka import idempotent_producer
 from smtp_discovery.ops import CounterView
+from smtp_discovery.tenant_writes import TenantWriter
 from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
 
 MAX_RESULTS = 1_000_000
@@ -70,6 +71,10 @@ class AdminContext:
             CompactedTopicFollower(kafka_options, names(ADMIN_TOKENS), self.tokens.apply),
             CompactedTopicFollower(kafka_options, names(COMMAND_RESULTS), self.results.apply),
         ]
+        self.tenant_writer = TenantWriter(
+            kafka_options, names(TENANTS), self.tenants, self._followers[0]
+        )
+        """Every write of tenants and provider defaults: one writer at a time, on a current view."""
         self._producer = idempotent_producer(kafka_options)
         self._clickhouse_lock = asyncio.Lock()
 
@@ -104,15 +109,15 @@ class AdminContext:
         await self._producer.stop()
 
     async def publish(self, base_topic: str, messages: list[Message]) -> None:
-        """Acknowledged by Kafka (acks=all) before the API answers."""
+        """Acknowledged by Kafka (acks=all) before the API answers. Tenants and defaults are
+        written by ``tenant_writer`` instead, which reads before it writes."""
+        if base_topic == TENANTS:
+            raise ValueError("write tenants with tenant_writer: it reads before it writes")
         futures = [
             await self._producer.send(self.names(base_topic), encode(m), key=m.kafka_key())
             for m in messages
         ]
         await asyncio.gather(*futures)
-        if base_topic == TENANTS:  # read-your-writes: the view need not wait for the follower
-            for m in messages:
-                self.tenants.apply(m.kafka_key(), encode(m))
         if base_topic == ADMIN_TOKENS:
             for m in messages:
                 self.tokens.apply(m.kafka_key(), encode(m))

@@ -15,7 +15,7 @@ INTRO = {
     Kind.WARNING: (
         "These addresses were discovered from your mail flow and wait for an administrator to "
         "create a user, a functional account or an alias, or to mark them invalid. Each "
-        "expires after the notices left."
+        "expires after its notices left, this one included."
     ),
 }
 

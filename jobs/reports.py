@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 from jobs.weeks import Schedule, Week
-from schemas.state import expires_at
 from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings
 from sinks.schema import Layout
 
@@ -159,8 +158,7 @@ def _warning(client: Any, layout: Layout, tenant: Tenant, week: Week, schedule: 
     rows = []
     for address, discovered_at in discovered:
         at = _aware(discovered_at)
-        expires = expires_at(at, weeks)
-        left = schedule.slots_from(sent_at, expires)
+        expires, left = schedule.expiry(at, weeks, sent_at)
         rows.append((address, _when(at), left, expires.date().isoformat()))
     catch_all = client.query(
         f"SELECT destination, max(event_time) FROM {layout.name('mail_events')} "

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from schemas.state import expires_at
+
 THURSDAY = 3
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -74,8 +76,21 @@ class Schedule:
             week = week.previous()
         return self.slot(week), week.previous()
 
+    def expiry(
+        self, discovered_at: datetime, notices_before_expiry: int, as_of: datetime
+    ) -> tuple[datetime, int]:
+        """When a discovered address expires, and its notices left as of ``as_of``: the weekly
+        warning reports that list it from that moment on (a report at ``as_of`` included).
+
+        The one computation behind the console's Discovered list (as of now), the admin API and
+        the warning report (as of its own sending, so it counts itself): at any one moment they
+        say the same. The day comes from ``schemas.state.expires_at``, as the worker's timer's.
+        """
+        expires = expires_at(discovered_at, notices_before_expiry)
+        return expires, self.slots_from(as_of, expires)
+
     def slots_from(self, start: datetime, before: datetime) -> int:
-        """How many slots fall in [start, before): notices a discovered address still gets."""
+        """How many slots fall in [start, before)."""
         week = Week.of(start.astimezone(self.zone).date())
         slot = self.slot(week)
         if slot < start:

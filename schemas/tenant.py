@@ -8,13 +8,14 @@ the provider's default when the provider changes it.
 from __future__ import annotations
 
 import ipaddress
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from schemas.address import AddressError, normalize_domain, parse_address
-from schemas.base import Contract, Envelope, MailAddress, Message
+from schemas.base import Contract, Envelope, MailAddress, Message, new_event_id
 from schemas.state import UserRole
 
 PROVIDER_DEFAULTS_KEY = "__provider__"
@@ -236,6 +237,9 @@ class TenantConfig(Envelope):
     verification_cache_epoch: int = Field(
         default=0, ge=0, description="Bumped to make every ingest node drop its cached callouts."
     )
+    revision: int = Field(
+        default=0, ge=0, description="Bumped by every write: the version an edit was based on."
+    )
 
     @field_validator("domains")
     @classmethod
@@ -288,9 +292,23 @@ class ProviderDefaults(Message):
 
     type: Literal["provider_defaults"] = "provider_defaults"
     settings: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    revision: int = Field(
+        default=0, ge=0, description="Bumped by every write: the version an edit was based on."
+    )
 
     def kafka_key(self) -> bytes:
         return PROVIDER_DEFAULTS_KEY.encode("utf-8")
+
+
+Revisable = TypeVar("Revisable", TenantConfig, ProviderDefaults)
+
+
+def revised(record: Revisable, at: datetime, **changes: Any) -> Revisable:
+    """The next version of a tenants-topic record: a new identity and the next revision."""
+    return record.model_copy(
+        update={**changes, "event_id": new_event_id(), "event_time": at,
+                "revision": record.revision + 1}
+    )  # fmt: skip
 
 
 TenantsTopicValue = Annotated[TenantConfig | ProviderDefaults, Field(discriminator="type")]

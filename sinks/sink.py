@@ -158,6 +158,9 @@ class Sink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.batch_rows,
+            # The tenants topic is written in transactions; a write that lost its turn is
+            # aborted and must not be stored (smtp_discovery.tenant_writes).
+            isolation_level="read_committed",
         )
         consumer.subscribe([self.names(t) for t in self.topics], listener=_Listener(self))
         self._consumer = consumer

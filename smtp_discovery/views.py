@@ -28,7 +28,8 @@ class CompactedTopicFollower:
 
     ``ready`` is set once everything that existed when the follower started has been applied,
     so a process can refuse work until its view is complete. No consumer group: every process
-    reads the whole topic.
+    reads the whole topic. Only committed records are read: a transactional writer that lost a
+    race (``smtp_discovery.tenant_writes``) is never seen.
     """
 
     def __init__(
@@ -43,10 +44,14 @@ class CompactedTopicFollower:
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stepped = asyncio.Condition()
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            **self.options, enable_auto_commit=False, auto_offset_reset="earliest"
+            **self.options,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
         )
         partitions = await _partitions_of(self.options, self.topic)
         if not partitions:
@@ -77,6 +82,28 @@ class CompactedTopicFollower:
             except Exception:  # the view must outlive a transient error: log, retry
                 log.exception("following %s failed; retrying", self.topic)
                 await asyncio.sleep(1.0)
+            async with self._stepped:
+                self._stepped.notify_all()
+
+    async def catch_up(self) -> None:
+        """Return once every record committed before this call has been applied.
+
+        A read-modify-write must read the latest committed value, not whatever the follower
+        happened to have: this waits for the view to reach the partitions' current ends (the
+        last stable offsets, as the consumer reads committed records only)."""
+        consumer = self._consumer
+        assert consumer is not None, "start() the follower first"
+        targets = await consumer.end_offsets(list(self._targets))
+
+        async def reached() -> bool:
+            for tp, end in targets.items():
+                if await consumer.position(tp) < end:
+                    return False
+            return True
+
+        async with self._stepped:
+            while not await reached():
+                await self._stepped.wait()
 
     async def _step(self) -> None:
         assert self._consumer is not None
@@ -122,6 +149,7 @@ class TenantDirectory:
     def __init__(self) -> None:
         self.tenants: dict[str, TenantConfig] = {}
         self.defaults = DiscoverySettings()
+        self.defaults_revision = 0
         self._effective: dict[str, DiscoverySettings] = {}
         self._domains: dict[str, str] = {}
         self.generation = 0
@@ -135,6 +163,7 @@ class TenantDirectory:
         if value is None:
             if name == PROVIDER_DEFAULTS_KEY:
                 self.defaults = DiscoverySettings()
+                self.defaults_revision = 0
                 self._effective.clear()
             else:
                 self._forget_domains(name)
@@ -148,6 +177,7 @@ class TenantDirectory:
             return
         if isinstance(message, ProviderDefaults):
             self.defaults = message.settings
+            self.defaults_revision = message.revision
             self._effective.clear()
         elif isinstance(message, TenantConfig):
             self._forget_domains(message.tenant_id)

@@ -29,9 +29,11 @@ export class ApiFailure extends Error {
 }
 
 // One call to the API with the session's token. The API's error body is {error: {code, message}}.
-export async function api(path, { method = "GET", body, raw = false, token } = {}) {
+// ifMatch: the ETag of what the user edited, so that a write over someone else's is refused (412).
+export async function api(path, { method = "GET", body, raw = false, token, ifMatch } = {}) {
   const headers = { Authorization: `Bearer ${token ?? session.token() ?? ""}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (ifMatch) headers["If-Match"] = ifMatch;
   const response = await fetch(API + path, {
     method,
     headers,

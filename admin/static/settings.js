@@ -1,5 +1,7 @@
 // The tenant's discovery settings: each with its value, whether it is the tenant's own, and the
-// recommended value. Saving sends only what changed (PATCH); "Use default" sends null.
+// recommended value. Saving sends only what changed (PATCH); "Use default" sends null. The save
+// is made on the version the form shows (If-Match): if someone saved in between, nothing is
+// written, the form shows their version, and the admin decides again.
 
 import { BASE, api, boot, h, notice, tenantPath } from "./console.js";
 
@@ -46,6 +48,13 @@ if (context?.tenant) {
   const body = form.querySelector("tbody");
   let schema;
   let view;
+  let etag;
+
+  async function load() {
+    const response = await api(tenantPath(tenant, "settings"), { raw: true });
+    etag = response.headers.get("ETag");
+    view = await response.json();
+  }
 
   function render() {
     body.replaceChildren(
@@ -87,20 +96,33 @@ if (context?.tenant) {
     }
     if (Object.keys(changes).length === 0) return notice("Nothing changed.", "info");
     try {
-      view = await api(tenantPath(tenant, "settings"), { method: "PATCH", body: changes });
+      const response = await api(tenantPath(tenant, "settings"), {
+        method: "PATCH", body: changes, ifMatch: etag, raw: true,
+      });
+      etag = response.headers.get("ETag");
+      view = await response.json();
     } catch (error) {
-      return notice(error.message);
+      if (error.status !== 412) return notice(error.message);
+      try {
+        await load();
+      } catch (reload) {
+        return notice(reload.message);
+      }
+      render();
+      return notice(
+        "Someone saved these settings while you were editing them; nothing of yours was saved. " +
+          "The form now shows their version: make your change again.",
+      );
     }
     render();
     notice(`Saved: ${Object.keys(changes).map(label).join(", ")}.`, "info");
   });
 
   try {
-    const [loaded, response] = await Promise.all([
-      api(tenantPath(tenant, "settings")),
+    const [, response] = await Promise.all([
+      load(),
       fetch(`${BASE}/schema/settings`, { cache: "no-store" }),
     ]);
-    view = loaded;
     schema = await response.json();
     render();
   } catch (error) {

@@ -13,11 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
+from jobs.weeks import Week
 from schemas.codec import decode, encode
 from schemas.commands import CommandResult
 from schemas.mail import CalloutVerified, CatchAllChecked, OutboundSent, RecipientDelivered
 from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
 from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, MAIL
+from streams.rules import expiry_deadline
 from tests.admin.conftest import Admin
 from tests.smtp_discovery.kafka_helpers import consume_until
 
@@ -144,6 +146,67 @@ def _snapshot(address: str, status: AddressStatus, at: datetime) -> AddressState
     return AddressStateSnapshot(tenant_id="acme", address=address, event_time=at, record=record)
 
 
+async def test_writes_made_on_a_stale_read_are_refused_and_change_nothing(admin: Admin) -> None:
+    await admin.tenant("acme")
+    acme = await admin.token("acme")
+    read = await admin.http.get("/v1/tenants/acme", headers=admin.operator)
+    etag = read.headers["ETag"]
+    assert etag == f'"{read.json()["revision"]}"'
+    body = {"name": "Acme Ltd", "domains": ["acme.example"]}
+    first = await admin.http.put(
+        "/v1/tenants/acme", json=body, headers={**admin.operator, "If-Match": etag}
+    )
+    assert first.status_code == 200 and first.headers["ETag"] != etag
+    stale = await admin.http.put(
+        "/v1/tenants/acme",
+        json={**body, "name": "Acme Old"},
+        headers={**admin.operator, "If-Match": etag},
+    )
+    assert (stale.status_code, stale.json()["error"]["code"]) == (412, "changed_meanwhile")
+    now = await admin.http.get("/v1/tenants/acme", headers=admin.operator)
+    assert (now.json()["name"], now.headers["ETag"]) == ("Acme Ltd", first.headers["ETag"])
+
+    # The settings carry the tenant's revision: an edit on a stale form is refused too.
+    form = await admin.http.get("/v1/tenants/acme/settings", headers=acme)
+    tag = form.headers["ETag"]
+    ok = await admin.http.patch("/v1/tenants/acme/settings", json={"discovery_enabled": True},
+                                headers={**acme, "If-Match": tag})  # fmt: skip
+    assert ok.status_code == 200
+    late = await admin.http.patch("/v1/tenants/acme/settings", json={"discovery_enabled": False},
+                                  headers={**acme, "If-Match": tag})  # fmt: skip
+    assert late.status_code == 412
+    current = await admin.http.get("/v1/tenants/acme/settings", headers=acme)
+    assert current.json()["discovery_enabled"]["value"] is True
+    star = await admin.http.patch("/v1/tenants/acme/settings", json={"discovery_enabled": False},
+                                  headers={**acme, "If-Match": "*"})  # fmt: skip
+    assert star.status_code == 200 and star.json()["discovery_enabled"]["value"] is False
+
+    # Without If-Match, edits of different settings made at once all survive: each is
+    # merged into the version the one before it wrote.
+    changes = [{"inbound_detection_threshold": 4}, {"notices_before_expiry": 2},
+               {"detection_period_days": 5}, {"auto_add_outbound_users": True}]  # fmt: skip
+    answers = await asyncio.gather(
+        *(admin.http.patch("/v1/tenants/acme/settings", json=c, headers=acme) for c in changes)
+    )
+    assert [a.status_code for a in answers] == [200] * 4
+    merged = (await admin.http.get("/v1/tenants/acme", headers=admin.operator)).json()
+    expected = {"discovery_enabled": False}
+    for c in changes:
+        expected.update(c)
+    assert merged["settings"] == expected
+
+    defaults = await admin.http.get("/v1/settings/defaults", headers=admin.operator)
+    d_tag = defaults.headers["ETag"]
+    set_ = await admin.http.put("/v1/settings/defaults", json={"inbound_detection_threshold": 6},
+                                headers={**admin.operator, "If-Match": d_tag})  # fmt: skip
+    assert set_.status_code == 200 and set_.headers["ETag"] != d_tag
+    again = await admin.http.put("/v1/settings/defaults", json={"inbound_detection_threshold": 7},
+                                 headers={**admin.operator, "If-Match": d_tag})  # fmt: skip
+    assert again.status_code == 412
+    kept = await admin.http.get("/v1/settings/defaults", headers=admin.operator)
+    assert kept.json()["inbound_detection_threshold"]["value"] == 6
+
+
 async def test_the_discovered_list_filters_sorts_pages_and_shows_notices(admin: Admin) -> None:
     await admin.tenant("acme")
     now = datetime.now(UTC).replace(microsecond=0)
@@ -201,6 +264,34 @@ async def test_the_discovered_list_filters_sorts_pages_and_shows_notices(admin: 
         ordered = (await admin.http.get(f"/v1/tenants/acme/discovered?sort={sort}&order={order}",
                                         headers=acme)).json()["items"]  # fmt: skip
         assert [i["address"].split("@")[0] for i in ordered] == expected, (sort, order)
+
+
+async def test_the_worker_the_console_and_the_warning_report_agree_on_expiry_and_notices(
+    admin: Admin,
+) -> None:
+    """Discovered on Tue 1 Dec 2026 with 3 notices before expiry. The warning report covering
+    week 49 goes out on Thu 10 Dec; at that moment the Discovered list, the report and the
+    worker's timer say the same expiry and the same notices left."""
+    await admin.tenant("acme", settings={"notices_before_expiry": 3})
+    found = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    admin.history.add(ADDRESS_STATE, _snapshot("new@acme.example", AddressStatus.DISCOVERED, found))
+    acme = await admin.token("acme")
+    sent = admin.ctx.schedule.slot(Week.parse("2026-W50"))
+    assert sent == datetime(2026, 12, 10, 9, tzinfo=UTC)
+    settings = admin.ctx.tenants.settings("acme")
+    assert settings is not None
+    worker = expiry_deadline(_snapshot("x@acme.example", AddressStatus.DISCOVERED, found).record,
+                             settings)  # fmt: skip
+    for moment, left in ((found, 3), (sent, 2), (sent + timedelta(seconds=1), 1)):
+        admin.ctx.clock = lambda moment=moment: moment  # type: ignore[misc]
+        listed = (await admin.http.get("/v1/tenants/acme/discovered?weeks=52", headers=acme)).json()
+        (item,) = listed["items"]
+        assert (_at(item["expires_at"]), item["notices_left"]) == (worker, left), moment
+    report = await admin.http.get("/v1/tenants/acme/reports/warning?week=2026-W49&format=json",
+                                  headers=acme)  # fmt: skip
+    (row,) = report.json()["rows"]
+    assert row["notices left"] == 2  # as the list said at the moment the report went out
+    assert worker is not None and row["expires on"] == worker.date().isoformat()
 
 
 def _at(text: str | None) -> datetime | None:

@@ -180,9 +180,10 @@ async def mark_invalid_and_remove(page: Any, expect: Any) -> None:
     await expect(rows).to_have_count(0, timeout=30_000)
 
 
-async def settings_and_reports(page: Any, expect: Any) -> None:
-    """The settings form shows values and recommendations; this week's New users report (a
-    preview of GET /reports/new-users) lists the two users just created."""
+async def settings_and_reports(page: Any, expect: Any, console: Console) -> None:
+    """The settings form shows values and recommendations, and never saves over a version it
+    did not show; this week's New users report (a preview of GET /reports/new-users) lists the
+    two users just created."""
     await page.click("a[data-nav=settings]")
     threshold = page.locator('#settings tr[data-row="inbound_detection_threshold"]')
     await expect(threshold.locator("input[type=number]")).to_have_value("3")
@@ -190,6 +191,18 @@ async def settings_and_reports(page: Any, expect: Any) -> None:
     await page.fill('[data-setting="notices_before_expiry"]', "4")
     await page.click("#settings button[type=submit]")
     await expect(page.locator("#notice")).to_have_text("Saved: Notices before expiry.")
+    # Another admin saves while this form is open; this admin's save then writes nothing.
+    acme = {"Authorization": f"Bearer {console.tokens['acme']}"}
+    other = await console.api.patch(
+        "/v1/tenants/acme/settings", json={"notices_before_expiry": 2}, headers=acme
+    )
+    assert other.status_code == 200, other.text
+    await page.fill('[data-setting="notices_before_expiry"]', "5")
+    await page.click("#settings button[type=submit]")
+    await expect(page.locator("#notice")).to_contain_text("Someone saved these settings")
+    await expect(page.locator('[data-setting="notices_before_expiry"]')).to_have_value("2")
+    kept = await console.api.get("/v1/tenants/acme/settings", headers=acme)
+    assert kept.json()["notices_before_expiry"]["value"] == 2
     await page.click("a[data-nav=reports]")
     year, week, _ = datetime.now(UTC).isocalendar()
     await page.fill("#week", f"{year}-W{week:02d}")
@@ -246,7 +259,7 @@ async def test_an_admin_turns_discovered_addresses_into_users(console: Console) 
             await expect(rows.locator("td.address")).to_have_text(XSS)
 
             await mark_invalid_and_remove(page, expect)
-            await settings_and_reports(page, expect)
+            await settings_and_reports(page, expect, console)
 
             # Tenant A's token, tenant B asked for: the API refuses and nothing of B shows...
             await page.goto(f"{console.url}/console/discovered?tenant=beta")

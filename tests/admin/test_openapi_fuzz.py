@@ -30,7 +30,7 @@ from admin.api import create_app
 from admin.context import AdminContext
 from admin.tokens import new_token
 from schemas.tenant import TenantConfig
-from schemas.topics import ADMIN_TOKENS, TENANTS, TopicNames
+from schemas.topics import ADMIN_TOKENS, TopicNames
 from sinks.migrate import migrate
 from sinks.schema import Layout
 from smtp_discovery.kafka import ensure_topics
@@ -76,7 +76,7 @@ def served(kafka_bootstrap: str, clickhouse: Any) -> Iterator[Served]:
         await ctx.publish(ADMIN_TOKENS, [operator_record, tenant_record])
         acme = TenantConfig(tenant_id=TENANT, event_time=datetime.now(UTC), name="Acme",
                             domains=(f"{TENANT}.example",))  # fmt: skip
-        await ctx.publish(TENANTS, [acme])
+        await ctx.tenant_writer.write(lambda _: [acme])
         app.state.context = ctx
         try:
             yield

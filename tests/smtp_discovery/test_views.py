@@ -6,10 +6,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.codec import encode
-from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings, ProviderDefaults, TenantConfig
+from schemas.tenant import (
+    PROVIDER_DEFAULTS_KEY,
+    DiscoverySettings,
+    ProviderDefaults,
+    TenantConfig,
+    revised,
+)
 from schemas.topics import TENANTS, TopicNames
 from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.kafka import client_options, ensure_topics
+from smtp_discovery.kafka import client_options, ensure_topics, transactional_producer
+from smtp_discovery.tenant_writes import TenantWriter
 from smtp_discovery.views import TenantDirectory
 from tests.schemas.samples import T0
 
@@ -87,3 +94,77 @@ def test_domains_map_to_their_tenant_first_claim_wins() -> None:
     d.apply(b"acme", None)
     assert d.tenant_for_domain("shared.example") is None
     assert d.tenant_for_domain("nowhere.example") is None
+
+
+@pytest.mark.kafka
+async def test_a_view_never_shows_an_aborted_write_and_catches_up_to_committed_ones(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    names = TopicNames(f"x{unique}.")
+    options = client_options(RuntimeConfig(), kafka_bootstrap)
+    await ensure_topics(options, partitions=1, replication=1, specs=names.specs())
+    directory = TenantDirectory()
+    follower = directory.follower(options, names(TENANTS))
+    await follower.start()
+    producer = transactional_producer(options, f"views-{unique}")
+    await producer.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 30)
+        await producer.begin_transaction()
+        await producer.send(names(TENANTS), encode(tenant("lost")), key=b"lost")
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await producer.send(names(TENANTS), encode(tenant("kept")), key=b"kept")
+        await asyncio.wait_for(follower.catch_up(), 30)
+        # catch_up returned: everything committed before it is in the view, nothing aborted.
+        assert set(directory.tenants) == {"kept"}
+    finally:
+        await producer.stop()
+        await follower.stop()
+
+
+@pytest.mark.kafka
+async def test_a_writer_whose_turn_was_taken_retries_on_the_other_writers_result(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """Two writers (as two admin replicas) raise one tenant's revision at once. The slow one
+    decides on revision 0, then the fast one writes revision 1 before the slow one sends: the
+    slow one's write, made on what it read, is never committed; its retry decides on revision 1."""
+    names = TopicNames(f"w{unique}.")
+    options = client_options(RuntimeConfig(), kafka_bootstrap)
+    await ensure_topics(options, partitions=1, replication=1, specs=names.specs())
+    topic = names(TENANTS)
+    views = [TenantDirectory(), TenantDirectory(), TenantDirectory()]
+    followers = [v.follower(options, topic) for v in views]
+    for f in followers:
+        await f.start()
+    slow = TenantWriter(options, topic, views[0], followers[0])
+    fast = TenantWriter(options, topic, views[1], followers[1])
+    decided_on: list[tuple[str, int]] = []
+    inside, gate = asyncio.Event(), asyncio.Event()
+
+    def bump(who: str, view: TenantDirectory) -> list[TenantConfig]:
+        current = view.tenant("acme")
+        decided_on.append((who, current.revision if current else 0))
+        return [revised(current or tenant(), T0, name=f"by {who}")]
+
+    async def slow_bump(view: TenantDirectory) -> list[TenantConfig]:
+        decision = bump("slow", view)
+        if not gate.is_set():
+            inside.set()
+            await gate.wait()
+        return decision
+
+    try:
+        slow_write = asyncio.create_task(slow.write(slow_bump))
+        await asyncio.wait_for(inside.wait(), 30)
+        await fast.write(lambda view: bump("fast", view))  # fences slow, inside its turn
+        gate.set()
+        await asyncio.wait_for(slow_write, 30)
+        await asyncio.wait_for(followers[2].catch_up(), 30)
+        assert decided_on == [("slow", 0), ("fast", 0), ("slow", 1)]
+        final = views[2].tenant("acme")
+        assert final is not None and (final.revision, final.name) == (2, "by slow")
+    finally:
+        for f in followers:
+            await f.stop()
