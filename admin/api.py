@@ -311,12 +311,8 @@ async def set_defaults(
             merged = DiscoverySettings.model_validate({**directory.defaults.model_dump(), **body})
         except ValueError as exc:
             raise ApiError(422, "invalid_settings", str(exc)) from None
-        current = ProviderDefaults(
-            event_time=ctx.clock(),
-            settings=directory.defaults,
-            revision=directory.defaults_revision,
-        )
-        return [revised(current, ctx.clock(), settings=merged)]
+        revision = directory.defaults_revision + 1
+        return [ProviderDefaults(event_time=ctx.clock(), settings=merged, revision=revision)]
 
     (defaults,) = await _write_tenants(ctx, change)
     response.headers["ETag"] = _etag(defaults.revision)

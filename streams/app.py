@@ -40,6 +40,7 @@ from streams.clock import Clock
 from streams.due import DueIndex
 from streams.processor import Incoming, Processor
 from streams.recovery import StreamsTableManager
+from streams.rewind import RewindingApp
 from streams.rules import Policy
 from streams.store import CACHED_GROUPS, GroupStore
 
@@ -95,7 +96,7 @@ class Topology:
         self.due = DueIndex(self.policy, settings.partitions)
         self._indexed_partitions: frozenset[int] | None = None
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        app = faust.App(
+        app = RewindingApp(
             settings.app_id,
             broker=[f"kafka://{b}" for b in settings.brokers],
             broker_credentials=kafka_credentials(kafka_options),

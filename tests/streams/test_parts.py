@@ -18,6 +18,7 @@ from streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
 from streams.due import DueIndex
 from streams.partitioning import partition_for
 from streams.recovery import HandOverRecovery
+from streams.rewind import RewindingConsumerThread
 from streams.rules import Context, Policy
 from streams.store import GroupStore
 from tests.streams.world import T0, World
@@ -136,7 +137,7 @@ def test_a_tick_made_useless_by_a_settings_change_does_not_lose_the_address() ->
     assert [k for k, _ in index.due(lambda _p: T0 + 40 * DAY, lambda _t: four)] == [key]
 
 
-def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_fix(
+def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_and_rewind_fixes(
     tmp_path: Path,
 ) -> None:
     topology = _topology("p-streams", tmp_path)
@@ -149,6 +150,7 @@ def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_fix(
         ("p-streams-groups-changelog", 4, 1, "compact"),
     }
     assert isinstance(topology.app.tables.recovery, HandOverRecovery)
+    assert isinstance(topology.app.consumer._thread, RewindingConsumerThread)
 
 
 def test_group_store_reads_json_group_indexes_and_caches_what_it_wrote() -> None:

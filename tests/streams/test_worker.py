@@ -133,6 +133,30 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
         run.stop_all()
 
 
+async def test_two_workers_one_killed_the_other_takes_over_from_its_standby(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Two workers share the partitions (each the other's standby); one is SIGKILLed halfway
+    through: its partitions resume on the other, which ends in the oracle's states with every
+    transition once. The survivor's cached groups and due index must not outlive the
+    rebalances."""
+    scenario = Scenario().build()
+    scenario.run_oracle()
+    run = WorkerRun(kafka_bootstrap, f"s{unique}", tmp_path)
+    await run.setup(tenants())
+    run.start("w1")
+    run.start("w2")
+    try:
+        for index, phase in enumerate(scenario.ordered()):
+            await run.publish(phase)
+            if index == len(scenario.ordered()) // 2:
+                run.kill("w1")
+            await run.caught_up()
+        await _compare(run, scenario)
+    finally:
+        run.stop_all()
+
+
 async def _play_through_a_fault(run: WorkerRun, scenario: Scenario) -> None:
     """Play the scenario on w1, which has a fault injected; when it exits, w2 takes over."""
     replaced = False

@@ -1,0 +1,54 @@
+"""Faust's Kafka consumer, made to rewind partitions that have no committed offset.
+
+Faust drops records it has already fetched whenever its flow stops (a rebalance, the end of a
+table recovery): the Kafka client's position is past them, so Faust seeks every partition back
+to its committed offset to have them delivered again (``Consumer.perform_seek``). aiokafka's
+``seek_to_committed`` seeks only partitions whose committed offset is above zero; a partition
+nobody has committed yet keeps its advanced position, and the records dropped there are never
+delivered. Nothing acknowledges them, so nothing is ever committed on that partition again: it
+stalls, silently, until its next reassignment. A quiet partition of a young deployment (the
+commands topic) is exactly that: seen with two workers, one taking over the other's partitions
+mid-batch, in 3 of 6 runs under CPU load.
+
+Here such partitions are rewound to their beginning, which is where the consumer's
+``auto_offset_reset="earliest"`` would start them: records already applied come again, and the
+rules' event ids make them no-ops, as after any seek back to a committed offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+
+
+class RewindingConsumerThread(driver.AIOKafkaConsumerThread):
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return await self.call_thread(self._seek_to_committed_or_beginning)
+
+    async def _seek_to_committed_or_beginning(self) -> Mapping[TP, int]:
+        consumer = self._ensure_consumer()
+        committed: Mapping[Any, int] = await consumer.seek_to_committed()
+        uncommitted = [tp for tp, offset in committed.items() if not offset]
+        if uncommitted:
+            await consumer.seek_to_beginning(*uncommitted)
+        return committed
+
+
+class RewindingConsumer(driver.Consumer):
+    def _new_consumer_thread(self) -> RewindingConsumerThread:
+        return RewindingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class RewindingTransport(driver.Transport):
+    Consumer = RewindingConsumer
+
+
+class RewindingApp(faust.App):
+    """A Faust app whose consumer is :class:`RewindingConsumer` (the producer is Faust's)."""
+
+    def _new_transport(self) -> RewindingTransport:
+        return RewindingTransport(self.conf.broker_consumer, self)
