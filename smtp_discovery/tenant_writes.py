@@ -36,13 +36,16 @@ log = logging.getLogger("smtp_discovery.tenant_writes")
 
 ATTEMPTS = 8
 """Turns a writer tries before it gives up (each lost only to another writer's turn)."""
+CATCH_UP_S = 30.0
+"""How long a writer waits for its view to reach the end of the topic (Kafka unreachable)."""
 
 Change = Callable[[TenantDirectory], Sequence[Message] | Awaitable[Sequence[Message]]]
 """Decides the records to write from a view that holds every committed write (may raise)."""
 
 
 class WriteContended(InfrastructureError):
-    """Other writers kept taking the turn; nothing was written (try again)."""
+    """Other writers kept taking the turn, or the view could not catch up before deciding:
+    nothing was written (try again)."""
 
 
 def writer_id(topic: str) -> str:
@@ -88,7 +91,11 @@ class TenantWriter:
         producer = transactional_producer(self.options, writer_id(self.topic))
         await producer.start()  # fences every other writer of the topic
         try:
-            await self.follower.catch_up()
+            if not await self._caught_up():
+                raise WriteContended(
+                    f"the view of {self.topic} did not reach the end of the topic in "
+                    f"{CATCH_UP_S:g} s; nothing was written"
+                )
             decided = change(self.directory)
             messages = list(await decided if inspect.isawaitable(decided) else decided)
             if not messages:
@@ -103,5 +110,13 @@ class TenantWriter:
         finally:
             await producer.stop()
         # Read-your-writes, in the topic's order (a later writer's record is never undone).
-        await self.follower.catch_up()
+        if not await self._caught_up():
+            log.warning("wrote to %s; the local view has not caught up with it yet", self.topic)
         return messages
+
+    async def _caught_up(self) -> bool:
+        try:
+            await asyncio.wait_for(self.follower.catch_up(), CATCH_UP_S)
+        except TimeoutError:
+            return False
+        return True
