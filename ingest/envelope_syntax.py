@@ -13,6 +13,10 @@ from __future__ import annotations
 import re
 
 _PARAMETER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?:=[^\x00-\x20=\x7f]+)?")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*"
+)
 
 
 def path_problem(arg: str, keyword: str) -> str | None:
@@ -59,3 +63,20 @@ def _closing_bracket(text: str) -> int | None:
             return None
         i += 1
     return None
+
+
+def plain_path(arg: str) -> tuple[str, str] | None:
+    """``(address, parameters)`` of the path every MTA sends (``<dot.atom@host.name> PARAMS``,
+    ASCII, no quoting, comments or source route), or None for anything else.
+
+    aiosmtpd reads paths with the e-mail header parser and, on every call, defines a class: a
+    tenth of the node's time under load went there. For the paths this accepts, the result is
+    exactly aiosmtpd's (``tests/ingest/test_envelope_syntax.py`` compares them on generated
+    input); every other path is still read by aiosmtpd."""
+    match = _PLAIN_PATH.match(arg)
+    if match is None:
+        return None
+    rest = arg[match.end() :]
+    if rest[:1] in ("(", "\r", "\n"):  # a comment or a line break: the header parser's business
+        return None
+    return match[1], rest

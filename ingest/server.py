@@ -10,7 +10,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
 
-from ingest.envelope_syntax import path_problem
+from ingest.envelope_syntax import path_problem, plain_path
 from ingest.handler import IngestHandler
 
 log = logging.getLogger("smtp_discovery.ingest")
@@ -46,6 +46,16 @@ class IngestSMTP(SMTP):
             await self.push(f"501 5.1.3 {problem}")
             return
         await super().smtp_RCPT(arg)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's path reader, with the common path read without the header parser."""
+        plain = plain_path(arg) if arg else None
+        if plain is None:
+            return super()._getaddr(arg)
+        local = plain[0].rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return plain
 
     async def _not_smtp(self, arg: str | None) -> None:
         """An HTTP request (or a proxy's) sent to the SMTP port: say so once, and hang up, as
