@@ -49,7 +49,12 @@ async def test_a_partition_with_no_committed_offset_is_rewound_to_its_beginning(
         assert await consumer.position(fresh) == 3, "aiokafka alone leaves it past the records"
 
         thread = SimpleNamespace(_ensure_consumer=lambda: consumer)
-        seen = await RewindingConsumerThread._seek_to_committed_or_beginning(thread)  # type: ignore[arg-type]
+        seek = RewindingConsumerThread._seek_to_committed_or_beginning
+        # Faust has delivered records of the fresh partition: it stays where it is.
+        assert await seek(thread, set()) == {committed: 1, fresh: None}  # type: ignore[arg-type]
+        assert await consumer.position(fresh) == 3
+        # Faust has delivered nothing from it (all it fetched was dropped): back to the start.
+        seen = await seek(thread, {committed, fresh})  # type: ignore[arg-type]
         assert seen == {committed: 1, fresh: None}
         assert (await consumer.position(committed), await consumer.position(fresh)) == (1, 0)
     finally:
