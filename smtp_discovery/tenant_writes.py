@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError
 
 from schemas.base import Message
 from schemas.codec import encode
@@ -76,21 +76,35 @@ class TenantWriter:
     async def write(self, change: Change) -> list[Message]:
         """Write what ``change`` decides; return it once committed. An exception from
         ``change`` (a failed precondition) writes nothing and propagates."""
+        last: KafkaError | None = None
         async with self._local:  # turns taken within this process need no fencing
             for attempt in range(self.attempts):
                 try:
-                    return await self._turn(change)
-                except ProducerFenced:
-                    log.info("another writer took the turn on %s; trying again", self.topic)
+                    messages = await self._turn(change)
+                except KafkaError as exc:
+                    # Fenced by another writer (ProducerFenced, or the broker's newer error
+                    # codes for it), or a coordinator busy finishing the other's transaction:
+                    # nothing of this turn was committed, so take another.
+                    last = exc
+                    log.info(
+                        "lost the turn on %s (%s); trying again",
+                        self.topic,
+                        type(exc).__name__,
+                    )
                     await asyncio.sleep(0.05 * (attempt + 1))
+                    continue
+                # Committed: from here on nothing may send the change round again.
+                if messages and not await self._caught_up():
+                    log.warning("wrote to %s; the local view has not caught up yet", self.topic)
+                return messages
         raise WriteContended(
-            f"{self.topic} was being written by other writers {self.attempts} times in a row"
+            f"{self.topic}: no turn in {self.attempts} tries (last: {type(last).__name__})"
         )
 
     async def _turn(self, change: Change) -> list[Message]:
         producer = transactional_producer(self.options, writer_id(self.topic))
-        await producer.start()  # fences every other writer of the topic
         try:
+            await producer.start()  # fences every other writer of the topic
             if not await self._caught_up():
                 raise WriteContended(
                     f"the view of {self.topic} did not reach the end of the topic in "
@@ -106,17 +120,22 @@ class TenantWriter:
                 ]
                 for outcome in await asyncio.gather(*sent, return_exceptions=True):
                     if isinstance(outcome, BaseException):
-                        raise outcome  # ProducerFenced: another writer took the turn
+                        raise outcome  # another writer took the turn
         finally:
-            await producer.stop()
-        # Read-your-writes, in the topic's order (a later writer's record is never undone).
-        if not await self._caught_up():
-            log.warning("wrote to %s; the local view has not caught up with it yet", self.topic)
+            try:
+                await producer.stop()
+            except Exception:  # the turn's outcome is decided; a failing close changes nothing
+                log.warning("closing the writer of %s failed", self.topic, exc_info=True)
         return messages
 
     async def _caught_up(self) -> bool:
+        """The view holds every committed record (read-your-writes, in the topic's order, so
+        a later writer's record is never undone); False after ``CATCH_UP_S``."""
         try:
             await asyncio.wait_for(self.follower.catch_up(), CATCH_UP_S)
         except TimeoutError:
+            return False
+        except KafkaError:
+            log.warning("reading %s to its end failed", self.topic, exc_info=True)
             return False
         return True

@@ -48,8 +48,9 @@ async def _publish_token(bootstrap: str, names: TopicNames) -> str:
 @pytest.fixture
 def replicas(
     kafka_bootstrap: str, unique: str, tmp_path: Path
-) -> Iterator[tuple[list[str], dict[str, str], TopicNames]]:
-    """Two ``smtp-discovery admin`` processes: their base URLs, an operator's headers, topics."""
+) -> Iterator[tuple[list[str], dict[str, str], TopicNames, Path]]:
+    """Two ``smtp-discovery admin`` processes: their base URLs, an operator's headers, topics,
+    and the directory of their logs."""
     names = TopicNames(f"r{unique}.")
     bearer = run(_publish_token(kafka_bootstrap, names))
     processes, urls = [], []
@@ -64,23 +65,23 @@ def replicas(
             "DISCOVERY_OPS_LISTEN": "off",
         }
         env.pop("CLICKHOUSE_URL", None)  # each replica its own embedded chDB
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "smtp_discovery.cli", "admin"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+        with (tmp_path / f"replica{i}.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "smtp_discovery.cli", "admin"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
         urls.append(f"http://127.0.0.1:{port}")
     headers = {"Authorization": f"Bearer {bearer}"}
     try:
         deadline = time.monotonic() + 120
         for process, url in zip(processes, urls, strict=True):
             while True:
-                assert process.poll() is None, process.communicate()[0]
+                assert process.poll() is None, _logs(tmp_path)
                 try:
                     if httpx.get(f"{url}/v1/tenants", headers=headers).status_code == 200:
                         break
@@ -88,7 +89,7 @@ def replicas(
                     pass
                 assert time.monotonic() < deadline, "an admin replica did not come up"
                 time.sleep(0.1)
-        yield urls, headers, names
+        yield urls, headers, names, tmp_path
     finally:
         for process in processes:
             process.terminate()
@@ -97,6 +98,13 @@ def replicas(
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _logs(directory: Path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}"
+        for p in sorted(directory.glob("replica*.log"))
+    )
 
 
 async def _final_view(bootstrap: str, names: TopicNames) -> TenantDirectory:
@@ -112,9 +120,9 @@ async def _final_view(bootstrap: str, names: TopicNames) -> TenantDirectory:
 
 
 def test_two_replicas_never_give_one_domain_to_two_tenants_nor_lose_an_edit(
-    replicas: tuple[list[str], dict[str, str], TopicNames], kafka_bootstrap: str
+    replicas: tuple[list[str], dict[str, str], TopicNames, Path], kafka_bootstrap: str
 ) -> None:
-    urls, headers, names = replicas
+    urls, headers, names, logs = replicas
 
     async def race() -> None:
         async with httpx.AsyncClient(headers=headers, timeout=60) as http:
@@ -134,7 +142,7 @@ def test_two_replicas_never_give_one_domain_to_two_tenants_nor_lose_an_edit(
                     )
                 )
                 codes = sorted(a.status_code for a in answers)
-                assert codes == [201, 409], [a.text for a in answers]
+                assert codes == [201, 409], f"{[a.text for a in answers]}\n{_logs(logs)}"
                 loser = next(a for a in answers if a.status_code == 409)
                 assert loser.json()["error"]["code"] in ("domain_taken", "tenant_exists")
 
@@ -154,7 +162,8 @@ def test_two_replicas_never_give_one_domain_to_two_tenants_nor_lose_an_edit(
                     for n, url in enumerate(urls)
                 )
             )
-            assert sorted(e.status_code for e in edits) == [200, 412], [e.text for e in edits]
+            statuses = sorted(e.status_code for e in edits)
+            assert statuses == [200, 412], f"{[e.text for e in edits]}\n{_logs(logs)}"
             winner = next(e for e in edits if e.status_code == 200).json()
             # The other replica serves the winning write to a reader that comes to it next.
             for url in urls:
