@@ -105,11 +105,13 @@ class TenantWriter:
         producer = transactional_producer(self.options, writer_id(self.topic))
         try:
             await producer.start()  # fences every other writer of the topic
-            if not await self._caught_up():
+            try:  # a Kafka error reading to the end loses this turn (the caller takes another)
+                await asyncio.wait_for(self.follower.catch_up(), CATCH_UP_S)
+            except TimeoutError:
                 raise WriteContended(
                     f"the view of {self.topic} did not reach the end of the topic in "
                     f"{CATCH_UP_S:g} s; nothing was written"
-                )
+                ) from None
             decided = change(self.directory)
             messages = list(await decided if inspect.isawaitable(decided) else decided)
             if not messages:
@@ -129,8 +131,9 @@ class TenantWriter:
         return messages
 
     async def _caught_up(self) -> bool:
-        """The view holds every committed record (read-your-writes, in the topic's order, so
-        a later writer's record is never undone); False after ``CATCH_UP_S``."""
+        """After a commit: the view holds it (read-your-writes, in the topic's order, so a
+        later writer's record is never undone). False, logged, when it cannot tell: the write
+        is made either way."""
         try:
             await asyncio.wait_for(self.follower.catch_up(), CATCH_UP_S)
         except TimeoutError:
