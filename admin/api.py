@@ -172,11 +172,14 @@ def _check_match(if_match: str | None, revision: int, what: str) -> None:
     )
 
 
-async def _write_tenants(ctx: AdminContext, change: Change) -> list[Any]:
+async def _write_tenants(ctx: AdminContext, change: Change, response: Response) -> Any:
+    """The one record ``change`` decides, written; its revision becomes the answer's ETag."""
     try:
-        return await ctx.tenant_writer.write(change)
+        (record,) = await ctx.tenant_writer.write(change)
     except WriteContended as exc:
         raise ApiError(503, "busy", f"{exc}; try again") from None
+    response.headers["ETag"] = _etag(record.revision)
+    return record
 
 
 IfMatch = Annotated[str | None, Header(description="An ETag from a read: write only over it.")]
@@ -243,8 +246,7 @@ async def create_tenant(
             )
         return [_tenant_config(directory, ctx.clock(), body.tenant_id, body, None)]
 
-    (tenant,) = await _write_tenants(ctx, change)
-    response.headers["ETag"] = _etag(tenant.revision)
+    tenant = await _write_tenants(ctx, change, response)
     return _tenant_view(ctx, tenant)
 
 
@@ -273,8 +275,7 @@ async def update_tenant(
         _check_match(if_match, current.revision, f"tenant {tenant_id!r}")
         return [_tenant_config(directory, ctx.clock(), tenant_id, body, current)]
 
-    (tenant,) = await _write_tenants(ctx, change)
-    response.headers["ETag"] = _etag(tenant.revision)
+    tenant = await _write_tenants(ctx, change, response)
     return _tenant_view(ctx, tenant)
 
 
@@ -314,8 +315,7 @@ async def set_defaults(
         revision = directory.defaults_revision + 1
         return [ProviderDefaults(event_time=ctx.clock(), settings=merged, revision=revision)]
 
-    (defaults,) = await _write_tenants(ctx, change)
-    response.headers["ETag"] = _etag(defaults.revision)
+    defaults = await _write_tenants(ctx, change, response)
     return _settings_view(defaults.settings, {})
 
 
@@ -350,8 +350,7 @@ async def change_settings(
             raise ApiError(422, "invalid_settings", str(exc)) from None
         return [revised(current, ctx.clock(), settings=overrides)]
 
-    (tenant,) = await _write_tenants(ctx, change)
-    response.headers["ETag"] = _etag(tenant.revision)
+    tenant = await _write_tenants(ctx, change, response)
     return _settings_view(ctx.tenants.settings(tenant_id), tenant.settings)  # type: ignore[arg-type]
 
 
@@ -562,7 +561,9 @@ async def delete_user(tenant_id: str, address: str, ctx: Context, caller: Caller
 
 
 @router.post("/tenants/{tenant_id}/verification-cache/clear", tags=["users"])
-async def clear_cache(tenant_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+async def clear_cache(
+    tenant_id: str, ctx: Context, caller: Caller, response: Response
+) -> dict[str, Any]:
     tenant_of(ctx, caller, tenant_id)
 
     def change(directory: TenantDirectory) -> list[TenantConfig]:
@@ -570,7 +571,7 @@ async def clear_cache(tenant_id: str, ctx: Context, caller: Caller) -> dict[str,
         epoch = current.verification_cache_epoch + 1
         return [revised(current, ctx.clock(), verification_cache_epoch=epoch)]
 
-    (tenant,) = await _write_tenants(ctx, change)
+    tenant = await _write_tenants(ctx, change, response)
     return {"verification_cache_epoch": tenant.verification_cache_epoch}
 
 
