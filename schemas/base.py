@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from schemas.address import Address, AddressError, parse_address
+from schemas.address import Address, AddressError, is_plain_address, parse_address
 
 SCHEMA_VERSION = 1
 
@@ -26,6 +26,8 @@ def _check_tenant_id(value: str) -> str:
 
 
 def _check_address(value: str) -> str:
+    if is_plain_address(value):
+        return value
     try:
         parse_address(value)
     except AddressError as exc:

@@ -7,66 +7,81 @@ only the replay of a whole batch; these repeats arrive singly, in another batch,
 hours later. Counting them would inflate ``mail_events``, ``state_changes`` and every rollup fed
 from them, so the sink inserts only rows whose event id is not already stored.
 
-A repeat carries its original's event time and key, so it lands on the same partition (one sink
-at a time, batches in order) and can be found cheaply: the lookup names the batch's tenants and
-event-time range, which the tables' sort keys ``(tenant_id, event_time, …)`` prune to a few
-granules. The window covered is therefore everything the table still holds (the
-``mail_events`` TTL; ``state_changes`` keeps all), far beyond the longest spool outage or
-producer retry. Repeats inside one batch are dropped in memory first.
+A repeat carries its original's tenant and event time, so the stored ids a batch could repeat
+are those of its tenants within its event-time window, which the tables' sort keys
+``(tenant_id, event_time, …)`` prune to a few granules. The window covered is therefore
+everything the table still holds (the ``mail_events`` TTL; ``state_changes`` keeps all), far
+beyond the longest spool outage or producer retry. Repeats inside one batch are dropped in
+memory first.
+
+Asking ClickHouse about the ids themselves cost more than inserting them: each id is escaped
+character by character into the query and parsed back (10 µs an id, against 4 µs a row
+inserted, on the bench machine). The sink sends each id's ``halfMD5`` instead, a number that
+costs a fraction of that to send (4 µs an id all told), and ClickHouse answers with the stored
+ids whose hash matches; the sink keeps only exact matches, so a collision can never drop an
+event.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+IDS_PER_QUERY = 5_000
+"""Event ids per query: their hashes travel as a query parameter, which an HTTP ClickHouse
+server limits in size."""
 
 
 @dataclass(frozen=True, slots=True)
-class EventIdentity:
-    """Where a table's rows keep the event id, the tenant and the event time."""
+class Events:
+    """The identity of a batch's events: ids, tenants and event times, position by position."""
 
-    event_id: int
-    tenant_id: int
-    event_time: int
-
-    @classmethod
-    def of(cls, columns: Sequence[str]) -> EventIdentity:
-        return cls(columns.index("event_id"), columns.index("tenant_id"),
-                   columns.index("event_time"))  # fmt: skip
+    ids: Sequence[str]
+    tenants: Sequence[str]
+    times: Sequence[datetime]
 
 
-def first_of_each(rows: list[list[Any]], identity: EventIdentity) -> list[list[Any]]:
-    """The rows in order, each event id kept at its first appearance."""
+def first_of_each(ids: Sequence[str]) -> list[int]:
+    """Positions of the ids in order, each id kept at its first appearance."""
     seen: set[str] = set()
     kept = []
-    for row in rows:
-        event_id = row[identity.event_id]
+    for position, event_id in enumerate(ids):
         if event_id not in seen:
             seen.add(event_id)
-            kept.append(row)
+            kept.append(position)
     return kept
 
 
-def stored_query(
-    table: str, rows: list[list[Any]], identity: EventIdentity
-) -> tuple[str, dict[str, Any]]:
-    """SQL and parameters that return which of ``rows``' event ids ``table`` already holds."""
-    times = [row[identity.event_time] for row in rows]
-    return (
+def id_hash(event_id: str) -> int:
+    """ClickHouse's ``halfMD5`` of an id: the first 8 bytes of its MD5, big-endian."""
+    return int.from_bytes(hashlib.md5(event_id.encode("utf-8")).digest()[:8], "big")
+
+
+def stored_queries(table: str, events: Events) -> list[tuple[str, dict[str, Any]]]:
+    """SQL and parameters returning the stored ids that may be among ``events``' (a superset:
+    compare exactly), a chunk of ids each."""
+    sql = (
         f"SELECT event_id FROM {table} WHERE tenant_id IN {{tenants:Array(String)}} "
         "AND event_time BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
-        "AND event_id IN {ids:Array(String)}",
-        {
-            "tenants": sorted({row[identity.tenant_id] for row in rows}),
+        "AND halfMD5(event_id) IN {hashes:Array(UInt64)}"
+    )
+    queries = []
+    for start in range(0, len(events.ids), IDS_PER_QUERY):
+        end = start + IDS_PER_QUERY
+        times = events.times[start:end]
+        queries.append((sql, {
+            "tenants": sorted(set(events.tenants[start:end])),
             # A second either side: parameters may be sent without the milliseconds.
             "lo": min(times) - timedelta(seconds=1),
             "hi": max(times) + timedelta(seconds=1),
-            "ids": [row[identity.event_id] for row in rows],
-        },
-    )
+            "hashes": [id_hash(event_id) for event_id in events.ids[start:end]],
+        }))  # fmt: skip
+    return queries
 
 
-def not_stored(rows: list[list[Any]], stored: set[str], identity: EventIdentity) -> list[list[Any]]:
-    return [row for row in rows if row[identity.event_id] not in stored]
+def not_stored(ids: Sequence[str], stored: set[str]) -> list[int]:
+    """Positions of the ids ``stored`` does not hold."""
+    return [position for position, event_id in enumerate(ids) if event_id not in stored]

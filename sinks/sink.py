@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from schemas.codec import MessageDecodeError, dead_letter, encode
+from schemas.codec import MessageDecodeError, dead_letter, decode_all, encode
 from schemas.topics import (
     ADDRESS_STATE,
     DEAD_LETTER,
@@ -36,8 +36,8 @@ from schemas.topics import (
     TENANTS,
     TopicNames,
 )
-from sinks.once import EventIdentity, first_of_each, not_stored, stored_query
-from sinks.rows import SOURCES, to_row
+from sinks.columns import SOURCES, Columns, Taken
+from sinks.once import Events, first_of_each, not_stored, stored_queries
 from sinks.schema import Layout
 from smtp_discovery.kafka import idempotent_producer
 from smtp_discovery.ops import CounterView, GaugeView
@@ -46,15 +46,12 @@ log = logging.getLogger("smtp_discovery.sink")
 
 SOURCE_TOPICS = (STATE_CHANGES, ADDRESS_STATE, MAIL, MAIL_SETTLED, TENANTS)
 INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
-LOOKUP_CHUNK = 5_000
-"""Event ids per lookup of stored ones: the ids travel as a query parameter, which an HTTP
-ClickHouse server limits in size."""
 
 
 @dataclass(slots=True)
 class Batch:
     start: int
-    rows: list[list[Any]] = field(default_factory=list)
+    taken: Taken
     end: int = 0
     """Offset after the last record taken (rows may be fewer: dead letters, compaction gaps)."""
     opened: float = 0.0
@@ -147,7 +144,7 @@ class Sink:
             position = self._taken.get(tp)
             if committed is not None and position is not None:
                 total += max(0, committed - position)
-        return float(total + sum(len(b.rows) for b in self._batches.values()))
+        return float(total + sum(len(b.taken) for b in self._batches.values()))
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -190,28 +187,30 @@ class Sink:
 
     async def _take(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         base = self.names.base_of(tp.topic)
-        at = self.clock()
-        for record in records:
+        messages, failed = decode_all(base, [record.value for record in records])
+        for position, record in enumerate(records):
             if record.offset < self._taken.get(tp, -1):
                 continue  # delivered again after a seek: already taken
             self._taken[tp] = record.offset + 1
             batch = self._batches.get(tp)
             if batch is None:
-                batch = self._batches[tp] = Batch(record.offset, opened=self.monotonic())
+                batch = self._batches[tp] = self._batch(tp, record.offset)
             if batch.replay_end is not None and record.offset >= batch.replay_end:
                 # The replayed range is complete: flush it before taking anything newer.
                 await self._flush(tp, batch)
-                batch = self._batches[tp] = Batch(record.offset, opened=self.monotonic())
-            try:
-                batch.rows.append(
-                    to_row(base, record.key, record.value, tp.partition, record.offset, at)
-                )
-            except MessageDecodeError as exc:
-                await self._dead_letter(tp, record, exc)
+                batch = self._batches[tp] = self._batch(tp, record.offset)
+            error = failed.get(position)
+            if error is None:
+                batch.taken.add(record.key, messages[position], record.offset)
+            else:
+                await self._dead_letter(tp, record, error)
             batch.end = record.offset + 1
-            if batch.replay_end is None and len(batch.rows) >= self.settings.batch_rows:
+            if batch.replay_end is None and len(batch.taken) >= self.settings.batch_rows:
                 await self._flush(tp, batch)
         await self._flush_replays_reached(tp)
+
+    def _batch(self, tp: TopicPartition, start: int, **replay: Any) -> Batch:
+        return Batch(start, Taken(tp.partition), opened=self.monotonic(), **replay)
 
     async def _flush_replays_reached(self, tp: TopicPartition) -> None:
         batch = self._batches.get(tp)
@@ -244,11 +243,12 @@ class Sink:
                 self._record_range, base, tp.partition, batch.start, batch.end, token
             )
         source = SOURCES[base]
-        rows = batch.rows
-        if rows and source.identity is not None:
-            rows = await self._with_retry(self._first_time, source.table, rows, source.identity)
-        if rows:
-            await self._with_retry(self._insert, source.table, source.columns, rows, token)
+        taken = batch.taken
+        if taken and source.events:
+            taken = await self._with_retry(self._first_time, source.table, taken)
+        if taken:
+            columns = source.to_columns(taken, self.clock())
+            await self._with_retry(self._insert, source.table, source.columns, columns, token)
         assert self._consumer is not None
         try:
             await self._consumer.commit({tp: batch.end})
@@ -260,8 +260,8 @@ class Sink:
             )
             self._batches.pop(tp, None)
             return
-        self.rows_written += len(rows)
-        self.repeats += len(batch.rows) - len(rows)
+        self.rows_written += len(taken)
+        self.repeats += len(batch.taken) - len(taken)
         self.batches += 1
         del self._batches[tp]
 
@@ -275,29 +275,26 @@ class Sink:
                           "token", "at"],
         )  # fmt: skip
 
-    def _insert(
-        self, table: str, columns: tuple[str, ...], rows: list[list[Any]], token: str
-    ) -> None:
+    def _insert(self, table: str, names: tuple[str, ...], columns: Columns, token: str) -> None:
         self.client.insert(
             self.layout.name(table),
-            rows,
-            column_names=list(columns),
+            columns,
+            column_names=list(names),
+            column_oriented=True,
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )
 
-    def _first_time(
-        self, table: str, rows: list[list[Any]], identity: EventIdentity
-    ) -> list[list[Any]]:
-        """The rows whose event is neither repeated earlier in the batch nor already stored."""
-        rows = first_of_each(rows, identity)
-        stored: set[str] = set()
-        for start in range(0, len(rows), LOOKUP_CHUNK):
-            sql, parameters = stored_query(
-                self.layout.name(table), rows[start : start + LOOKUP_CHUNK], identity
-            )
+    def _first_time(self, table: str, taken: Taken) -> Taken:
+        """The records whose event is neither repeated earlier in the batch nor already stored."""
+        taken = taken.only(first_of_each([m.event_id for m in taken.messages]))
+        ms = taken.messages
+        events = Events([m.event_id for m in ms], [m.tenant_id for m in ms],
+                        [m.event_time for m in ms])  # fmt: skip
+        candidates: set[str] = set()
+        for sql, parameters in stored_queries(self.layout.name(table), events):
             result = self.client.query(sql, parameters=parameters)
-            stored.update(str(row[0]) for row in result.result_rows)
-        return not_stored(rows, stored, identity)
+            candidates.update(str(row[0]) for row in result.result_rows)
+        return taken.only(not_stored(events.ids, candidates))
 
     def _recorded_range(self, topic: str, partition: int) -> tuple[int, int, str] | None:
         result = self.client.query(
@@ -344,9 +341,7 @@ class Sink:
                 start, end, token = recorded
                 log.info("replaying %s:%d offsets %d-%d", tp.topic, tp.partition, start, end)
                 self._consumer.seek(tp, start)
-                self._batches[tp] = Batch(
-                    start, end=start, opened=self.monotonic(), replay_end=end, token=token
-                )
+                self._batches[tp] = self._batch(tp, start, end=start, replay_end=end, token=token)
 
     async def forget(self, revoked: set[TopicPartition]) -> None:
         """Uncommitted rows of partitions that moved away are the new owner's to write."""

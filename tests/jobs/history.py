@@ -1,4 +1,4 @@
-"""Histories for report tests, written through the sink's own row conversion (no Kafka)."""
+"""Histories for report tests, written through the sink's own columns (no Kafka)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.base import Message
-from schemas.codec import encode
-from sinks.rows import SOURCES, to_row
+from schemas.codec import decode, encode
+from sinks.columns import SOURCES, Taken
 from sinks.schema import Layout
 
 
@@ -19,11 +19,16 @@ class History:
 
     def add(self, topic: str, *messages: Message | tuple[bytes, None]) -> None:
         source = SOURCES[topic]
-        rows = []
+        taken = Taken(0)
         for message in messages:
             self.offset += 1
             key, value = (
                 message if isinstance(message, tuple) else (message.kafka_key(), encode(message))
             )
-            rows.append(to_row(topic, key, value, 0, self.offset, datetime.now(UTC)))
-        self.client.insert(self.layout.name(source.table), rows, column_names=list(source.columns))
+            taken.add(key, decode(topic, value), self.offset)
+        self.client.insert(
+            self.layout.name(source.table),
+            source.to_columns(taken, datetime.now(UTC)),
+            column_names=list(source.columns),
+            column_oriented=True,
+        )

@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from schemas.topics import ADDRESS_STATE
+from sinks.columns import SOURCES
 from sinks.migrate import migrate
-from sinks.rows import SOURCES
 from sinks.schema import ADDRESS_STATE_V2, MIGRATIONS, Layout
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+import sinks.once
+import sinks.sink
 from schemas.base import Message
 from schemas.codec import decode, encode
 from schemas.mail import RecipientDelivered
@@ -199,13 +201,24 @@ async def test_rows_and_rollups_arrive_once(kafka_bootstrap: str, clickhouse: An
     assert activity(clickhouse, layout) == expected_activity(delivered(60))
 
 
+@pytest.mark.parametrize("hashes", ["halfMD5", "all colliding"])
 async def test_a_repeated_event_is_one_row_and_one_count(
     kafka_bootstrap: str,
     clickhouse: Any,
     world,  # type: ignore[no-untyped-def]
+    hashes: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Repeats of an event (a spool replayed after an outage, a producer's retry, a worker's
-    re-emitted transition) in the same batch, and in a batch an hour later, count once."""
+    re-emitted transition) in the same batch, and in a batch an hour later, count once; and
+    ids whose hashes collide are told apart (only exact matches are repeats)."""
+    if hashes == "all colliding":
+        # Every stored id in the window comes back as if its hash matched one of the batch's.
+        def colliding(table: str, events: sinks.once.Events) -> list[tuple[str, Any]]:
+            queries = sinks.once.stored_queries(table, events)
+            return [(sql.replace("AND halfMD5", "OR halfMD5"), p) for sql, p in queries]
+
+        monkeypatch.setattr(sinks.sink, "stored_queries", colliding)
     names, layout, make = world
     first, second = delivered(2)
     later = [m.model_copy(update={"event_time": m.event_time + timedelta(hours=1),
@@ -336,3 +349,14 @@ async def test_an_undecodable_record_goes_to_the_dead_letter_topic(
     decoded = decode(DEAD_LETTER, letter.value)
     assert (decoded.component, decoded.original_value()) == ("sink", b"{not json")
     assert count(clickhouse, f"SELECT count() FROM {layout.database}.mail_events") == 3
+
+
+def test_the_sink_hashes_an_id_as_clickhouse_does(clickhouse: Any) -> None:
+    """The lookup of stored events compares ClickHouse's ``halfMD5`` of each stored id with
+    the sink's own hash of each id it holds: they must agree on every string."""
+    ids = ["0f64769295dc40f692d77abd209a05f9", "x", "é'\\\"`", "a" * 128, "m-1\n2"]
+    for event_id in ids:
+        (stored,) = clickhouse.query(
+            "SELECT halfMD5({id:String})", parameters={"id": event_id}
+        ).result_rows[0]
+        assert stored == sinks.once.id_hash(event_id), event_id
