@@ -11,6 +11,8 @@ Figures (one JSON object each):
   the same input topic, measured in the same run; ``vs_noop`` divides it by the Faust no-op's.
 * ``worker_events_per_s`` (``mix=users``): mail to addresses that are already users, the bulk of
   a provider's steady-state traffic (decode and look-up, no write), over the same baselines.
+  Both also say ``sink_rows_per_message``: the rows the sink writes per input message (its mail
+  event, plus the state changes and address snapshots the worker published meanwhile).
 * ``worker_recovery_s``: seconds a fresh worker (empty data directory) needs to restore a
   table of N addresses from its changelog and index the waiting ones.
 
@@ -214,6 +216,20 @@ async def produce_marked(bootstrap: str, topic: str, events: list[tuple[bytes, b
 class Rate:
     events_per_s: float
     window_s: float
+    sink_rows_per_message: float | None = None
+    """Rows the sink writes per input message: its mail event, and the state changes and
+    address snapshots it caused (those follow transitions, not messages)."""
+
+
+async def records_on(bootstrap: str, topics: list[str]) -> int:
+    """Records on ``topics`` (at-least-once outputs: no transaction markers among them)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        return sum((await consumer.end_offsets(parts)).values())
+    finally:
+        await consumer.stop()
 
 
 async def worker_throughput(
@@ -239,13 +255,17 @@ async def worker_throughput(
             )
         finally:
             stop(importer)
+    outputs = [names(t) for t in TIMED]
+    before = await records_on(bootstrap, outputs)
     total = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
     process = start_worker(env, tmp / "throughput.log")
     try:
         await until_committed(
             bootstrap, app_id, names(MAIL), total, process, tmp / "throughput.log"
         )
-        return await marked_rate(bootstrap, [names(t) for t in TIMED], total)
+        rate = await marked_rate(bootstrap, outputs, total)
+        caused = await records_on(bootstrap, outputs) - before
+        return replace(rate, sink_rows_per_message=round((total + caused) / total, 4))
     finally:
         stop(process)
 
@@ -482,6 +502,7 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
                 baseline_events_per_s=round(base),
                 ratio=round(rate.events_per_s / base, 4),
                 vs_noop=round(rate.events_per_s / floor.events_per_s, 4),
+                sink_rows_per_message=rate.sink_rows_per_message,
                 events=args.events,
                 window_s=round(rate.window_s, 3),
             )
