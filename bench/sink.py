@@ -38,7 +38,7 @@ from schemas.codec import encode
 from schemas.state import AddressStatus, StateChange
 from schemas.tenant import DiscoverySettings
 from schemas.topics import STATE_CHANGES, TopicNames
-from sinks.columns import SOURCES, Columns, Taken
+from sinks.columns import SOURCES, Columns
 from sinks.migrate import migrate
 from sinks.schema import Layout
 from sinks.sink import Sink, SinkSettings
@@ -70,10 +70,10 @@ def blocks(messages: list[StateChange]) -> list[Columns]:
     now = datetime.now(UTC)
     out = []
     for start in range(0, len(messages), BLOCK):
-        taken = Taken(0)
+        taken = source.taken(0)
         for offset, message in enumerate(messages[start : start + BLOCK], start):
             taken.add(message.kafka_key(), message, offset)
-        out.append(source.to_columns(taken, now))
+        out.append(taken.to_columns(now))
     return out
 
 

@@ -37,7 +37,7 @@ from schemas.topics import (
     TopicNames,
 )
 from sinks.columns import SOURCES, Columns, Taken
-from sinks.once import Events, first_of_each, not_stored, stored_queries
+from sinks.once import first_of_each, not_stored, stored_queries
 from sinks.schema import Layout
 from smtp_discovery.kafka import idempotent_producer
 from smtp_discovery.ops import CounterView, GaugeView
@@ -210,7 +210,8 @@ class Sink:
         await self._flush_replays_reached(tp)
 
     def _batch(self, tp: TopicPartition, start: int, **replay: Any) -> Batch:
-        return Batch(start, Taken(tp.partition), opened=self.monotonic(), **replay)
+        source = SOURCES[self.names.base_of(tp.topic)]
+        return Batch(start, source.taken(tp.partition), opened=self.monotonic(), **replay)
 
     async def _flush_replays_reached(self, tp: TopicPartition) -> None:
         batch = self._batches.get(tp)
@@ -247,7 +248,7 @@ class Sink:
         if taken and source.events:
             taken = await self._with_retry(self._first_time, source.table, taken)
         if taken:
-            columns = source.to_columns(taken, self.clock())
+            columns = taken.to_columns(self.clock())
             await self._with_retry(self._insert, source.table, source.columns, columns, token)
         assert self._consumer is not None
         try:
@@ -286,10 +287,8 @@ class Sink:
 
     def _first_time(self, table: str, taken: Taken) -> Taken:
         """The records whose event is neither repeated earlier in the batch nor already stored."""
-        taken = taken.only(first_of_each([m.event_id for m in taken.messages]))
-        ms = taken.messages
-        events = Events([m.event_id for m in ms], [m.tenant_id for m in ms],
-                        [m.event_time for m in ms])  # fmt: skip
+        taken = taken.only(first_of_each(taken.events().ids))
+        events = taken.events()
         candidates: set[str] = set()
         for sql, parameters in stored_queries(self.layout.name(table), events):
             result = self.client.query(sql, parameters=parameters)

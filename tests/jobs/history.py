@@ -7,7 +7,7 @@ from typing import Any
 
 from schemas.base import Message
 from schemas.codec import decode, encode
-from sinks.columns import SOURCES, Taken
+from sinks.columns import SOURCES
 from sinks.schema import Layout
 
 
@@ -19,7 +19,7 @@ class History:
 
     def add(self, topic: str, *messages: Message | tuple[bytes, None]) -> None:
         source = SOURCES[topic]
-        taken = Taken(0)
+        taken = source.taken(0)
         for message in messages:
             self.offset += 1
             key, value = (
@@ -28,7 +28,7 @@ class History:
             taken.add(key, decode(topic, value), self.offset)
         self.client.insert(
             self.layout.name(source.table),
-            source.to_columns(taken, datetime.now(UTC)),
+            taken.to_columns(datetime.now(UTC)),
             column_names=list(source.columns),
             column_oriented=True,
         )
