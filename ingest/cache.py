@@ -1,6 +1,8 @@
 """The verification cache: recent callout answers per tenant and address, and catch-all flags.
 
-Positive and negative answers live for the tenant's own lifetimes; tempfails are never cached.
+Positive and negative answers live for the tenant's own lifetimes; a tempfail for
+``TEMPFAIL_TTL_S`` (or the negative lifetime, if shorter), so that a client repeating an address
+the tenant's server could not confirm does not make it ask again and again.
 An entry dies early when the address's state changes (the address-state view says so) or when
 an admin clears the tenant's cache (a new ``verification_cache_epoch`` on the tenants topic).
 Time comes from an injected clock so tests can age entries without waiting.
@@ -18,6 +20,7 @@ from schemas.tenant import DiscoverySettings
 
 Clock = Callable[[], datetime]
 CATCH_ALL_RECHECK = timedelta(days=1)
+TEMPFAIL_TTL_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +52,12 @@ class VerificationCache:
     def put(
         self, record_key: str, result: CalloutResult, settings: DiscoverySettings, epoch: int
     ) -> None:
-        if result is CalloutResult.TEMPFAIL:
-            return
-        ttl = (
-            settings.positive_cache_ttl_s
-            if result is CalloutResult.EXISTS
-            else settings.negative_cache_ttl_s
-        )
+        if result is CalloutResult.EXISTS:
+            ttl = settings.positive_cache_ttl_s
+        elif result is CalloutResult.MISSING:
+            ttl = settings.negative_cache_ttl_s
+        else:
+            ttl = min(TEMPFAIL_TTL_S, settings.negative_cache_ttl_s)
         if ttl <= 0:
             return
         self._entries[record_key] = Entry(result, self.clock() + timedelta(seconds=ttl), epoch)

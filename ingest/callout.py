@@ -8,8 +8,10 @@ the mailbox exists, and only a refusal of the mailbox means it does not
 (``ingest.policy.read_rcpt_reply``); 4xx, other 5xx, timeouts, refused connections and TLS
 failures are tempfails, after which the next destination (by priority) is tried.
 
-Two protections for the tenant's server: at most ``max_per_destination`` probes in flight per
-destination, and concurrent probes for the same address share one conversation.
+Protections for the tenant's server: at most ``max_per_destination`` probes in flight per
+destination, concurrent probes for the same address share one conversation, and a destination
+that cannot be reached, or has had its share of probes this second, is not probed at all
+(``ingest.callout_guard``: the RCPT gets the tenant's tempfail policy).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from ingest.callout_guard import CONNECTION_FAILURES, DestinationGuard
 from ingest.policy import CalloutResult, read_rcpt_reply
 from ingest.smtp_client import Target, open_client, opportunistic_tls
 
@@ -40,8 +43,10 @@ class ProbeOutcome:
     text: str = ""
     reason: str | None = None
     """For tempfails: reply_4xx, probe_refused, reply_5xx, smtputf8_unsupported, timeout,
-    connect_failed, tls_failed or no_destination."""
+    connect_failed, tls_failed or no_destination; destination_paused or rate_limited when no
+    destination was asked (``contacted`` False)."""
     latency_ms: float = 0.0
+    contacted: bool = True
 
 
 class _Connection:
@@ -59,8 +64,10 @@ class Prober:
         command_timeout: float = 30.0,
         max_per_destination: int = 4,
         idle_seconds: float = 30.0,
+        guard: DestinationGuard | None = None,
     ) -> None:
         self.helo_name = helo_name
+        self.guard = guard or DestinationGuard(time.monotonic, rate_per_s=50.0)
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.idle_seconds = idle_seconds
@@ -118,13 +125,47 @@ class Prober:
     ) -> ProbeOutcome:
         if not targets:
             return ProbeOutcome(CalloutResult.TEMPFAIL, None, reason="no_destination")
-        last = None
+        last = held_back = None
         for target in targets:
-            last = await self._probe_one(target, address, sender, smtputf8, timeouts)
+            refusal = self.guard.admit(target.name)
+            if refusal is not None:
+                held_back = held_back or ProbeOutcome(
+                    CalloutResult.TEMPFAIL, None, reason=refusal, contacted=False
+                )
+                continue
+            last = await self._guarded_probe(target, address, sender, smtputf8, timeouts)
             if last.result is not CalloutResult.TEMPFAIL:
                 return last
-        assert last is not None
-        return last
+        outcome = last or held_back
+        assert outcome is not None
+        return outcome
+
+    async def _guarded_probe(
+        self,
+        target: Target,
+        address: str,
+        sender: str,
+        smtputf8: bool,
+        timeouts: tuple[float, float],
+    ) -> ProbeOutcome:
+        """One admitted probe, its outcome told to the guard."""
+        outcome = None
+        try:
+            outcome = await self._probe_one(target, address, sender, smtputf8, timeouts)
+        finally:
+            if outcome is None:
+                self.guard.abandoned(target.name)
+        if outcome.reason in CONNECTION_FAILURES:
+            backoff = self.guard.failed(target.name)
+            if backoff is not None:
+                log.warning(
+                    "destination unreachable: no callouts to it for a while",
+                    extra={"destination": target.name, "reason": outcome.reason,
+                           "backoff_s": backoff},
+                )  # fmt: skip
+        elif self.guard.answered(target.name):
+            log.info("destination answers again", extra={"destination": target.name})
+        return outcome
 
     async def _probe_one(
         self,

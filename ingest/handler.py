@@ -255,7 +255,13 @@ class IngestHandler:
                 return self._count("defer", "spool_full", SPOOL_FULL)
         decision = check.decision
         if decision.verdict is not Verdict.ACCEPT:
-            if decision.code >= 500 and check.tenant is not None and check.settings is not None:
+            # A refusal, or a tempfail for an address nobody knows, is what a guesser collects
+            # (a tempfail counted nothing before: a dead tenant server made guessing free).
+            guessed = decision.code >= 500 or (
+                decision.verdict is Verdict.DEFER and decision.reason == "tempfail"
+                and not check.known
+            )  # fmt: skip
+            if guessed and check.tenant is not None and check.settings is not None:
                 self.guard.rejected(client_ip, check.tenant.tenant_id, check.settings)
             return self._count(decision.verdict.value, decision.reason, decision.reply)
         if decision.monitored:

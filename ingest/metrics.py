@@ -7,6 +7,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ingest.callout_guard import DestinationGuard
+from smtp_discovery.ops import CounterView, GaugeView
+
 PREFIX = "smtp_discovery_ingest"
 
 
@@ -64,7 +67,28 @@ class IngestMetrics:
             f"{PREFIX}_address_view_entries", "Addresses in the address-state view.", registry=r
         )
 
-    def watch(self, spool_bytes: Callable[[], float], view_entries: Callable[[], float]) -> None:
-        """Gauges read at scrape time, so they are never stale."""
+    def watch(
+        self,
+        spool_bytes: Callable[[], float],
+        view_entries: Callable[[], float],
+        callouts: DestinationGuard,
+    ) -> None:
+        """Gauges and counters read at scrape time, so they are never stale."""
         self.spool_depth.set_function(spool_bytes)
         self.address_view.set_function(view_entries)
+        self.registry.register(
+            GaugeView(
+                f"{PREFIX}_destinations_paused",
+                "Destinations not probed now: they failed to answer callouts (circuit breaker).",
+                callouts.paused,
+            )
+        )
+        self.registry.register(
+            CounterView(
+                f"{PREFIX}_callouts_held_back",
+                "Callouts not made, by reason: destination_paused (its circuit breaker is "
+                "open) or rate_limited (its share of callouts this second is used up).",
+                "reason",
+                lambda: dict(callouts.held_back),
+            )
+        )

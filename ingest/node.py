@@ -18,6 +18,7 @@ from typing import Any
 
 from ingest.cache import CatchAllTracker, VerificationCache
 from ingest.callout import Prober
+from ingest.callout_guard import DestinationGuard
 from ingest.destinations import DestinationResolver, MxLookup
 from ingest.dha import HarvestGuard
 from ingest.events import EventPublisher
@@ -76,9 +77,13 @@ class IngestNode:
         ]
         self.spool = Spool(config.effective_spool_dir, max_bytes=config.ingest_spool_max_bytes)
         self.publisher = EventPublisher(kafka_options, self.spool)
+        self.callout_guard = DestinationGuard(
+            monotonic, rate_per_s=config.ingest_callouts_per_s / config.ingest_nodes
+        )
         self.prober = Prober(
             helo_name=config.ingest_hostname,
             max_per_destination=config.ingest_probes_per_destination,
+            guard=self.callout_guard,
         )
         self._tls_client = opportunistic_tls()
         self.checker = RecipientChecker(
@@ -113,7 +118,8 @@ class IngestNode:
             tarpit=tarpit,
             proxy_networks=config.proxy_networks,
         )
-        self.metrics.watch(lambda: self.spool.size_bytes, lambda: len(self.states))
+        self.metrics.watch(lambda: self.spool.size_bytes, lambda: len(self.states),
+                           self.callout_guard)  # fmt: skip
         self._serve_metrics = serve_metrics
         self.ops = OpsServer(self.metrics.registry, ready=lambda: self._server is not None)
         self._server: asyncio.base_events.Server | None = None

@@ -45,6 +45,8 @@ class RecipientCheck:
     cache_hit: bool = False
     catch_all: bool = False
     probe: ProbeOutcome | None = None
+    known: bool = False
+    """The address has a state (the harvest guard counts tempfails only for unknown ones)."""
 
 
 class RecipientChecker:
@@ -80,7 +82,7 @@ class RecipientChecker:
         key = address.record_key(tenant.tenant_id)
         status = self.states.status(key)
         decision = decide_rcpt(address, settings, status)
-        check = RecipientCheck(decision, tenant, settings)
+        check = RecipientCheck(decision, tenant, settings, known=status is not None)
         if decision.verdict is not Verdict.CALLOUT and decision.verdict is not Verdict.ACCEPT:
             return check
         check.targets = await self.destinations.targets(tenant)
@@ -111,8 +113,9 @@ class RecipientChecker:
         check.catch_all = outcome.result is CalloutResult.EXISTS and self.catch_all.is_catch_all(
             _catch_all_key(tenant, outcome.destination)
         )
-        check.events.append(self._callout_event(tenant, address, outcome, check.catch_all))
-        self.cache.put(key, outcome.result, settings, epoch)
+        if outcome.contacted:  # held back by the destination's guard: nothing was asked
+            check.events.append(self._callout_event(tenant, address, outcome, check.catch_all))
+            self.cache.put(key, outcome.result, settings, epoch)
         check.decision = after_callout(outcome.result, settings, status)
         return check
 

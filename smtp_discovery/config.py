@@ -291,6 +291,17 @@ VARIABLES: tuple[Variable, ...] = (
         "Concurrent verification callouts per destination host, to protect tenants' servers.",
     ),
     Variable(
+        "DISCOVERY_INGEST_CALLOUTS_PER_S",
+        "ingest_callouts_per_s",
+        "Verification callouts per second to one destination host from all ingest nodes "
+        "together; RCPTs beyond it get the tenant's tempfail policy.",
+    ),
+    Variable(
+        "DISCOVERY_INGEST_NODES",
+        "ingest_nodes",
+        "How many ingest nodes share DISCOVERY_INGEST_CALLOUTS_PER_S (each keeps to its share).",
+    ),
+    Variable(
         "DISCOVERY_INGEST_SPAM_HEADER",
         "ingest_spam_header",
         "Header:regex marking a message not clean for the default verdict step "
@@ -385,6 +396,8 @@ class RuntimeConfig(BaseModel):
     ingest_spool_dir: Path | None = None
     ingest_spool_max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
     ingest_probes_per_destination: int = Field(default=4, ge=1, le=1000)
+    ingest_callouts_per_s: float = Field(default=50.0, gt=0, le=100_000)
+    ingest_nodes: int = Field(default=1, ge=1, le=10_000)
     ingest_spam_header: str = Field(default=r"X-Spam-Flag:^\s*yes\b", min_length=3)
     ingest_verdict: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
     ops_listen: str = Field(default="127.0.0.1:9125")

@@ -907,3 +907,14 @@ def test_helm_refuses_values_that_would_fail_in_the_pods(
     result = _helm(helm, "template", "mx", str(CHART), *args, check=False)
     assert result.returncode != 0
     assert says in result.stderr
+
+
+def test_each_ingest_node_keeps_to_its_share_of_the_callout_rate(
+    rendered: list[dict], values_file: Path
+) -> None:
+    """The callout rate is the fleet's: a node counts every node there may be (the
+    autoscaler's maximum when it scales them), so together they never exceed it."""
+    (container,) = _one(rendered, "Deployment", "ingest")["spec"]["template"]["spec"]["containers"]
+    env = _env(container)
+    nodes = {"defaults": "10", "all-options": "20", "minimal": "3"}[_variant(values_file)]
+    assert (env["DISCOVERY_INGEST_CALLOUTS_PER_S"], env["DISCOVERY_INGEST_NODES"]) == ("50", nodes)

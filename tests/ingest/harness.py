@@ -115,6 +115,7 @@ async def running_ingest(
     env: dict[str, str] | None = None,
     clock: Any = None,
     serve_metrics: bool = False,
+    monotonic: Any = None,
 ) -> AsyncIterator[Ingest]:
     config = RuntimeConfig.from_env(
         {
@@ -141,6 +142,7 @@ async def running_ingest(
         config,
         options,
         clock=clock or (lambda: datetime.now(UTC)),
+        **({"monotonic": monotonic} if monotonic else {}),
         tarpit=tarpit,
         serve_metrics=serve_metrics,
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ingest.cache import CatchAllTracker, VerificationCache
+from ingest.cache import TEMPFAIL_TTL_S, CatchAllTracker, VerificationCache
 from ingest.policy import CalloutResult
 from schemas.tenant import DiscoverySettings
 
@@ -36,13 +36,20 @@ def test_positive_and_negative_lifetimes() -> None:
     assert (cache.hits, cache.misses) == (2, 2)
 
 
-def test_tempfails_and_zero_lifetimes_are_not_cached() -> None:
-    cache = VerificationCache(FakeClock())
+def test_a_tempfail_is_remembered_briefly_and_zero_lifetimes_not_at_all() -> None:
+    """A client repeating an address the tenant's server could not confirm gets the same
+    answer for a short while, without another callout."""
+    clock = FakeClock()
+    cache = VerificationCache(clock)
     cache.put("k", CalloutResult.TEMPFAIL, SETTINGS, epoch=0)
-    cache.put(
-        "n", CalloutResult.MISSING, SETTINGS.model_copy(update={"negative_cache_ttl_s": 0}), 0
-    )
-    assert len(cache) == 0
+    no_negative = SETTINGS.model_copy(update={"negative_cache_ttl_s": 0})
+    cache.put("n", CalloutResult.MISSING, no_negative, 0)
+    cache.put("t", CalloutResult.TEMPFAIL, no_negative, 0)
+    assert len(cache) == 1
+    clock.now = T0 + timedelta(seconds=TEMPFAIL_TTL_S - 1)
+    assert cache.get("k", 0) is CalloutResult.TEMPFAIL
+    clock.now = T0 + timedelta(seconds=TEMPFAIL_TTL_S)
+    assert cache.get("k", 0) is None
 
 
 def test_state_changes_and_a_cleared_tenant_cache_invalidate() -> None:

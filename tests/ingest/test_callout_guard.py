@@ -1,0 +1,105 @@
+"""The per-destination circuit breaker and rate cap, on a clock the test moves."""
+
+from __future__ import annotations
+
+from ingest.callout_guard import (
+    BACKOFF_S,
+    FAILURES_TO_OPEN,
+    MAX_BACKOFF_S,
+    PAUSED,
+    RATE_LIMITED,
+    DestinationGuard,
+)
+
+MX = "mx.acme.example:25"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fail(guard: DestinationGuard, times: int) -> list[float | None]:
+    out = []
+    for _ in range(times):
+        assert guard.admit(MX) is None
+        out.append(guard.failed(MX))
+    return out
+
+
+def test_failures_in_a_row_pause_the_destination_then_one_trial_finds_out() -> None:
+    clock = Clock()
+    guard = DestinationGuard(clock, rate_per_s=100)
+    assert fail(guard, FAILURES_TO_OPEN) == [None] * (FAILURES_TO_OPEN - 1) + [BACKOFF_S]
+    assert guard.admit(MX) == PAUSED and guard.paused() == 1
+    clock.now += BACKOFF_S - 0.1
+    assert guard.admit(MX) == PAUSED
+    clock.now += 0.1
+    assert guard.admit(MX) is None  # the trial
+    assert guard.admit(MX) == PAUSED  # everyone else waits for it
+    assert guard.failed(MX) == 2 * BACKOFF_S  # failed again: twice as long
+    clock.now += 2 * BACKOFF_S
+    assert guard.admit(MX) is None
+    assert guard.answered(MX) is True  # it answers: closed
+    assert [guard.admit(MX) for _ in range(3)] == [None, None, None]
+    assert guard.held_back[PAUSED] == 3 and guard.paused() == 0
+
+
+def test_an_answer_between_failures_starts_the_count_again() -> None:
+    guard = DestinationGuard(Clock(), rate_per_s=100)
+    fail(guard, FAILURES_TO_OPEN - 1)
+    assert guard.admit(MX) is None and guard.answered(MX) is False
+    assert fail(guard, FAILURES_TO_OPEN - 1) == [None] * (FAILURES_TO_OPEN - 1)
+    assert guard.admit(MX) is None
+
+
+def test_probes_failing_after_the_breaker_opened_do_not_lengthen_the_pause() -> None:
+    clock = Clock()
+    guard = DestinationGuard(clock, rate_per_s=100)
+    admitted = [guard.admit(MX) for _ in range(FAILURES_TO_OPEN + 2)]  # all in flight at once
+    assert admitted == [None] * (FAILURES_TO_OPEN + 2)
+    backoffs = [guard.failed(MX) for _ in admitted]
+    assert backoffs.count(BACKOFF_S) == 1 and backoffs.count(None) == len(admitted) - 1
+
+
+def test_the_backoff_stops_growing_at_its_maximum() -> None:
+    clock = Clock()
+    guard = DestinationGuard(clock, rate_per_s=100)
+    fail(guard, FAILURES_TO_OPEN)
+    backoffs = []
+    for _ in range(10):
+        clock.now += MAX_BACKOFF_S
+        assert guard.admit(MX) is None
+        backoffs.append(guard.failed(MX))
+    assert backoffs[-1] == MAX_BACKOFF_S and backoffs[0] == 2 * BACKOFF_S
+
+
+def test_an_abandoned_trial_lets_the_next_probe_try() -> None:
+    clock = Clock()
+    guard = DestinationGuard(clock, rate_per_s=100)
+    fail(guard, FAILURES_TO_OPEN)
+    clock.now += BACKOFF_S
+    assert guard.admit(MX) is None
+    guard.abandoned(MX)
+    assert guard.admit(MX) is None
+
+
+def test_the_rate_cap_allows_a_burst_then_the_rate() -> None:
+    clock = Clock()
+    guard = DestinationGuard(clock, rate_per_s=5)
+    assert [guard.admit(MX) for _ in range(6)] == [None] * 5 + [RATE_LIMITED]
+    clock.now += 0.2
+    assert guard.admit(MX) is None and guard.admit(MX) == RATE_LIMITED
+    assert guard.admit("other:25") is None  # per destination
+    assert guard.held_back[RATE_LIMITED] == 2
+
+
+def test_a_rate_under_one_a_second_still_allows_one_probe() -> None:
+    clock = Clock()
+    guard = DestinationGuard(clock, rate_per_s=0.5)
+    assert [guard.admit(MX) for _ in range(2)] == [None, RATE_LIMITED]
+    clock.now += 2
+    assert guard.admit(MX) is None
