@@ -39,9 +39,10 @@ from schemas.tenant import (
     DiscoverySettings,
     ProviderDefaults,
     TenantConfig,
+    changed_settings,
     describe_errors,
+    provider_own,
     revised,
-    validate_overrides,
 )
 from schemas.topics import COMMANDS
 from smtp_discovery.tenant_writes import Change, WriteContended
@@ -209,6 +210,9 @@ def _tenant_view(ctx: AdminContext, tenant: TenantConfig) -> dict[str, Any]:
 
 
 def _settings_view(effective: DiscoverySettings, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Each setting's value, whether this level set it (``overridden``: a tenant's override of
+    the provider default, or a provider default changed from the built-in vendor value), the
+    vendor's recommended value and its description."""
     fields = DiscoverySettings.model_fields
     return {
         name: {
@@ -289,7 +293,7 @@ def _current(directory: TenantDirectory, tenant_id: str) -> TenantConfig:
 @router.get("/settings/defaults", tags=["settings"])
 async def get_defaults(ctx: Context, caller: Caller, response: Response) -> dict[str, Any]:
     response.headers["ETag"] = _etag(ctx.tenants.defaults_revision)
-    return _settings_view(ctx.tenants.defaults, {})
+    return _settings_view(ctx.tenants.defaults, provider_own(ctx.tenants.defaults))
 
 
 @router.put("/settings/defaults", tags=["settings"])
@@ -300,23 +304,25 @@ async def set_defaults(
     response: Response,
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    """Change provider defaults: the named settings change, the others stay."""
-    try:
-        validate_overrides(body)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_settings", str(exc)) from None
+    """Change provider defaults: the named settings change, a null resets one to the built-in
+    vendor value, the others stay (``schemas.tenant.changed_settings``)."""
 
     def change(directory: TenantDirectory) -> list[ProviderDefaults]:
         _check_match(if_match, directory.defaults_revision, "the provider defaults")
-        try:
-            merged = DiscoverySettings.model_validate({**directory.defaults.model_dump(), **body})
-        except ValueError as exc:
-            raise ApiError(422, "invalid_settings", str(exc)) from None
+        own = _changed(body, provider_own(directory.defaults))
         revision = directory.defaults_revision + 1
-        return [ProviderDefaults(event_time=ctx.clock(), settings=merged, revision=revision)]
+        settings = DiscoverySettings.model_validate(own)
+        return [ProviderDefaults(event_time=ctx.clock(), settings=settings, revision=revision)]
 
     defaults = await _write_tenants(ctx, change, response)
-    return _settings_view(defaults.settings, {})
+    return _settings_view(defaults.settings, provider_own(defaults.settings))
+
+
+def _changed(body: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return changed_settings(body, own)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_settings", str(exc)) from None
 
 
 @router.get("/tenants/{tenant_id}/settings", tags=["settings"])
@@ -337,18 +343,14 @@ async def change_settings(
     response: Response,
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    """Set overrides; a null value removes the override (the provider default applies)."""
+    """Set overrides; a null value removes the override (the provider default applies) by the
+    same rule as the provider defaults (``schemas.tenant.changed_settings``)."""
     tenant_of(ctx, caller, tenant_id)
 
     def change(directory: TenantDirectory) -> list[TenantConfig]:
         current = _current(directory, tenant_id)
         _check_match(if_match, current.revision, f"the settings of {tenant_id!r}")
-        overrides = {k: v for k, v in {**current.settings, **body}.items() if v is not None}
-        try:
-            overrides = validate_overrides(overrides)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_settings", str(exc)) from None
-        return [revised(current, ctx.clock(), settings=overrides)]
+        return [revised(current, ctx.clock(), settings=_changed(body, current.settings))]
 
     tenant = await _write_tenants(ctx, change, response)
     return _settings_view(ctx.tenants.settings(tenant_id), tenant.settings)  # type: ignore[arg-type]

@@ -172,6 +172,31 @@ def validate_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return {name: getattr(merged, name) for name in overrides}
 
 
+BUILT_IN = DiscoverySettings()
+"""The vendor's values: what a provider default is until the provider changes it."""
+
+
+def changed_settings(changes: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The one rule for changing settings, at the provider's level and at a tenant's: each
+    named setting takes its new value, and ``None`` removes what this level set, so the level
+    below applies again (the built-in vendor value under the provider defaults, the provider
+    default under a tenant's override); the settings not named stay. ``own`` is what this
+    level sets now; the result is what it sets after, checked. Raises ValueError."""
+    unknown = sorted(set(changes) - SETTING_NAMES)
+    if unknown:
+        raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+    return validate_overrides({k: v for k, v in {**own, **changes}.items() if v is not None})
+
+
+def provider_own(defaults: DiscoverySettings) -> dict[str, Any]:
+    """What the provider set: its defaults that differ from the built-in vendor values."""
+    return {
+        name: getattr(defaults, name)
+        for name in DiscoverySettings.model_fields
+        if getattr(defaults, name) != getattr(BUILT_IN, name)
+    }
+
+
 def describe_errors(exc: ValidationError) -> list[str]:
     """A ValidationError as one sentence per problem, naming the field: for APIs and the CLI."""
     sentences = []

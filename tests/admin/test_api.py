@@ -98,6 +98,43 @@ async def test_a_tenant_token_sees_and_changes_only_its_tenant(admin: Admin) -> 
     assert nobody.status_code == forged.status_code == 401
 
 
+async def test_a_null_resets_a_setting_to_the_level_below_at_both_levels(admin: Admin) -> None:
+    """One rule: a provider default reset with null is the built-in vendor value again, a
+    tenant override reset with null is the provider default again; ``overridden`` says this
+    level set the value."""
+    await admin.tenant("acme")
+    acme = await admin.token("acme")
+    put = admin.http.put
+    set_ = await put("/v1/settings/defaults", json={"dha_max_rejections": 50},
+                     headers=admin.operator)  # fmt: skip
+    assert set_.status_code == 200, set_.text
+    assert set_.json()["dha_max_rejections"]["value"] == 50
+    assert set_.json()["dha_max_rejections"]["overridden"] is True
+    assert set_.json()["dha_window_s"]["overridden"] is False
+    tenant_view = await admin.http.patch(
+        "/v1/tenants/acme/settings", json={"dha_max_rejections": 9}, headers=acme
+    )
+    assert tenant_view.json()["dha_max_rejections"] | {"description": ""} == {
+        "value": 9, "overridden": True, "recommended": None, "description": ""}  # fmt: skip
+    reset_tenant = await admin.http.patch(
+        "/v1/tenants/acme/settings", json={"dha_max_rejections": None}, headers=acme
+    )
+    assert reset_tenant.json()["dha_max_rejections"]["value"] == 50  # the provider's default
+    assert reset_tenant.json()["dha_max_rejections"]["overridden"] is False
+    reset = await put("/v1/settings/defaults", json={"dha_max_rejections": None},
+                      headers=admin.operator)  # fmt: skip
+    assert reset.status_code == 200, reset.text
+    assert reset.json()["dha_max_rejections"] | {"description": ""} == {
+        "value": 20, "overridden": False, "recommended": None, "description": ""}  # fmt: skip
+    shown = await admin.http.get("/v1/settings/defaults", headers=admin.operator)
+    assert not any(setting["overridden"] for setting in shown.json().values())
+    tenant_now = await admin.http.get("/v1/tenants/acme/settings", headers=acme)
+    assert tenant_now.json()["dha_max_rejections"]["value"] == 20
+    unknown = await put("/v1/settings/defaults", json={"colour": None}, headers=admin.operator)
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["message"] == "unknown setting(s): colour"
+
+
 async def test_settings_overrides_follow_the_provider_defaults_until_set(admin: Admin) -> None:
     await admin.tenant("acme")
     acme = await admin.token("acme")

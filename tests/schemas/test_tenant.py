@@ -7,11 +7,14 @@ from pydantic import ValidationError
 
 from schemas.state import UserRole
 from schemas.tenant import (
+    BUILT_IN,
     Destination,
     DiscoverySettings,
     TempfailPolicy,
     TenantConfig,
+    changed_settings,
     describe_errors,
+    provider_own,
     validate_overrides,
 )
 from tests.schemas.samples import T0
@@ -133,3 +136,23 @@ def test_tenant_ids_are_restricted() -> None:
     for bad in ("", "Acme", "a:b", "-acme", "a" * 64, "__provider__"):
         with pytest.raises(ValidationError, match="tenant id"):
             tenant(tenant_id=bad)
+
+
+def test_the_built_in_settings_are_the_vendor_s_recommended_values() -> None:
+    """A provider default reset with null takes the built-in value: for every setting the
+    vendor recommends a value for, that is the recommended value."""
+    for name, field in DiscoverySettings.model_fields.items():
+        recommended = (field.json_schema_extra or {}).get("recommended")  # type: ignore[union-attr]
+        if recommended is not None:
+            assert getattr(BUILT_IN, name) == recommended, name
+
+
+def test_changing_settings_sets_resets_and_keeps_by_one_rule() -> None:
+    own = {"dha_max_rejections": 50, "monitor_mode": True}
+    assert changed_settings({"dha_max_rejections": None, "dha_window_s": 60}, own) == {
+        "monitor_mode": True, "dha_window_s": 60}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown setting"):
+        changed_settings({"colour": None}, own)
+    with pytest.raises(ValueError, match="dha_window_s"):
+        changed_settings({"dha_window_s": 0}, own)
+    assert provider_own(BUILT_IN.model_copy(update={"dha_window_s": 60})) == {"dha_window_s": 60}
