@@ -231,12 +231,19 @@ router = APIRouter(prefix="/v1")
 
 
 @router.get("/tenants", tags=["tenants"])
-async def list_tenants(ctx: Context, caller: Caller) -> list[dict[str, Any]]:
-    return [
-        _tenant_view(ctx, t)
-        for t in sorted(ctx.tenants.tenants.values(), key=lambda t: t.tenant_id)
-        if caller.may_see(t.tenant_id)
-    ]
+async def list_tenants(
+    ctx: Context,
+    caller: Caller,
+    q: Annotated[str, Query(max_length=200)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The tenants this token may see, in id order, a page at a time; ``q`` keeps those whose
+    id, name or a domain contains it (ignoring case)."""
+    found = ctx.tenants.find(q, only=caller.tenant_id)
+    start = (page - 1) * per_page
+    return {"total": len(found), "page": page, "per_page": per_page,
+            "items": [_tenant_view(ctx, t) for t in found[start : start + per_page]]}  # fmt: skip
 
 
 @router.post("/tenants", status_code=201, tags=["tenants"])

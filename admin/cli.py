@@ -21,6 +21,9 @@ from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError, OperatorError
 from smtp_discovery.kafka import client_options
 
+LIST_PAGE = 500
+"""Tenants per request of ``tenant list``: a page at a time, printed as it comes."""
+
 
 def add_parsers(sub: Any) -> None:
     sub.add_parser("admin", help="run the admin API and web console (needs KAFKA_BOOTSTRAP)")
@@ -47,7 +50,12 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--outbound", action="append", default=[], help="outbound IP range (CIDR)")
     add.add_argument("--tech-contact")
     add.add_argument("--admin-contact")
-    tenant_sub.add_parser("list", help="every tenant")
+    listing = tenant_sub.add_parser(
+        "list", help="the tenants, in id order, read a page at a time (never all at once)"
+    )
+    listing.add_argument("--search", default="", help="only those whose id, name or a domain "
+                         "contains this")  # fmt: skip
+    listing.add_argument("--limit", type=int, help="at most this many")
     show = tenant_sub.add_parser("show", help="one tenant with its effective settings")
     show.add_argument("tenant_id")
     set_ = tenant_sub.add_parser("set", help="change settings: name=value ... (value null resets)")
@@ -137,11 +145,24 @@ async def run(config: RuntimeConfig, args: argparse.Namespace) -> int:
             }  # fmt: skip
             body = _check(await client.post("/v1/tenants", json=payload))
         elif command == "list":
-            for tenant in _check(await client.get("/v1/tenants")):
-                print(
-                    f"{tenant['tenant_id']:20} {tenant['name']:30} {', '.join(tenant['domains'])}"
-                )
-            return 0
+            if args.limit is not None and args.limit < 1:
+                raise OperatorError("--limit must be at least 1")
+            left = args.limit
+            per_page = LIST_PAGE if left is None else min(LIST_PAGE, left)
+            page = 1
+            while True:
+                body = _check(await client.get("/v1/tenants", params={
+                    "q": args.search, "page": page, "per_page": per_page}))  # fmt: skip
+                for tenant in body["items"][:left]:
+                    print(
+                        f"{tenant['tenant_id']:20} {tenant['name']:30} "
+                        f"{', '.join(tenant['domains'])}"
+                    )
+                if left is not None:
+                    left -= len(body["items"])
+                if page * per_page >= body["total"] or (left is not None and left <= 0):
+                    return 0
+                page += 1
         elif command == "show":
             body = _check(await client.get(f"/v1/tenants/{args.tenant_id}"))
         else:

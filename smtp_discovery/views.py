@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.address import display_form
 from schemas.codec import MessageDecodeError, decode
 from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings, ProviderDefaults, TenantConfig
 from schemas.topics import TENANTS
@@ -154,6 +155,7 @@ class TenantDirectory:
         self._domains: dict[str, str] = {}
         self.generation = 0
         """Bumped on every change, so indexes derived from the directory know to rebuild."""
+        self._index: tuple[int, list[tuple[str, TenantConfig]]] = (-1, [])
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -220,5 +222,26 @@ class TenantDirectory:
         self._effective[tenant_id] = effective
         return effective
 
+    def find(self, text: str = "", only: str | None = None) -> list[TenantConfig]:
+        """Tenants in id order whose id, name or a domain (either form) contains ``text``,
+        ignoring case; ``only``: that tenant or nothing. A list of 10,000 tenants is searched
+        without sorting or lower-casing anything: the index is rebuilt once per change."""
+        if only is not None:
+            tenant = self.tenants.get(only)
+            found = [] if tenant is None else [(_haystack(tenant), tenant)]
+        else:
+            if self._index[0] != self.generation:
+                ordered = sorted(self.tenants.values(), key=lambda t: t.tenant_id)
+                self._index = (self.generation, [(_haystack(t), t) for t in ordered])
+            found = self._index[1]
+        needle = text.strip().lower()
+        return [tenant for hay, tenant in found if needle in hay]
+
     def follower(self, options: dict[str, Any], topic: str = TENANTS) -> CompactedTopicFollower:
         return CompactedTopicFollower(options, topic, self.apply)
+
+
+def _haystack(tenant: TenantConfig) -> str:
+    """What a tenant search looks in: id, name and domains (A-labels and how they read)."""
+    domains = " ".join(tenant.domains)
+    return f"{tenant.tenant_id}\n{tenant.name}\n{domains}\n{display_form(domains)}".lower()

@@ -106,39 +106,73 @@ function toLogin(reason) {
   location.assign(`${BASE}/${reason ? query({ reason }) : ""}`);
 }
 
-// Every page but the login: a token, the tenants it may see, and the tenant to show. The tenant
-// asked for (?tenant= or the tab's last choice) is used as asked: the API decides what this
-// token may read, and a refusal is shown as it is, with nothing of the other tenant.
+// Every page but the login: a token, the tenant to show, and a picker that searches the tenants
+// this token may see (the API pages them: a provider with 10,000 tenants gets the first few and a
+// search box, never a select of 10,000). The tenant asked for (?tenant= or the tab's last choice)
+// is used as asked: the API decides what this token may read, and a refusal is shown as it is,
+// with nothing of the other tenant.
+const PICKER_SIZE = 50;
+
+function tenantsMatching(text) {
+  return api(`/tenants${query({ q: text, per_page: PICKER_SIZE })}`).then((body) => body.items);
+}
+
 export async function boot() {
   if (!session.token()) {
     toLogin("");
     return null;
   }
   document.getElementById("sign-out").addEventListener("click", () => toLogin(""));
-  let tenants;
+  let first;
   try {
-    tenants = await api("/tenants");
+    first = await tenantsMatching("");
   } catch (error) {
     if (error.status === 401) toLogin("expired");
     else notice(error.message);
     return null;
   }
   const asked = new URLSearchParams(location.search).get("tenant");
-  const visible = new Set(tenants.map((t) => t.tenant_id));
   let tenant = asked ?? session.tenant();
-  if (!tenant || (!asked && !visible.has(tenant))) tenant = tenants[0]?.tenant_id ?? null;
+  let known = first;
+  if (tenant && !first.some((t) => t.tenant_id === tenant)) {
+    // Beyond the first page, or not this token's: ask for that one tenant.
+    const one = await api(tenantPath(tenant)).catch(() => null);
+    if (one) known = [...first, one];
+  }
+  const visible = new Set(known.map((t) => t.tenant_id));
+  if (!tenant || (!asked && !visible.has(tenant))) tenant = first[0]?.tenant_id ?? null;
   if (tenant && visible.has(tenant)) session.chooseTenant(tenant);
   const picker = document.getElementById("tenant");
-  const options = tenants.map((t) => h("option", { value: t.tenant_id }, `${t.name} (${t.tenant_id})`));
-  if (tenant && !visible.has(tenant)) options.push(h("option", { value: tenant }, tenant));
-  picker.replaceChildren(...options);
-  picker.value = tenant ?? "";
+  const show = (tenants) => {
+    const options = tenants.map((t) => h("option", { value: t.tenant_id }, `${t.name} (${t.tenant_id})`));
+    if (tenant && !tenants.some((t) => t.tenant_id === tenant)) {
+      const current = known.find((t) => t.tenant_id === tenant);
+      options.push(h("option", { value: tenant }, current ? `${current.name} (${tenant})` : tenant));
+    }
+    picker.replaceChildren(...options);
+    picker.value = tenant ?? "";
+  };
+  show(first);
   picker.addEventListener("change", () => {
     session.chooseTenant(picker.value);
     location.assign(location.pathname);
   });
+  const search = document.getElementById("tenant-search");
+  let typed = 0;
+  search.addEventListener("input", () => {
+    const mine = ++typed;
+    setTimeout(async () => {
+      if (mine !== typed) return; // still typing
+      try {
+        const found = await tenantsMatching(search.value);
+        if (mine === typed) show(found);
+      } catch (error) {
+        notice(error.message);
+      }
+    }, 250);
+  });
   if (!tenant) notice("This token sees no tenant yet.", "info");
-  return { tenant, tenants };
+  return { tenant };
 }
 
 // Wait for commands to be applied or rejected, reporting every change. Commands still pending

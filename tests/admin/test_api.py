@@ -56,16 +56,40 @@ async def test_operators_manage_tenants_with_validation(admin: Admin) -> None:
     )
     assert changed.json()["name"] == "Acme Ltd"
     listed = await admin.http.get("/v1/tenants", headers=admin.operator)
-    assert [t["tenant_id"] for t in listed.json()] == ["acme"]
+    assert [t["tenant_id"] for t in listed.json()["items"]] == ["acme"]
+
+
+async def test_the_tenant_list_comes_a_page_at_a_time_and_searches(admin: Admin) -> None:
+    for tenant_id, name, domain in [("acme", "Acme", "acme.example"), ("beta", "Beta", "b.example"),
+                                    ("gamma", "Gamma Mail", "xn--bcher-kva.example"),
+                                    ("delta", "Delta", "delta.example")]:  # fmt: skip
+        await admin.tenant(tenant_id, name=name, domains=[domain])
+
+    async def ids(headers: dict[str, str], **params: Any) -> tuple[int, list[str]]:
+        body = (await admin.http.get("/v1/tenants", params=params, headers=headers)).json()
+        return body["total"], [t["tenant_id"] for t in body["items"]]
+
+    everyone = admin.operator
+    assert await ids(everyone, per_page=3) == (4, ["acme", "beta", "delta"])
+    assert await ids(everyone, per_page=3, page=2) == (4, ["gamma"])
+    assert await ids(everyone, per_page=3, page=3) == (4, [])
+    assert await ids(everyone, q="MAIL") == (1, ["gamma"])  # the name, any case
+    assert await ids(everyone, q="bücher") == (1, ["gamma"])  # a domain, as it reads
+    assert await ids(everyone, q="b.example") == (1, ["beta"])  # a domain
+    assert await ids(everyone, q="elt") == (1, ["delta"])  # the id
+    beta = await admin.token("beta")
+    assert await ids(beta) == (1, ["beta"])
+    assert await ids(beta, q="acme") == (0, [])
+    too_many = await admin.http.get("/v1/tenants", params={"per_page": 501}, headers=everyone)
+    assert too_many.status_code == 422
 
 
 async def test_a_tenant_token_sees_and_changes_only_its_tenant(admin: Admin) -> None:
     await admin.tenant("acme")
     await admin.tenant("beta")
     acme = await admin.token("acme")
-    assert [t["tenant_id"] for t in (await admin.http.get("/v1/tenants", headers=acme)).json()] == [
-        "acme"
-    ]
+    seen = (await admin.http.get("/v1/tenants", headers=acme)).json()
+    assert [t["tenant_id"] for t in seen["items"]] == ["acme"] and seen["total"] == 1
     # Every route with a tenant in its path, straight from the OpenAPI document: a new endpoint
     # is covered the day it is added.
     schema = (await admin.http.get("/openapi.json")).json()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import admin.cli
 from schemas.topics import TopicNames
 from smtp_discovery.cli import main
 from smtp_discovery.kafka import ensure_topics
@@ -31,7 +32,7 @@ def env(kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 def test_tenants_tokens_and_settings_from_the_terminal(
-    env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert (
         main(
@@ -65,6 +66,19 @@ def test_tenants_tokens_and_settings_from_the_terminal(
     assert "invalid_settings: dha_window_s" in capsys.readouterr().err
     assert main(["tenant", "list"]) == 0
     assert capsys.readouterr().out.split()[:2] == ["acme", "Acme"]
+    for extra in ("beta", "gamma"):
+        assert main(["tenant", "add", extra, "--name", extra.title()]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(admin.cli, "LIST_PAGE", 2)  # three tenants: two pages
+    assert main(["tenant", "list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
+        "acme", "beta", "gamma"]  # fmt: skip
+    assert main(["tenant", "list", "--limit", "1"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["acme"]
+    assert main(["tenant", "list", "--search", "GAM"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["gamma"]
+    assert main(["tenant", "list", "--limit", "0"]) == 1
+    assert "--limit must be at least 1" in capsys.readouterr().err
     assert main(["token", "create", "--tenant", "acme", "--label", "console"]) == 0
     assert capsys.readouterr().out.startswith("sd_")
     assert main(["token", "create", "--tenant", "nobody"]) == 1

@@ -133,6 +133,7 @@ async def console(
                 assert created.status_code == 201, created.text
                 tokens[tenant_id], record = new_token(tenant_id, "console test")
                 await ctx.publish(ADMIN_TOKENS, [record])
+            tokens["operator"] = bearer
             run.start("worker")
             try:
                 yield Console(url, api, tokens, run)
@@ -274,6 +275,19 @@ async def test_an_admin_turns_discovered_addresses_into_users(console: Console) 
                 [re.compile("carol@beta.example")]
             )
             await expect(other.locator("#tenant option")).to_have_text(["Beta (beta)"])
+            # An operator finds a tenant by searching (the picker never lists every tenant).
+            operator = await sign_in(browser, console, "operator", seen)
+            await expect(operator.locator("#tenant option")).to_have_text(
+                ["Acme (acme)", "Beta (beta)"]
+            )
+            await operator.fill("#tenant-search", "BET")
+            await expect(operator.locator("#tenant option")).to_have_text(
+                ["Beta (beta)", "Acme (acme)"]  # the matches, and the tenant shown now
+            )
+            await operator.select_option("#tenant", "beta")
+            await expect(operator.locator("#list tbody tr[data-address]")).to_have_text(
+                [re.compile("carol@beta.example")]
+            )
         finally:
             await browser.close()
 
