@@ -127,7 +127,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         token = (data_dir / "operator-token").read_text().strip()
         assert token not in out, "the secret is never printed"
         assert f"show it with: cat {data_dir / 'operator-token'}" in out
-        assert _api(System(data_dir, env, {}), "/v1/tenants") == []
+        assert _api(System(data_dir, env, {}), "/v1/tenants")["items"] == []
         # The newcomer's demo, through every role of the running system.
         demo = System(data_dir, env, {}).cli("demo", "--weeks", "5")
         assert demo.returncode == 0, demo.stdout + demo.stderr
@@ -185,7 +185,7 @@ def test_ctrl_c_in_a_terminal_then_a_restart_has_everything(system: System) -> N
         assert "schema      discovery: up to date" in out
         assert "token       " not in out, "the token is made on the first start only"
         tenants = _api(system, "/v1/tenants")
-        assert [t["tenant_id"] for t in tenants] == ["demo"]  # type: ignore[attr-defined]
+        assert [t["tenant_id"] for t in tenants["items"]] == ["demo"]  # type: ignore[index]
         users = _api(system, "/v1/tenants/demo/users?per_page=100")
         assert "alice@demo.example" in json.dumps(users)
         began = time.monotonic()
