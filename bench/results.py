@@ -33,6 +33,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench.streams_worker", [], ["--events", "50000", "--recovery-addresses", "50000"]),
     ("bench.sink", [], ["--rows", "50000", "--history", "1000000", "--tenants", "1000"]),
     ("bench.end_to_end", [], ["--messages", "400", "--new", "30"]),
+    ("bench.rcpt_under_load", [], ["--tenants", "10000", "--rcpts", "400", "--events", "100000"]),
 ]
 
 
