@@ -42,6 +42,9 @@ is. On 2 contended cores, RCPT p99 under load (``bench.rcpt_under_load``) was 8.
 without it and 4.8, 6.0 and 7.9 ms in three runs with it, while the background got as much done
 (the figure is noisy: the machine also runs Kafka and the load)."""
 
+INGEST_READY_S = 600.0
+"""How long the ingest node may take to read its views (millions of addresses) and listen."""
+
 
 @contextlib.contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
@@ -183,7 +186,7 @@ async def _serve(
     halt = asyncio.Event()  # stops the in-process roles
     roles: list[asyncio.Task[None]] = []
     try:
-        await _smtp_ready(smtp, ingest, config.stop_timeout_s + 300)
+        await _smtp_ready(smtp, ingest, INGEST_READY_S)
         sink = Sink(options, clickhouse, config.analytics_layout, config.topics,
                     sink_settings(config))  # fmt: skip
         roles.append(asyncio.create_task(sink.run(halt), name="sink"))
