@@ -22,7 +22,9 @@ import logging
 import ssl
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiosmtplib
 
@@ -65,9 +67,11 @@ class Prober:
         max_per_destination: int = 4,
         idle_seconds: float = 30.0,
         guard: DestinationGuard | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.helo_name = helo_name
-        self.guard = guard or DestinationGuard(time.monotonic, rate_per_s=50.0)
+        self.guard = guard or DestinationGuard(time.monotonic, rate_per_s=100.0)
+        self.sleep = sleep
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.idle_seconds = idle_seconds
@@ -127,13 +131,13 @@ class Prober:
             return ProbeOutcome(CalloutResult.TEMPFAIL, None, reason="no_destination")
         last = held_back = None
         for target in targets:
-            refusal = self.guard.admit(target.name)
+            refusal, wait = self.guard.admit(target.name)
             if refusal is not None:
                 held_back = held_back or ProbeOutcome(
                     CalloutResult.TEMPFAIL, None, reason=refusal, contacted=False
                 )
                 continue
-            last = await self._guarded_probe(target, address, sender, smtputf8, timeouts)
+            last = await self._guarded_probe(target, address, sender, smtputf8, timeouts, wait)
             if last.result is not CalloutResult.TEMPFAIL:
                 return last
         outcome = last or held_back
@@ -147,10 +151,13 @@ class Prober:
         sender: str,
         smtputf8: bool,
         timeouts: tuple[float, float],
+        wait_s: float,
     ) -> ProbeOutcome:
-        """One admitted probe, its outcome told to the guard."""
+        """One admitted probe, after waiting for its turn, its outcome told to the guard."""
         outcome = None
         try:
+            if wait_s > 0:
+                await self.sleep(wait_s)
             outcome = await self._probe_one(target, address, sender, smtputf8, timeouts)
         finally:
             if outcome is None:

@@ -11,8 +11,10 @@ connection attempt (or a connect timeout) at that server. Now:
   breaker, another failure opens it again for longer. Any SMTP answer counts as an answer,
   whatever it says: the server is up.
 * **Rate cap.** A token bucket per destination: at most ``rate`` probes a second, with a second's
-  worth of burst. The operator sets the rate for the whole fleet and how many ingest nodes share
-  it; each node knows no more than that, so it keeps to its share.
+  worth of burst. A probe beyond it waits for its turn, up to ``MAX_WAIT_S`` (a burst of new
+  recipients is smoothed, not refused); past that it is held back. The operator sets the rate
+  for the whole fleet and how many ingest nodes share it; each node knows no more than that, so
+  it keeps to its share.
 
 A probe either guard holds back is not made: the RCPT gets the tenant's tempfail policy, and no
 event is published (nothing was asked). Pure bookkeeping over an injected monotonic clock.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 FAILURES_TO_OPEN = 3
 BACKOFF_S = 10.0
 MAX_BACKOFF_S = 300.0
+MAX_WAIT_S = 2.0
 
 PAUSED = "destination_paused"
 RATE_LIMITED = "rate_limited"
@@ -59,22 +62,24 @@ class DestinationGuard:
             state = self._destinations[destination] = _Destination(self.burst, self.clock())
         return state
 
-    def admit(self, destination: str) -> str | None:
-        """None when a probe may go to ``destination`` now (it is counted: call ``answered``
-        or ``failed`` afterwards), else why not (``PAUSED`` or ``RATE_LIMITED``)."""
+    def admit(self, destination: str) -> tuple[str | None, float]:
+        """``(None, wait_s)`` when a probe may go to ``destination`` after ``wait_s`` seconds
+        (its turn is taken: call ``answered``, ``failed`` or ``abandoned`` afterwards), else
+        ``(why not, 0)``: ``PAUSED`` or ``RATE_LIMITED``."""
         state = self._state(destination)
         now = self.clock()
         if state.open_until is not None:
             if now < state.open_until or state.trial:
-                return self._hold(PAUSED)
+                return self._hold(PAUSED), 0.0
             state.trial = True  # half open: this one probe finds out
         state.tokens = min(self.burst, state.tokens + (now - state.refilled) * self.rate_per_s)
         state.refilled = now
-        if state.tokens < 1.0:
+        wait = max(0.0, (1.0 - state.tokens) / self.rate_per_s)
+        if wait > MAX_WAIT_S:
             state.trial = False
-            return self._hold(RATE_LIMITED)
-        state.tokens -= 1.0
-        return None
+            return self._hold(RATE_LIMITED), 0.0
+        state.tokens -= 1.0  # may go below zero: the probes waiting for their turn
+        return None, wait
 
     def _hold(self, reason: str) -> str:
         self.held_back[reason] += 1

@@ -294,7 +294,8 @@ VARIABLES: tuple[Variable, ...] = (
         "DISCOVERY_INGEST_CALLOUTS_PER_S",
         "ingest_callouts_per_s",
         "Verification callouts per second to one destination host from all ingest nodes "
-        "together; RCPTs beyond it get the tenant's tempfail policy.",
+        "together; a callout beyond it waits up to 2 s for its turn, then the RCPT gets the "
+        "tenant's tempfail policy.",
     ),
     Variable(
         "DISCOVERY_INGEST_NODES",
@@ -396,7 +397,7 @@ class RuntimeConfig(BaseModel):
     ingest_spool_dir: Path | None = None
     ingest_spool_max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
     ingest_probes_per_destination: int = Field(default=4, ge=1, le=1000)
-    ingest_callouts_per_s: float = Field(default=50.0, gt=0, le=100_000)
+    ingest_callouts_per_s: float = Field(default=100.0, gt=0, le=100_000)
     ingest_nodes: int = Field(default=1, ge=1, le=10_000)
     ingest_spam_header: str = Field(default=r"X-Spam-Flag:^\s*yes\b", min_length=3)
     ingest_verdict: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")

@@ -917,4 +917,4 @@ def test_each_ingest_node_keeps_to_its_share_of_the_callout_rate(
     (container,) = _one(rendered, "Deployment", "ingest")["spec"]["template"]["spec"]["containers"]
     env = _env(container)
     nodes = {"defaults": "10", "all-options": "20", "minimal": "3"}[_variant(values_file)]
-    assert (env["DISCOVERY_INGEST_CALLOUTS_PER_S"], env["DISCOVERY_INGEST_NODES"]) == ("50", nodes)
+    assert (env["DISCOVERY_INGEST_CALLOUTS_PER_S"], env["DISCOVERY_INGEST_NODES"]) == ("100", nodes)
