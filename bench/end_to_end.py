@@ -64,6 +64,8 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         "DISCOVERY_INGEST_LISTEN": "127.0.0.1:0",
         "DISCOVERY_INGEST_MAX_COMMANDS": "1000000",
         "DISCOVERY_STREAMS_STORE": "rocksdb",
+        # The callouts' rate cap is policy (it protects a tenant's server), not pipeline cost.
+        "DISCOVERY_INGEST_CALLOUTS_PER_S": "100000",
     }
     config = RuntimeConfig.from_env(env)
     options = {"bootstrap_servers": bootstrap}
