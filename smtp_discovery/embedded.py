@@ -33,14 +33,14 @@ from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.running import LOCK
 from smtp_discovery.stopping import Children, Stopper, die_with_parent
+from smtp_discovery.supervise import Supervised
 
 log = logging.getLogger("smtp_discovery.embedded")
 
-BACKGROUND_NICENESS = 10
-"""How much lower than the ingest node's the scheduling priority of everything else `up` runs
-is. On 2 contended cores, RCPT p99 under load (``bench.rcpt_under_load``) was 8.4 ms in one run
-without it and 4.8, 6.0 and 7.9 ms in three runs with it, while the background got as much done
-(the figure is noisy: the machine also runs Kafka and the load)."""
+WORKER_NICENESS = 10
+"""How much lower than the ingest node's the streams worker's scheduling priority is: on a busy
+machine, mail first. (`up` itself keeps its priority: a child it starts again inherits it, and
+the ingest node must not come back at a lower one.)"""
 
 INGEST_READY_S = 600.0
 """How long the ingest node may take to read its views (millions of addresses) and listen."""
@@ -172,21 +172,35 @@ async def _serve(
     smtp = _listen_address(config.ingest_listen)
     # The children's own deadlines leave `up` time to stop the rest and Kafka after them. The
     # ingest node keeps this system's ops endpoint (DISCOVERY_OPS_LISTEN) and its terminal.
-    ingest = _start_child(
-        "ingest", bootstrap, config.stop_timeout_s / 2,
-        DISCOVERY_INGEST_LISTEN=smtp, DISCOVERY_OPS_LISTEN=config.ops_listen or "off",
-    )  # fmt: skip
-    children.add("the ingest node", ingest)
-    # Mail first on a busy machine too: what works in the background (the streams worker, and
-    # this process's sink, admin API and jobs) yields the CPU to the ingest node.
-    with contextlib.suppress(OSError):
-        os.nice(BACKGROUND_NICENESS)
-    worker = _start_child("worker", bootstrap, config.stop_timeout_s / 2, log_file=worker_log)
-    children.add("the streams worker", worker)
+    ingest = Supervised(
+        "the ingest node",
+        lambda: _start_child(
+            "ingest",
+            bootstrap,
+            config.stop_timeout_s / 2,
+            DISCOVERY_INGEST_LISTEN=smtp,
+            DISCOVERY_OPS_LISTEN=config.ops_listen or "off",
+        ),
+        children,
+        where="its log is above",
+    )
+    worker = Supervised(
+        "the streams worker",
+        lambda: _start_child(
+            "worker",
+            bootstrap,
+            config.stop_timeout_s / 2,
+            log_file=worker_log,
+            niceness=WORKER_NICENESS,
+        ),
+        children,
+        where=f"see {worker_log}",
+    )
     halt = asyncio.Event()  # stops the in-process roles
     roles: list[asyncio.Task[None]] = []
+    watchers: list[asyncio.Task[None]] = []
     try:
-        await _smtp_ready(smtp, ingest, INGEST_READY_S)
+        await _smtp_ready(smtp, ingest.process, INGEST_READY_S)
         sink = Sink(options, clickhouse, config.analytics_layout, config.topics,
                     sink_settings(config))  # fmt: skip
         roles.append(asyncio.create_task(sink.run(halt), name="sink"))
@@ -201,8 +215,10 @@ async def _serve(
             {asyncio.create_task(admin_ready.wait()), roles[-1]},
             return_when=asyncio.FIRST_COMPLETED,
         )
-        print(f"worker      pid {worker.pid} (streams, {config.streams_app_id}; log {worker_log})")
-        print(f"smtp        {smtp} (ingest node {config.ingest_node_id}, pid {ingest.pid})")
+        print(f"worker      pid {worker.process.pid} (streams, {config.streams_app_id}; "
+              f"log {worker_log})")  # fmt: skip
+        print(f"smtp        {smtp} (ingest node {config.ingest_node_id}, "
+              f"pid {ingest.process.pid})")  # fmt: skip
         if config.ops_listen:
             print(f"metrics     http://{config.ops_listen}/metrics")
         print(f"sink        {config.sink_group} -> {config.analytics_layout.database}")
@@ -229,30 +245,27 @@ async def _serve(
               flush=True)  # fmt: skip
         progress.phase = "serving"
         waiter = asyncio.create_task(stopper.event.wait())
-        exits = {
-            asyncio.create_task(asyncio.to_thread(worker.wait)): f"the streams worker exited "
-            f"with status {{}}; see {worker_log}",
-            asyncio.create_task(asyncio.to_thread(ingest.wait)): "the ingest node exited with "
-            "status {}; its log is above",
-        }
-        done, _ = await asyncio.wait({waiter, *exits, *roles}, return_when=asyncio.FIRST_COMPLETED)
+        # A child that dies is started again; one that keeps failing fast ends `up` (OperatorError).
+        watchers = [asyncio.create_task(child.watch()) for child in (ingest, worker)]
+        done, _ = await asyncio.wait({waiter, *watchers, *roles},
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
         waiter.cancel()
-        for exited, why in exits.items():
-            if exited in done:
-                raise OperatorError(why.format(exited.result()))
-        for role in roles:
-            if role in done:
-                role.result()  # a role that ended on its own failed: surface why
+        for task in (*watchers, *roles):
+            if task in done:
+                task.result()  # a part that ended on its own failed: surface why
     finally:
         # The order of a stop: no new mail (in-flight transactions finish and the spool
         # flushes), then the sink flushes and commits, the API and jobs end, then the worker.
         progress.phase = "stopping"
         stopper.begin()
-        await asyncio.to_thread(_stop_child, "the ingest node", ingest, config.stop_timeout_s)
+        for watcher in watchers:  # nothing is started again from here on
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await asyncio.to_thread(_stop_child, ingest.name, ingest.process, config.stop_timeout_s)
         halt.set()
         if roles:
             await asyncio.gather(*roles, return_exceptions=True)
-        await asyncio.to_thread(_stop_child, "the streams worker", worker, config.stop_timeout_s)
+        await asyncio.to_thread(_stop_child, worker.name, worker.process, config.stop_timeout_s)
 
 
 async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tuple[Path, bool]:
@@ -283,13 +296,21 @@ async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tup
 
 def _start_child(
     role: str, bootstrap: str, stop_timeout_s: float, *, log_file: Path | None = None,
-    **env: str,
+    niceness: int = 0, **env: str,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     """``smtp-discovery ROLE`` as a child, on this system's Kafka, logging to ``log_file`` (the
     streams worker: Faust is talkative, the terminal keeps the summary of what runs where) or to
     this terminal. Started from the loop's (main) thread, so that its parent-death signal fires
     only when `up` itself dies. ``env``: the child's own variables (one ops endpoint per port:
-    only one child keeps DISCOVERY_OPS_LISTEN)."""
+    only one child keeps DISCOVERY_OPS_LISTEN); ``niceness``: how much lower its scheduling
+    priority is than `up`'s."""
+    die = die_with_parent()
+
+    def prepare() -> None:
+        die()
+        if niceness:
+            os.nice(niceness)
+
     environment = {
         **os.environ,
         "KAFKA_BOOTSTRAP": bootstrap,
@@ -306,7 +327,7 @@ def _start_child(
             stderr=subprocess.STDOUT if out else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to `up` alone; it stops the children in order
-            preexec_fn=die_with_parent(),
+            preexec_fn=prepare,
         )
 
 
