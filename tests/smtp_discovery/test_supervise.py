@@ -8,21 +8,22 @@ import json
 import os
 import re
 import signal
-import socket
+import smtplib
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import aiosmtplib
+import httpx
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer import AIOKafkaConsumer
+from aiosmtpd.controller import Controller
 
-from schemas.codec import encode
-from schemas.mail import RecipientDelivered
 from schemas.topics import MAIL, TopicNames
 from smtp_discovery.errors import OperatorError
 from smtp_discovery.localkafka.node import free_port
@@ -64,29 +65,37 @@ async def test_a_child_that_keeps_failing_fast_is_given_up_with_the_reason() -> 
     assert re.fullmatch(r"the flaky child started again \(pid \d+\)", lines[1])
 
 
-class Greetings(threading.Thread):
-    """Connects to the ingest node every 50 ms until stopped; counts greetings and failures."""
+class MailLoad(threading.Thread):
+    """Mail to new addresses of a tenant, one message after another, until stopped: each is
+    verified by callout and relayed, and its delivery goes to the streams worker."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
         self.port = port
-        self.greeted = 0
+        self.sent = 0
         self.failures: list[str] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
-                    greeting = conn.recv(100)
-                    conn.sendall(b"QUIT\r\n")
-                if greeting.startswith(b"220 "):
-                    self.greeted += 1
-                else:
-                    self.failures.append(repr(greeting))
-            except OSError as exc:
-                self.failures.append(str(exc))
-            self.stop.wait(0.05)
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
+                    client.sendmail("sender@outside.example", [f"user{self.sent}@acme.example"],
+                                    b"Subject: load\r\n\r\nhello\r\n")  # fmt: skip
+                self.sent += 1
+            except (OSError, smtplib.SMTPException) as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+            self.stop.wait(0.02)
+
+
+class Accept:
+    async def handle_RCPT(self, server: object, session: object, envelope: Any, address: str,
+                          options: list[str]) -> str:  # fmt: skip
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        return "250 2.0.0 Ok: queued"
 
 
 async def _worker_caught_up(bootstrap: str, names: TopicNames, group: str) -> bool:
@@ -108,53 +117,76 @@ async def _worker_caught_up(bootstrap: str, names: TopicNames, group: str) -> bo
         await consumer.stop()
 
 
-async def _send_mail_event(bootstrap: str, names: TopicNames) -> None:
-    event = RecipientDelivered(tenant_id="nobody", address="new@nobody.example",
-                               event_time=datetime.now(UTC), verdict="clean", message_id="m1",
-                               client_ip="192.0.2.1")  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(names(MAIL), encode(event), key=event.kafka_key())
-    finally:
-        await producer.stop()
-
-
 async def test_a_killed_worker_is_started_again_while_mail_is_answered(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    smtp = free_port()
+    smtp, admin = free_port(), free_port()
     env = {
         **os.environ,
         "DISCOVERY_DATA_DIR": str(data_dir),
         "DISCOVERY_TOPIC_PARTITIONS": "2",
         "DISCOVERY_INGEST_LISTEN": f"127.0.0.1:{smtp}",
         "DISCOVERY_OPS_LISTEN": "off",
-        "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+        "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
         "KAFKA_BOOTSTRAP": "",
     }
+    destination = Controller(Accept(), hostname="127.0.0.1", port=free_port())
+    destination.start()
     terminal = Terminal([sys.executable, "-m", "smtp_discovery.cli", "up"], env=env, cwd=ROOT)
-    greetings = Greetings(smtp)
+    load = MailLoad(smtp)
     try:
         out = await asyncio.to_thread(terminal.wait_for, READY, 180)
         found = re.search(r"worker      pid (\d+)", out)
         assert found, out
         endpoints = json.loads((data_dir / "endpoints.json").read_text())
         bootstrap, names = endpoints["kafka"], TopicNames(endpoints["topic_prefix"])
-        greetings.start()
+        token = (data_dir / "operator-token").read_text().strip()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin}") as api:
+            created = await api.post("/v1/tenants", headers={"Authorization": f"Bearer {token}"},
+                                     json={"tenant_id": "acme", "name": "Acme",
+                                           "domains": ["acme.example"],
+                                           "destinations": [{"host": "127.0.0.1",
+                                                             "port": destination.port}],
+                                           "settings": {"discovery_enabled": True}})  # fmt: skip
+            assert created.status_code == 201, created.text
+        await _until_accepted(smtp)
+        load.start()
+        await _until(lambda: load.sent >= 10, "mail flowing")
         os.kill(int(found.group(1)), signal.SIGKILL)
         await asyncio.to_thread(terminal.wait_for, "the streams worker exited with status -9", 10)
-        # An event published while no worker runs is processed by the new one (nothing lost).
-        await _send_mail_event(bootstrap, names)
+        before = load.sent
         await asyncio.to_thread(terminal.wait_for, "the streams worker started again", 30)
+        await _until(lambda: load.sent >= before + 10, "mail flowing after the restart")
+        load.stop.set()
+        await asyncio.to_thread(load.join, 60)
+        assert load.failures == [], load.failures[:5]
+        # Every delivery, those sent while no worker ran included, is processed by the new one.
         deadline = time.monotonic() + 30
         while not await _worker_caught_up(bootstrap, names, "smtp-discovery-streams"):
-            assert time.monotonic() < deadline, "the new worker did not process the event"
+            assert time.monotonic() < deadline, "the new worker did not catch up"
             await asyncio.sleep(0.5)
-        greetings.stop.set()
-        await asyncio.to_thread(greetings.join, 15)
-        assert greetings.failures == [] and greetings.greeted > 20, greetings.failures
         terminal.ctrl_c()
         assert await asyncio.to_thread(terminal.wait, 60) == 0, terminal.output[-3000:]
     finally:
-        greetings.stop.set()
+        load.stop.set()
         terminal.close()
+        destination.stop()
+
+
+async def _until(condition: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _until_accepted(port: int, timeout: float = 60) -> None:
+    """Until the ingest node knows the new tenant (its view follows the tenants topic)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30) as client:
+            await client.mail("sender@outside.example")
+            reply = await client.execute_command(b"RCPT TO:<first@acme.example>")
+        if reply.code == 250:
+            return
+        assert time.monotonic() < deadline, f"the tenant was never accepted: {reply}"
+        await asyncio.sleep(0.2)
