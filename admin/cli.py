@@ -18,8 +18,9 @@ from admin.context import AdminContext
 from admin.tokens import new_token
 from schemas.topics import ADMIN_TOKENS
 from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.errors import ConfigError, OperatorError
+from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import client_options
+from smtp_discovery.running import on_cluster
 
 LIST_PAGE = 500
 """Tenants per request of ``tenant list``: a page at a time, printed as it comes."""
@@ -87,8 +88,7 @@ def _value(text: str) -> Any:
 
 @asynccontextmanager
 async def api(config: RuntimeConfig) -> AsyncIterator[tuple[httpx.AsyncClient, AdminContext]]:
-    if not config.kafka_bootstrap:
-        raise ConfigError("set KAFKA_BOOTSTRAP to the cluster the system uses")
+    config = on_cluster(config)
     options = client_options(config)
     ctx = AdminContext(options, config.topics, None, config.analytics_layout)
     await ctx.start()

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from schemas.tenant import TenantConfig, revised
 from schemas.topics import TENANTS
 from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.errors import ConfigError, OperatorError
+from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import client_options
+from smtp_discovery.running import on_cluster
 from smtp_discovery.tenant_writes import TenantWriter
 from smtp_discovery.views import TenantDirectory
 
@@ -19,8 +20,7 @@ VIEW_TIMEOUT_S = 60.0
 async def clear_cache(config: RuntimeConfig, tenant_id: str) -> int:
     """Bump the tenant's cache epoch: every node drops its cached callouts for the tenant when
     the new configuration reaches it. Returns the new epoch."""
-    if not config.kafka_bootstrap:
-        raise ConfigError("set KAFKA_BOOTSTRAP to the cluster the ingest nodes use")
+    config = on_cluster(config)
     options = client_options(config)
     topic = config.topics(TENANTS)
     directory = TenantDirectory()

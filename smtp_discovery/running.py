@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from smtp_discovery.config import split_host_port
-from smtp_discovery.errors import OperatorError
+from smtp_discovery.config import RuntimeConfig, split_host_port
+from smtp_discovery.errors import ConfigError, OperatorError
 
 LOCK = ".lock"
 
@@ -31,6 +31,25 @@ def data_dir_in_use(data_dir: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+def on_cluster(config: RuntimeConfig) -> RuntimeConfig:
+    """``config`` with the Kafka the operator commands act on: KAFKA_BOOTSTRAP when it is set
+    (a cluster, with its other variables), else that of the `up` running on the data directory
+    (its lock is held; its ``endpoints.json`` says where its Kafka listens and its topic
+    prefix), so that `tenant`, `token`, `users` and `cache clear` find it as `report` does."""
+    if config.kafka_bootstrap:
+        return config
+    endpoints = config.data_dir / "endpoints.json"
+    if data_dir_in_use(config.data_dir) and endpoints.is_file():
+        found = json.loads(endpoints.read_text())
+        return config.model_copy(
+            update={"kafka_bootstrap": found["kafka"], "topic_prefix": found["topic_prefix"]}
+        )
+    raise ConfigError(
+        f"no `smtp-discovery up` is running on {config.data_dir}: start one (same "
+        "DISCOVERY_DATA_DIR), or set KAFKA_BOOTSTRAP to the cluster the system uses"
+    )
 
 
 class RunningSystem:

@@ -87,3 +87,13 @@ def test_tenants_tokens_and_settings_from_the_terminal(
     assert main(["users", "import", "acme", str(users)]) == 1
     captured = capsys.readouterr()
     assert "1 users queued, 1 rows refused" in captured.out and "row 3:" in captured.err
+
+
+def test_without_kafka_or_a_running_up_the_commands_say_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("DISCOVERY_DATA_DIR", str(tmp_path))
+    for command in (["tenant", "list"], ["cache", "clear", "acme"]):
+        assert main(command) != 0
+        assert f"no `smtp-discovery up` is running on {tmp_path}" in capsys.readouterr().err

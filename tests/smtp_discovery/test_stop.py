@@ -142,6 +142,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             "report", "new-users", "--tenant", "demo", "--week", week.group(1)
         )
         assert "alice@demo.example  end_user  sent mail from your mail server" in report.stdout
+        # The operator commands find the running `up` with no variables, as `report` does.
+        listed = System(data_dir, env, {}).cli("tenant", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.split()[:1] == ["demo"], listed.stdout
+        cleared = System(data_dir, env, {}).cli("cache", "clear", "demo")
+        assert cleared.returncode == 0, cleared.stderr
         smtp = env["DISCOVERY_INGEST_LISTEN"].rsplit(":", 1)[1]
         with socket.create_connection(("127.0.0.1", int(smtp)), timeout=10) as conn:
             assert conn.recv(100).startswith(b"220 "), "the ingest node answers SMTP"
