@@ -71,6 +71,10 @@ def principal(ctx: Context, authorization: Annotated[str | None, Header()] = Non
 
 
 Caller = Annotated[Principal, Depends(principal)]
+Search = Annotated[str, Query(max_length=200)]
+Page = Annotated[int, Query(ge=1, le=100_000)]
+PerPage = Annotated[int, Query(ge=1, le=500)]
+"""The query parameters every list (tenants, discovered, invalid) pages and searches with."""
 
 
 def operator(caller: Caller) -> Principal:
@@ -234,9 +238,9 @@ router = APIRouter(prefix="/v1")
 async def list_tenants(
     ctx: Context,
     caller: Caller,
-    q: Annotated[str, Query(max_length=200)] = "",
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+    q: Search = "",
+    page: Page = 1,
+    per_page: PerPage = 50,
 ) -> dict[str, Any]:
     """The tenants this token may see, in id order, a page at a time; ``q`` keeps those whose
     id, name or a domain contains it (ignoring case)."""
@@ -369,11 +373,11 @@ async def discovered(
     ctx: Context,
     caller: Caller,
     weeks: Annotated[int, Query(ge=1, le=52)] = 3,
-    q: Annotated[str, Query(max_length=200)] = "",
+    q: Search = "",
     sort: Literal["address", "discovered_at", "last_seen", "messages"] = "discovered_at",
     order: Literal["asc", "desc"] = "desc",
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+    page: Page = 1,
+    per_page: PerPage = 50,
 ) -> dict[str, Any]:
     tenant = tenant_of(ctx, caller, tenant_id)
     settings = ctx.tenants.settings(tenant_id)
@@ -429,9 +433,9 @@ async def invalid_list(
     tenant_id: str,
     ctx: Context,
     caller: Caller,
-    q: Annotated[str, Query(max_length=200)] = "",
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=500)] = 50,
+    q: Search = "",
+    page: Page = 1,
+    per_page: PerPage = 50,
 ) -> dict[str, Any]:
     tenant_of(ctx, caller, tenant_id)
     rows = await ctx.query(

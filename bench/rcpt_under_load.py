@@ -49,7 +49,7 @@ USERS = 100
 GAP_S = 0.005
 
 
-class Destination_:
+class AcceptAll:
     """The bench tenant's mail server: accepts everything."""
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -219,7 +219,7 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
     names = TopicNames(f"rcpt{int(time.time())}.")
     await ensure_topics({"bootstrap_servers": bootstrap}, partitions=4, replication=1,
                         specs=names.specs())  # fmt: skip
-    destination = Controller(Destination_(), hostname="127.0.0.1", port=free_port())
+    destination = Controller(AcceptAll(), hostname="127.0.0.1", port=free_port())
     destination.start()
     smtp, admin = free_port(), free_port()
     await publish(bootstrap, names, args.tenants, destination.port)
