@@ -15,7 +15,7 @@ import httpx
 
 from admin.api import create_app
 from admin.context import AdminContext
-from admin.tokens import new_token
+from admin.tokens import load_key, new_token
 from schemas.topics import ADMIN_TOKENS
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import OperatorError
@@ -35,6 +35,11 @@ def add_parsers(sub: Any) -> None:
     who.add_argument("--tenant", help="a token for this tenant's admins")
     who.add_argument("--operator", action="store_true", help="a provider operator's token")
     create.add_argument("--label", default="", help="what the token is for")
+    token_sub.add_parser(
+        "init-key",
+        help="make the admin role's token key if it is missing (DISCOVERY_ADMIN_TOKEN_KEY_FILE; "
+        "`up` makes its own)",
+    )
 
     tenant = sub.add_parser("tenant", help="tenants (operators)")
     tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
@@ -92,7 +97,7 @@ async def api(config: RuntimeConfig) -> AsyncIterator[tuple[httpx.AsyncClient, A
     options = client_options(config)
     ctx = AdminContext(options, config.topics, None, config.analytics_layout)
     await ctx.start()
-    bearer, record = new_token(None, "cli")
+    bearer, record = new_token(None, "cli", key=None)  # admitted here, never published
     ctx.tokens.admit(record)
     transport = httpx.ASGITransport(app=create_app(ctx))
     try:
@@ -114,9 +119,16 @@ def _check(response: httpx.Response) -> Any:
 
 
 async def run(config: RuntimeConfig, args: argparse.Namespace) -> int:
+    if args.command == "token" and args.token_command == "init-key":
+        path = config.token_key_path
+        made = not path.exists()
+        load_key(path, create=True)
+        print(f"{'made' if made else 'kept'} the admin token key {path} (mode 0600)")
+        return 0
     if args.command == "token":
+        key = load_key(config.token_key_path)  # no key, no token: Kafka access alone mints none
         async with api(config) as (_client, ctx):
-            bearer, record = new_token(None if args.operator else args.tenant, args.label)
+            bearer, record = new_token(None if args.operator else args.tenant, args.label, key=key)
             if args.tenant and ctx.tenants.tenant(args.tenant) is None:
                 raise OperatorError(f"no tenant {args.tenant!r}")
             await ctx.publish(ADMIN_TOKENS, [record])

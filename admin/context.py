@@ -55,6 +55,7 @@ class AdminContext:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         schedule: Schedule | None = None,
+        token_key: bytes | None = None,
     ) -> None:
         self.kafka_options = kafka_options
         self.names = names
@@ -64,7 +65,10 @@ class AdminContext:
         self.schedule = schedule or Schedule.parse("09:00", "UTC")
         """The provider's report schedule: report weeks and notices left as the jobs count them."""
         self.tenants = TenantDirectory()
-        self.tokens = TokenDirectory()
+        self.token_key = token_key
+        """Signs the tokens this API publishes and confirms those it reads (None: it trusts no
+        published token, only those admitted in-process)."""
+        self.tokens = TokenDirectory(token_key)
         self.results = CommandResults()
         self._followers = [
             CompactedTopicFollower(kafka_options, names(TENANTS), self.tenants.apply),
@@ -89,6 +93,15 @@ class AdminContext:
                 "Admin API responses by status class (2xx, 4xx, 5xx).",
                 "status",
                 lambda: dict(self.responses),
+            )
+        )
+        registry.register(
+            CounterView(
+                "smtp_discovery_admin_token_records_refused",
+                "Token records refused because the token key did not sign them: something "
+                "that does not hold the key wrote the tokens topic.",
+                "reason",
+                lambda: {"unsigned_or_forged": self.tokens.forged},
             )
         )
         return registry

@@ -10,6 +10,7 @@ import uvicorn
 
 from admin.api import create_app
 from admin.context import AdminContext
+from admin.tokens import load_key
 from jobs.weeks import Schedule
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.ops import OpsServer
@@ -33,6 +34,7 @@ async def serve_admin(
         clickhouse,
         config.analytics_layout,
         schedule=Schedule.parse(config.report_time, config.report_timezone),
+        token_key=load_key(config.token_key_path),
     )
     await ctx.start()
     host, port = split_host_port(config.admin_listen)

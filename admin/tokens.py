@@ -1,22 +1,77 @@
 """Bearer tokens: ``sd_<id>_<secret>``. The id finds the record; only the secret's SHA-256 is
-stored (a 256-bit random secret needs no slow hash), compared in constant time."""
+stored (a 256-bit random secret needs no slow hash), compared in constant time.
+
+Whoever can write ``discovery.admin-tokens`` could otherwise publish a record of their own and
+so mint access. Each record therefore carries an HMAC made with the token key, a secret only the
+admin role holds (``DISCOVERY_ADMIN_TOKEN_KEY_FILE``): a record without a valid code is ignored
+and logged. Kafka's own authentication and ACLs keep others off the topic; the key keeps a
+process that is let write it (a misconfigured ACL, a stolen role credential) from minting.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from schemas.admin import AdminToken
 from schemas.codec import MessageDecodeError, decode
 from schemas.topics import ADMIN_TOKENS
+from smtp_discovery.errors import ConfigError
 
 log = logging.getLogger("smtp_discovery.admin")
 
 PREFIX = "sd_"
+KEY_BYTES = 32
+_MAC_CONTEXT = b"smtp-discovery admin token v1"
+
+
+class TokenKeyError(ConfigError):
+    """The token key is missing or unusable: a sentence saying which file and what to do."""
+
+
+def load_key(path: Path, *, create: bool = False) -> bytes:
+    """The token key from ``path`` (hex). ``create``: make it (mode 0600) when it is missing, as
+    `up` and ``token init-key`` do; an admin replica never does, or replicas would disagree."""
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # made meanwhile by another process: read theirs
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise TokenKeyError(
+            f"no admin token key at {path}: run `smtp-discovery token init-key` once where the "
+            "admin role runs, or point DISCOVERY_ADMIN_TOKEN_KEY_FILE at the admin role's key"
+        ) from None
+    except OSError as exc:
+        raise TokenKeyError(f"cannot read the admin token key {path}: {exc.strerror}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < KEY_BYTES:
+        raise TokenKeyError(f"{path} is not an admin token key ({KEY_BYTES * 2} hex digits)")
+    return key
+
+
+def token_mac(key: bytes, token_id: str, tenant_id: str | None, secret_sha256: str) -> str:
+    """What the key says of one token: who it is for (the tenant, or none for an operator)
+    bound to its secret's hash. The label is not covered: it grants nothing."""
+    message = b"\0".join(
+        (_MAC_CONTEXT, token_id.encode(), (tenant_id or "").encode(), secret_sha256.encode())
+    )
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,25 +92,48 @@ class Principal:
         return self.operator or self.tenant_id == tenant_id
 
 
-def new_token(tenant_id: str | None, label: str = "") -> tuple[str, AdminToken]:
-    """A fresh token: the bearer string (show it once) and the record to publish."""
+def new_token(
+    tenant_id: str | None, label: str = "", *, key: bytes | None
+) -> tuple[str, AdminToken]:
+    """A fresh token: the bearer string (show it once) and the record to publish, signed with
+    ``key`` (None: a token only admitted in-process, never published)."""
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    record = AdminToken(
+    return f"{PREFIX}{token_id}_{secret}", token_record(token_id, tenant_id, secret, label, key)
+
+
+def token_record(
+    token_id: str, tenant_id: str | None, secret: str, label: str, key: bytes | None
+) -> AdminToken:
+    """The record of the token ``sd_<token_id>_<secret>``."""
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return AdminToken(
         event_time=datetime.now(UTC),
         token_id=token_id,
         tenant_id=tenant_id,
-        secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+        secret_sha256=digest,
         label=label,
+        mac=token_mac(key, token_id, tenant_id, digest) if key is not None else "",
     )
-    return f"{PREFIX}{token_id}_{secret}", record
+
+
+def parse_bearer(bearer: str) -> tuple[str, str] | None:
+    """``sd_<id>_<secret>`` as (id, secret)."""
+    if not bearer.startswith(PREFIX):
+        return None
+    token_id, sep, secret = bearer[len(PREFIX) :].partition("_")
+    return (token_id, secret) if sep and token_id and secret else None
 
 
 class TokenDirectory:
-    """Every valid token, from the compacted topic."""
+    """Every valid token, from the compacted topic: those whose code the key confirms. Without a
+    key (an operator CLI that has none) no published token is trusted, only admitted ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key
         self._tokens: dict[str, AdminToken] = {}
+        self.forged = 0
+        """Records refused for a missing or wrong code (a metric: someone wrote the topic)."""
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -69,14 +147,31 @@ class TokenDirectory:
         except MessageDecodeError as exc:
             log.warning("ignoring an undecodable token record: %s", exc.reason)
             return
+        if not self.genuine(record):
+            self._tokens.pop(record.token_id, None)
+            if self._key is not None:
+                self.forged += 1
+                log.warning(
+                    "ignoring token record %s: its code does not match the admin token key "
+                    "(written by something that does not hold the key)",
+                    record.token_id,
+                )
+            return
         self._tokens[record.token_id] = record
 
+    def genuine(self, record: AdminToken) -> bool:
+        if self._key is None or not record.mac:
+            return False
+        expected = token_mac(self._key, record.token_id, record.tenant_id, record.secret_sha256)
+        return hmac.compare_digest(expected, record.mac)
+
     def authenticate(self, bearer: str) -> Principal | None:
-        if not bearer.startswith(PREFIX):
+        parts = parse_bearer(bearer)
+        if parts is None:
             return None
-        token_id, sep, secret = bearer[len(PREFIX) :].partition("_")
+        token_id, secret = parts
         record = self._tokens.get(token_id)
-        if not sep or record is None:
+        if record is None:
             return None
         digest = hashlib.sha256(secret.encode()).hexdigest()
         if not hmac.compare_digest(digest, record.secret_sha256):
@@ -86,6 +181,9 @@ class TokenDirectory:
     def admit(self, record: AdminToken) -> None:
         """Trust a token in this process only (the CLI's own, never published)."""
         self._tokens[record.token_id] = record
+
+    def __contains__(self, token_id: object) -> bool:
+        return token_id in self._tokens
 
     def __len__(self) -> int:
         return len(self._tokens)

@@ -20,6 +20,12 @@ class AdminToken(Message):
     tenant_id: TenantId | None = Field(default=None, description="None: a provider operator.")
     secret_sha256: str = Field(pattern=r"^[a-f0-9]{64}$")
     label: str = Field(default="", max_length=200)
+    mac: str = Field(
+        default="",
+        pattern=r"^([a-f0-9]{64})?$",
+        description="HMAC-SHA256 of id, tenant and secret hash with the admin role's token key; "
+        "a record without a valid one grants nothing.",
+    )
 
     def kafka_key(self) -> bytes:
         return self.token_id.encode("ascii")

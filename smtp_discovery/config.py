@@ -195,6 +195,13 @@ VARIABLES: tuple[Variable, ...] = (
         "host:port of the admin API and web console.",
     ),
     Variable(
+        "DISCOVERY_ADMIN_TOKEN_KEY_FILE",
+        "admin_token_key_file",
+        "The admin role's token key (hex), which signs every API token record; a record on the "
+        "tokens topic without its code grants nothing (default <data dir>/admin-token.key, "
+        "made by `up` or `token init-key`). Only the admin role and `token create` need it.",
+    ),
+    Variable(
         "DISCOVERY_ADMIN_DOCS",
         "admin_docs",
         "Serve the interactive API docs at /docs (off by default: its page loads its scripts "
@@ -379,6 +386,7 @@ class RuntimeConfig(BaseModel):
     report_timezone: str = "UTC"
     admin_listen: str = "127.0.0.1:8025"
     admin_docs: bool = False
+    admin_token_key_file: Path | None = None
     log_format: Literal["text", "json"] = "text"
     ingest_listen: str = Field(default="127.0.0.1:2525")
     ingest_hostname: str = Field(default_factory=socket.getfqdn, max_length=255)
@@ -502,6 +510,10 @@ class RuntimeConfig(BaseModel):
             cluster=self.clickhouse_cluster or None,
             mail_events_ttl_days=self.mail_events_ttl_days,
         )
+
+    @property
+    def token_key_path(self) -> Path:
+        return self.admin_token_key_file or self.data_dir / "admin-token.key"
 
     @property
     def effective_spool_dir(self) -> Path:

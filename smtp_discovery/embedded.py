@@ -270,17 +270,25 @@ async def _serve(
 
 async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tuple[Path, bool]:
     """The embedded system's first operator token, made once and kept (mode 0600) in the data
-    directory: only its hash goes to Kafka, so the file is the only copy of the secret. Where
-    it is, and whether it was just made."""
-    from admin.tokens import new_token
+    directory: only its hash goes to Kafka, so the file is the only copy of the secret. Its
+    record is published, signed with the token key, at every start: a token made before records
+    were signed (or by an older key) works on. Where it is, and whether it was just made."""
+    from admin.tokens import load_key, new_token, parse_bearer, token_record
     from schemas.codec import encode
     from schemas.topics import ADMIN_TOKENS
     from smtp_discovery.kafka import idempotent_producer
 
+    key = load_key(config.token_key_path, create=True)
     path = config.data_dir / "operator-token"
-    if path.exists():
-        return path, False
-    bearer, record = new_token(None, "embedded operator")
+    made = not path.exists()
+    if made:
+        bearer, record = new_token(None, OPERATOR_LABEL, key=key)
+    else:
+        parts = parse_bearer(path.read_text().strip())
+        if parts is None:
+            raise OperatorError(f"{path} holds no token: remove it, and `up` makes a new one")
+        token_id, secret = parts
+        bearer, record = "", token_record(token_id, None, secret, OPERATOR_LABEL, key)
     producer = idempotent_producer(options)
     await producer.start()
     try:
@@ -289,9 +297,13 @@ async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tup
         )
     finally:
         await producer.stop()
-    path.touch(mode=0o600)
-    path.write_text(bearer + "\n")
-    return path, True
+    if made:
+        path.touch(mode=0o600)
+        path.write_text(bearer + "\n")
+    return path, made
+
+
+OPERATOR_LABEL = "embedded operator"
 
 
 def _start_child(

@@ -37,6 +37,7 @@ from sinks.sink import Sink, SinkSettings
 from smtp_discovery.config import RuntimeConfig
 from tests.ingest.postfix import PostfixServer
 from tests.streams.worker_harness import WorkerRun
+from tests.token_key import KEY
 
 pytestmark = pytest.mark.kafka
 
@@ -88,9 +89,9 @@ async def test_mail_to_reports_through_every_part(
     options = {"bootstrap_servers": kafka_bootstrap}
     layout = Layout(f"e2e_{uuid.uuid4().hex[:8]}")
     migrate(clickhouse, layout)
-    admin_ctx = AdminContext(options, run.names, clickhouse, layout, clock=clock)
+    admin_ctx = AdminContext(options, run.names, clickhouse, layout, clock=clock, token_key=KEY)
     await admin_ctx.start()
-    bearer, token = new_token(None, "e2e")
+    bearer, token = new_token(None, "e2e", key=KEY)
     await admin_ctx.publish(ADMIN_TOKENS, [token])
     api = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(admin_ctx)),

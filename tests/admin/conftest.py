@@ -17,6 +17,7 @@ from sinks.migrate import migrate
 from sinks.schema import Layout
 from smtp_discovery.kafka import ensure_topics
 from tests.jobs.history import History
+from tests.token_key import KEY
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Admin:
     bootstrap: str
 
     async def token(self, tenant_id: str | None) -> dict[str, str]:
-        bearer, record = new_token(tenant_id, "test")
+        bearer, record = new_token(tenant_id, "test", key=KEY)
         await self.ctx.publish(ADMIN_TOKENS, [record])
         return {"Authorization": f"Bearer {bearer}"}
 
@@ -48,7 +49,7 @@ async def admin(kafka_bootstrap: str, clickhouse: Any, unique: str) -> AsyncIter
     await ensure_topics(options, partitions=3, replication=1, specs=names.specs())
     layout = Layout(f"admin_{unique}")
     migrate(clickhouse, layout)
-    ctx = AdminContext(options, names, clickhouse, layout)
+    ctx = AdminContext(options, names, clickhouse, layout, token_key=KEY)
     await ctx.start()
     transport = httpx.ASGITransport(app=create_app(ctx))
     async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as http:

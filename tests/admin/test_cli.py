@@ -16,7 +16,9 @@ pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def env(
+    kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> str:
     prefix = f"c{unique}."
     asyncio.run(
         ensure_topics(
@@ -28,6 +30,7 @@ def env(kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch) -> s
     )
     monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
     monkeypatch.setenv("DISCOVERY_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("DISCOVERY_DATA_DIR", str(tmp_path / "data"))  # empty: no token key
     return prefix
 
 
@@ -79,6 +82,13 @@ def test_tenants_tokens_and_settings_from_the_terminal(
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["gamma"]
     assert main(["tenant", "list", "--limit", "0"]) == 1
     assert "--limit must be at least 1" in capsys.readouterr().err
+    # Kafka access alone mints nothing: a token is signed with the admin role's key.
+    assert main(["token", "create", "--operator"]) == 2  # a configuration error
+    assert "no admin token key at " in capsys.readouterr().err
+    assert main(["token", "init-key"]) == 0
+    key_path = tmp_path / "data" / "admin-token.key"
+    assert capsys.readouterr().out.startswith(f"made the admin token key {key_path}")
+    assert key_path.stat().st_mode & 0o777 == 0o600
     assert main(["token", "create", "--tenant", "acme", "--label", "console"]) == 0
     assert capsys.readouterr().out.startswith("sd_")
     assert main(["token", "create", "--tenant", "nobody"]) == 1

@@ -35,6 +35,7 @@ from sinks.migrate import migrate
 from sinks.schema import Layout
 from sinks.sink import Sink, SinkSettings
 from tests.streams.worker_harness import WorkerRun
+from tests.token_key import KEY
 
 pytestmark = pytest.mark.kafka
 
@@ -111,7 +112,9 @@ async def console(
     layout = Layout(f"console_{unique}")
     migrate(clickhouse, layout)
     shared = clickhouse
-    ctx = AdminContext({"bootstrap_servers": kafka_bootstrap}, run.names, shared, layout)
+    ctx = AdminContext(
+        {"bootstrap_servers": kafka_bootstrap}, run.names, shared, layout, token_key=KEY
+    )
     await ctx.start()
     sink = Sink({"bootstrap_servers": kafka_bootstrap}, shared, layout, run.names,
                 SinkSettings(group=f"console-{unique}", batch_seconds=0.1))  # fmt: skip
@@ -119,7 +122,7 @@ async def console(
     sink_task = asyncio.create_task(sink.run(stop))
     try:
         async with serving(create_app(ctx)) as url, httpx.AsyncClient(base_url=url) as api:
-            bearer, record = new_token(None, "operator")
+            bearer, record = new_token(None, "operator", key=KEY)
             await ctx.publish(ADMIN_TOKENS, [record])
             tokens = {}
             for tenant_id in ("acme", "beta"):
@@ -131,7 +134,7 @@ async def console(
                           "settings": {"discovery_enabled": True}},
                 )  # fmt: skip
                 assert created.status_code == 201, created.text
-                tokens[tenant_id], record = new_token(tenant_id, "console test")
+                tokens[tenant_id], record = new_token(tenant_id, "console test", key=KEY)
                 await ctx.publish(ADMIN_TOKENS, [record])
             tokens["operator"] = bearer
             run.start("worker")

@@ -34,6 +34,7 @@ from schemas.topics import ADMIN_TOKENS, TopicNames
 from sinks.migrate import migrate
 from sinks.schema import Layout
 from smtp_discovery.kafka import ensure_topics
+from tests.token_key import KEY
 
 pytestmark = pytest.mark.kafka
 
@@ -64,14 +65,14 @@ def served(kafka_bootstrap: str, clickhouse: Any) -> Iterator[Served]:
     options = {"bootstrap_servers": kafka_bootstrap}
     layout = Layout(f"fuzz_{unique}")
     migrate(clickhouse, layout)
-    operator, operator_record = new_token(None, "fuzz")
-    tenant, tenant_record = new_token(TENANT, "fuzz")
+    operator, operator_record = new_token(None, "fuzz", key=KEY)
+    tenant, tenant_record = new_token(TENANT, "fuzz", key=KEY)
     app = create_app(None)  # type: ignore[arg-type]  # the context is set at startup
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         await ensure_topics(options, partitions=1, replication=1, specs=names.specs())
-        ctx = AdminContext(options, names, clickhouse, layout)
+        ctx = AdminContext(options, names, clickhouse, layout, token_key=KEY)
         await ctx.start()
         await ctx.publish(ADMIN_TOKENS, [operator_record, tenant_record])
         acme = TenantConfig(tenant_id=TENANT, event_time=datetime.now(UTC), name="Acme",

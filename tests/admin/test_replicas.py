@@ -24,6 +24,7 @@ from smtp_discovery.kafka import ensure_topics, idempotent_producer
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.views import TenantDirectory
 from tests.smtp_discovery.kafka_helpers import run
+from tests.token_key import KEY, key_file
 
 pytestmark = pytest.mark.kafka
 
@@ -35,7 +36,7 @@ async def _publish_token(bootstrap: str, names: TopicNames) -> str:
     await ensure_topics(
         {"bootstrap_servers": bootstrap}, partitions=2, replication=1, specs=names.specs()
     )
-    bearer, record = new_token(None, "replicas")
+    bearer, record = new_token(None, "replicas", key=KEY)
     producer = idempotent_producer({"bootstrap_servers": bootstrap})
     await producer.start()
     try:
@@ -63,6 +64,7 @@ def replicas(
             "DISCOVERY_DATA_DIR": str(tmp_path / f"replica{i}"),
             "DISCOVERY_ADMIN_LISTEN": f"127.0.0.1:{port}",
             "DISCOVERY_OPS_LISTEN": "off",
+            "DISCOVERY_ADMIN_TOKEN_KEY_FILE": str(key_file(tmp_path)),
         }
         env.pop("CLICKHOUSE_URL", None)  # each replica its own embedded chDB
         with (tmp_path / f"replica{i}.log").open("wb") as log:
