@@ -329,6 +329,17 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 
+KAFKA_FIELDS = (
+    "kafka_bootstrap",
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+)
+"""The settings that say which Kafka a role uses and how it logs in."""
+
+
 def split_host_port(value: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` into its parts, or a ValueError saying what is wrong."""
     name, sep, port = value.strip().rpartition(":")
@@ -510,6 +521,11 @@ class RuntimeConfig(BaseModel):
             cluster=self.clickhouse_cluster or None,
             mail_events_ttl_days=self.mail_events_ttl_days,
         )
+
+    def as_environment(self, *fields: str) -> dict[str, str]:
+        """These settings as the variables a child process reads them from (unset: left out)."""
+        by_field = {v.field: v.env for v in VARIABLES}
+        return {by_field[f]: str(getattr(self, f)) for f in fields if getattr(self, f) is not None}
 
     @property
     def token_key_path(self) -> Path:

@@ -25,8 +25,8 @@ from schemas.mail import CalloutVerified, RecipientDelivered
 from schemas.topics import MAIL, TopicNames
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.errors import OperatorError
-from smtp_discovery.kafka import idempotent_producer
-from smtp_discovery.running import RunningSystem
+from smtp_discovery.kafka import client_options, idempotent_producer
+from smtp_discovery.running import RunningSystem, on_cluster
 
 TENANT = "demo"
 DOMAINS = ("demo.example", "demo-mail.example")
@@ -92,7 +92,7 @@ async def run_demo(config: RuntimeConfig, weeks: int = 0, timeout_s: float = 120
     try:
         await asyncio.to_thread(_register, api, port)
         if weeks > 0:
-            await _history(endpoints, weeks)
+            await _history(client_options(on_cluster(config)), endpoints, weeks)
         await _traffic(smtp_host, smtp_port, expire=weeks > 0)
         if not await _until(api, timeout_s, lambda d, u: bool(u)):
             print("alice did not become a user in time")
@@ -124,7 +124,7 @@ def _register(api: RunningSystem, port: int) -> None:
     print(f"tenant              {TENANT} ({', '.join(DOMAINS)}), destination 127.0.0.1:{port}")
 
 
-async def _history(endpoints: dict[str, str], weeks: int) -> None:
+async def _history(options: dict[str, Any], endpoints: dict[str, str], weeks: int) -> None:
     """Weeks of past mail in a second: the events an ingest node produced back then (the same
     contract), dated in the past. The worker applies them on event time."""
     names = TopicNames(endpoints["topic_prefix"])
@@ -144,7 +144,7 @@ async def _history(endpoints: dict[str, str], weeks: int) -> None:
         )
         for i in range(3)
     ]
-    producer = idempotent_producer({"bootstrap_servers": endpoints["kafka"]})
+    producer = idempotent_producer(options)
     await producer.start()
     try:
         for event in events:

@@ -26,12 +26,13 @@ from typing import Any
 
 from sinks.migrate import migrate
 from smtp_discovery.clickhouse import connect, redact_url
-from smtp_discovery.config import RuntimeConfig, split_host_port
+from smtp_discovery.config import KAFKA_FIELDS, RuntimeConfig, split_host_port
 from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import client_options, ensure_topics
 from smtp_discovery.localkafka import LocalKafka
+from smtp_discovery.localkafka.login import MECHANISM
 from smtp_discovery.localkafka.node import free_port
-from smtp_discovery.running import LOCK
+from smtp_discovery.running import LOCK, embedded_kafka_dir, embedded_login, on_embedded
 from smtp_discovery.stopping import Children, Stopper, die_with_parent
 from smtp_discovery.supervise import Supervised
 
@@ -106,11 +107,13 @@ async def _run(
         kafka: LocalKafka | None = None
         try:
             if config.embedded_kafka:
+                login = embedded_login(config.data_dir, create=True)
                 kafka = LocalKafka(
-                    config.data_dir / "kafka",
+                    embedded_kafka_dir(config.data_dir),
                     kafka_version=config.kafka_version,
                     cache_dir=config.kafka_cache_dir,
                     heap=config.kafka_heap,
+                    login=login,
                 )
                 print(
                     f"starting Apache Kafka {config.kafka_version} under {kafka.directory} …",
@@ -118,13 +121,15 @@ async def _run(
                 )
                 bootstrap = await kafka.start_async(children=children)
                 print(
-                    f"kafka       {bootstrap} (embedded, started in {kafka.startup_seconds:.1f}s)"
+                    f"kafka       {bootstrap} (embedded, SASL/{MECHANISM} with the login in "
+                    f"{kafka.directory / 'login.json'}; started in {kafka.startup_seconds:.1f}s)"
                 )
+                # Every role from here on, in this process and in its children, logs in.
+                config = on_embedded(config, bootstrap, login)
             else:
-                bootstrap = config.kafka_bootstrap or ""
-                print(f"kafka       {bootstrap} (external)")
+                print(f"kafka       {config.kafka_bootstrap} (external)")
             outcomes = await ensure_topics(
-                client_options(config, bootstrap),
+                client_options(config),
                 partitions=config.topic_partitions,
                 replication=config.topic_replication or (1 if kafka else None),
                 specs=config.topics.specs(),
@@ -141,7 +146,7 @@ async def _run(
                 f"migrations {', '.join(map(str, applied))} applied" if applied else "up to date"
             )
             print(f"schema      {config.analytics_layout.database}: {state}")
-            await _serve(config, bootstrap, clickhouse, stopper, children, progress)
+            await _serve(config, clickhouse, stopper, children, progress)
         finally:
             progress.phase = "stopping"
             stopper.begin()
@@ -151,7 +156,6 @@ async def _run(
 
 async def _serve(
     config: RuntimeConfig,
-    bootstrap: str,
     clickhouse: Any,
     stopper: Stopper,
     children: Children,
@@ -167,7 +171,7 @@ async def _serve(
     from sinks.run import sink_settings
     from sinks.sink import Sink
 
-    options = client_options(config, bootstrap)
+    options = client_options(config)
     worker_log = config.data_dir / "worker.log"
     smtp = _listen_address(config.ingest_listen)
     # The children's own deadlines leave `up` time to stop the rest and Kafka after them. The
@@ -176,7 +180,7 @@ async def _serve(
         "the ingest node",
         lambda: _start_child(
             "ingest",
-            bootstrap,
+            config,
             config.stop_timeout_s / 2,
             DISCOVERY_INGEST_LISTEN=smtp,
             DISCOVERY_OPS_LISTEN=config.ops_listen or "off",
@@ -188,7 +192,7 @@ async def _serve(
         "the streams worker",
         lambda: _start_child(
             "worker",
-            bootstrap,
+            config,
             config.stop_timeout_s / 2,
             log_file=worker_log,
             niceness=WORKER_NICENESS,
@@ -237,7 +241,7 @@ async def _serve(
             print("reports     off (set DISCOVERY_REPORT_SMARTHOST to send them)")
         (config.data_dir / "endpoints.json").write_text(
             json.dumps(
-                {"kafka": bootstrap, "topic_prefix": config.topic_prefix,
+                {"kafka": config.kafka_bootstrap, "topic_prefix": config.topic_prefix,
                  "smtp": smtp, "admin": config.admin_listen}
             )
         )  # fmt: skip
@@ -307,10 +311,11 @@ OPERATOR_LABEL = "embedded operator"
 
 
 def _start_child(
-    role: str, bootstrap: str, stop_timeout_s: float, *, log_file: Path | None = None,
+    role: str, config: RuntimeConfig, stop_timeout_s: float, *, log_file: Path | None = None,
     niceness: int = 0, **env: str,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
-    """``smtp-discovery ROLE`` as a child, on this system's Kafka, logging to ``log_file`` (the
+    """``smtp-discovery ROLE`` as a child, on this system's Kafka (``config``'s, with its
+    login), logging to ``log_file`` (the
     streams worker: Faust is talkative, the terminal keeps the summary of what runs where) or to
     this terminal. Started from the loop's (main) thread, so that its parent-death signal fires
     only when `up` itself dies. ``env``: the child's own variables (one ops endpoint per port:
@@ -325,7 +330,7 @@ def _start_child(
 
     environment = {
         **os.environ,
-        "KAFKA_BOOTSTRAP": bootstrap,
+        **config.as_environment(*KAFKA_FIELDS),
         "DISCOVERY_OPS_LISTEN": "off",
         "DISCOVERY_STOP_TIMEOUT_S": f"{max(1.0, stop_timeout_s):g}",
         **env,

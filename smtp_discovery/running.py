@@ -15,8 +15,24 @@ from typing import Any
 
 from smtp_discovery.config import RuntimeConfig, split_host_port
 from smtp_discovery.errors import ConfigError, OperatorError
+from smtp_discovery.localkafka.login import KafkaLogin, load_login
 
 LOCK = ".lock"
+
+
+def embedded_kafka_dir(data_dir: Path) -> Path:
+    return data_dir / "kafka"
+
+
+def embedded_login(data_dir: Path, *, create: bool = False) -> KafkaLogin:
+    """The embedded broker's login (``kafka/login.json``, mode 0600): who can read it can use
+    the broker, so the data directory's owner is the boundary."""
+    return load_login(embedded_kafka_dir(data_dir) / "login.json", create=create)
+
+
+def on_embedded(config: RuntimeConfig, bootstrap: str, login: KafkaLogin) -> RuntimeConfig:
+    """``config`` with the embedded broker at ``bootstrap`` and its login."""
+    return config.model_copy(update={"kafka_bootstrap": bootstrap, **login.settings()})
 
 
 def data_dir_in_use(data_dir: Path) -> bool:
@@ -37,15 +53,15 @@ def on_cluster(config: RuntimeConfig) -> RuntimeConfig:
     """``config`` with the Kafka the operator commands act on: KAFKA_BOOTSTRAP when it is set
     (a cluster, with its other variables), else that of the `up` running on the data directory
     (its lock is held; its ``endpoints.json`` says where its Kafka listens and its topic
-    prefix), so that `tenant`, `token`, `users` and `cache clear` find it as `report` does."""
+    prefix; the broker's login is beside it), so that `tenant`, `token`, `users` and `cache
+    clear` find it as `report` does."""
     if config.kafka_bootstrap:
         return config
     endpoints = config.data_dir / "endpoints.json"
     if data_dir_in_use(config.data_dir) and endpoints.is_file():
         found = json.loads(endpoints.read_text())
-        return config.model_copy(
-            update={"kafka_bootstrap": found["kafka"], "topic_prefix": found["topic_prefix"]}
-        )
+        embedded = config.model_copy(update={"topic_prefix": found["topic_prefix"]})
+        return on_embedded(embedded, found["kafka"], embedded_login(config.data_dir))
     raise ConfigError(
         f"no `smtp-discovery up` is running on {config.data_dir}: start one (same "
         "DISCOVERY_DATA_DIR), or set KAFKA_BOOTSTRAP to the cluster the system uses"

@@ -11,9 +11,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from smtp_discovery.errors import InfrastructureError
 from smtp_discovery.localkafka.jars import resolve_kafka_classpath
+from smtp_discovery.localkafka.login import KafkaLogin
 from smtp_discovery.localkafka.node import (
     KafkaNode,
     NodePorts,
@@ -41,6 +43,9 @@ class LocalKafka:
 
     The cluster id and ports live in ``directory/cluster.json``, so a restart reuses the same
     storage and, when they are still free, the same ports (clients configured once keep working).
+
+    With a ``login`` (the embedded mode's) every listener requires it (SASL); storage formatted
+    before, by a broker that required none, is given the login once before it starts locked.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class LocalKafka:
         kafka_version: str = DEFAULT_KAFKA_VERSION,
         cache_dir: Path,
         heap: str = "512m",
+        login: KafkaLogin | None = None,
     ) -> None:
         if nodes not in (1, 3):
             raise ValueError("a local Kafka has 1 node, or 3 for fault tests")
@@ -59,6 +65,9 @@ class LocalKafka:
         self.kafka_version = kafka_version
         self.cache_dir = cache_dir
         self.heap = heap
+        self.login = login
+        self._locked: KafkaLogin | None = None
+        """The login the nodes are configured to require now."""
         self.nodes: dict[int, KafkaNode] = {}
         self.ports: dict[int, NodePorts] = {}
         self.startup_seconds: float | None = None
@@ -72,14 +81,23 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return ",".join(f"{HOST}:{p.broker}" for _, p in sorted(self.ports.items()))
 
+    def client_options(self) -> dict[str, Any]:
+        """What an aiokafka client needs to use this broker (its login, if it requires one)."""
+        return self._options(self.login)
+
+    def _options(self, login: KafkaLogin | None) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap, **(login.client_options() if login else {})}
+
     def _state_file(self) -> Path:
         return self.directory / "cluster.json"
 
-    def _load_layout(self) -> str:
-        """Cluster id and ports: reused from the last run where possible."""
+    def _load_layout(self) -> tuple[str, bool]:
+        """Cluster id and ports: reused from the last run where possible; and whether the
+        storage was made by a broker that required a login."""
         state = {}
         if self._state_file().is_file():
             state = json.loads(self._state_file().read_text())
+        secured = bool(state.get("secured"))
         cluster_id = state.get("cluster_id") or new_cluster_id()
         saved = {int(k): NodePorts(**v) for k, v in state.get("ports", {}).items()}
         taken: set[int] = set()
@@ -92,17 +110,21 @@ class LocalKafka:
             taken.update((ports.broker, ports.controller))
             self.ports[node_id] = ports
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._save_layout(cluster_id, secured)
+        return cluster_id, secured
+
+    def _save_layout(self, cluster_id: str, secured: bool) -> None:
         self._state_file().write_text(
             json.dumps(
                 {
                     "cluster_id": cluster_id,
                     "kafka_version": self.kafka_version,
                     "ports": {str(k): vars_of(v) for k, v in self.ports.items()},
+                    "secured": secured,
                 },
                 indent=2,
             )
         )
-        return cluster_id
 
     @staticmethod
     def _fresh_port(taken: set[int]) -> int:
@@ -140,15 +162,27 @@ class LocalKafka:
         """Resolve the jars, lay out the ports, write each node's configuration, format once."""
         classpath = resolve_kafka_classpath(self.kafka_version, self.cache_dir)
         java = find_java()
-        cluster_id = self._load_layout()
+        cluster_id, secured = self._load_layout()
         for node_id in range(1, self.node_count + 1):
-            node = KafkaNode(
+            self.nodes[node_id] = KafkaNode(
                 node_id=node_id,
                 directory=self.directory / f"node-{node_id}",
                 classpath=classpath,
                 java=java,
                 heap=self.heap,
             )
+        formatted = all(node.is_formatted() for node in self.nodes.values())
+        if self.login is not None and formatted and not secured:
+            self._add_login()
+        self._configure(self.login)
+        for node in self.nodes.values():
+            if not node.is_formatted():
+                node.format(cluster_id, self.login)
+        self._save_layout(cluster_id, self.login is not None)
+
+    def _configure(self, login: KafkaLogin | None) -> None:
+        self._locked = login
+        for node_id, node in self.nodes.items():
             node.configure(
                 render_properties(
                     node_id=node_id,
@@ -156,11 +190,21 @@ class LocalKafka:
                     voters=self.ports,
                     log_dir=node.log_dir,
                     replication=self.replication,
+                    login=login,
                 )
             )
-            if not node.is_formatted():
-                node.format(cluster_id)
-            self.nodes[node_id] = node
+
+    def _add_login(self) -> None:
+        """Storage made before the broker required a login: started once as it was (on
+        loopback, for seconds), it is given the SCRAM credential, then stopped to start locked."""
+        assert self.login is not None
+        self._configure(None)
+        self.launch()
+        try:
+            self.wait_until_serving(self.node_count, 120)
+            self.nodes[1].add_scram(self.bootstrap, self.login)
+        finally:
+            self.stop()
 
     def launch(self) -> None:
         self._stopping = False
@@ -205,7 +249,8 @@ class LocalKafka:
                 time.sleep(0.2)
                 continue
             try:
-                count = _run_async(_broker_count(",".join(live)))
+                options = {**self._options(self._locked), "bootstrap_servers": ",".join(live)}
+                count = _run_async(_broker_count(options))
                 if count >= brokers:
                     return
                 last_error = f"{count} of {brokers} brokers registered"
@@ -249,10 +294,10 @@ def vars_of(ports: NodePorts) -> dict[str, int]:
     return {"broker": ports.broker, "controller": ports.controller}
 
 
-async def _broker_count(bootstrap: str) -> int:
+async def _broker_count(options: dict[str, Any]) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=3000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()

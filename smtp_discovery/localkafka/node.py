@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smtp_discovery.errors import InfrastructureError, MissingToolError
+from smtp_discovery.localkafka.login import MECHANISM, KafkaLogin
 from smtp_discovery.stopping import die_with_parent
 
 NO_JAVA = (
@@ -50,19 +51,26 @@ def render_properties(
     log_dir: Path,
     replication: int,
     host: str = "127.0.0.1",
+    login: KafkaLogin | None = None,
 ) -> str:
-    """server.properties for a combined broker+controller node with a static voter set."""
+    """server.properties for a combined broker+controller node with a static voter set.
+
+    With ``login`` every listener needs it: clients and brokers authenticate with SCRAM, the
+    controllers with PLAIN (KRaft's controllers cannot use SCRAM); without one (some tests'
+    brokers) every listener is open to whoever reaches the port."""
     voter_list = ",".join(f"{nid}@{host}:{p.controller}" for nid, p in sorted(voters.items()))
+    protocol = "SASL_PLAINTEXT" if login else "PLAINTEXT"
     min_isr = min(2, replication)
     lines = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": voter_list,
-        "listeners": f"PLAINTEXT://{host}:{ports.broker},CONTROLLER://{host}:{ports.controller}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{ports.broker}",
+        "listeners": f"{CLIENT}://{host}:{ports.broker},CONTROLLER://{host}:{ports.controller}",
+        "advertised.listeners": f"{CLIENT}://{host}:{ports.broker}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": CLIENT,
+        "listener.security.protocol.map": f"{CLIENT}:{protocol},CONTROLLER:{protocol}",
+        **(_sasl(login) if login else {}),
         "log.dirs": str(log_dir),
         "num.partitions": "1",
         "default.replication.factor": str(replication),
@@ -82,6 +90,32 @@ def render_properties(
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
+CLIENT = "CLIENT"
+"""The listener of clients and of brokers among themselves."""
+
+
+def _sasl(login: KafkaLogin) -> dict[str, str]:
+    user, password = login.username, login.password
+    scram = f'username="{user}" password="{password}";'
+    plain = f'username="{user}" password="{password}" user_{user}="{password}";'
+    return {
+        "sasl.enabled.mechanisms": MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": MECHANISM,
+        f"listener.name.{CLIENT.lower()}.sasl.enabled.mechanisms": MECHANISM,
+        f"listener.name.{CLIENT.lower()}.{MECHANISM.lower()}.sasl.jaas.config":
+            f"org.apache.kafka.common.security.scram.ScramLoginModule required {scram}",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config":
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain}",
+    }  # fmt: skip
+
+
+def scram_credential(login: KafkaLogin) -> str:
+    """The login as ``kafka-storage format --add-scram`` and ``kafka-configs`` take it."""
+    return f"{MECHANISM}=[name={login.username},password={login.password}]"
+
+
 LOG4J2_PROPERTIES = """status = warn
 appender.file.type = File
 appender.file.name = file
@@ -95,6 +129,19 @@ logger.kafka.level = info
 logger.state.name = state.change.logger
 logger.state.level = warn
 """
+
+
+def _write_private(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by this user alone from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _quoted(argument: str) -> str:
+    """One argument of a java @-file: quoted, so spaces and brackets stay in it."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def find_java() -> str:
@@ -145,10 +192,13 @@ class KafkaNode:
 
     def configure(self, properties: str) -> None:
         (self.directory / "logs").mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(properties)
+        _write_private(self.properties_file, properties)  # it may hold the login
         (self.directory / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
 
     def _java(self, main: str, *args: str) -> list[str]:
+        return [*self._jvm(), main, *args]
+
+    def _jvm(self) -> list[str]:
         return [
             self.java,
             f"-Xmx{self.heap}",
@@ -160,33 +210,39 @@ class KafkaNode:
             f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
             "-cp",
             self.classpath,
-            main,
-            *args,
         ]
 
     def is_formatted(self) -> bool:
         return (self.log_dir / "meta.properties").is_file()
 
-    def format(self, cluster_id: str) -> None:
-        result = subprocess.run(
-            self._java(
-                "kafka.tools.StorageTool",
-                "format",
-                "--ignore-formatted",
-                "-t",
-                cluster_id,
-                "-c",
-                str(self.properties_file),
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-            start_new_session=True,  # a Ctrl-C must not leave storage half-formatted
-        )
+    def format(self, cluster_id: str, login: KafkaLogin | None = None) -> None:
+        """Format the storage once; with ``login``, its SCRAM credential is in the first
+        metadata (a broker that requires SCRAM has no other way to learn it)."""
+        scram = ["--add-scram", scram_credential(login)] if login else []
+        self._tool(
+            "formatting Kafka storage in " + str(self.log_dir),
+            "kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", cluster_id,
+            "-c", str(self.properties_file), *scram,
+        )  # fmt: skip
+
+    def _tool(self, what: str, main: str, *args: str) -> None:
+        """Run one of Kafka's command-line tools; its arguments (perhaps a password) are read
+        from an argument file only this user can read, never from the visible command line."""
+        argfile = self.directory / ".tool-arguments"
+        _write_private(argfile, "\n".join(_quoted(a) for a in (main, *args)) + "\n")
+        try:
+            result = subprocess.run(
+                [*self._jvm(), f"@{argfile}"],
+                capture_output=True,
+                text=True,
+                check=False,
+                start_new_session=True,  # a Ctrl-C must not leave storage half-formatted
+            )
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise InfrastructureError(
-                f"formatting Kafka storage in {self.log_dir} failed: "
-                + (result.stderr or result.stdout).strip()[-2000:]
+                f"{what} failed: " + (result.stderr or result.stdout).strip()[-2000:]
             )
 
     def start(self) -> None:
@@ -229,6 +285,16 @@ class KafkaNode:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def add_scram(self, bootstrap: str, login: KafkaLogin) -> None:
+        """Give a running broker (one formatted before it required a login) the SCRAM
+        credential, over its still-open listener."""
+        self._tool(
+            "adding the SCRAM login to Kafka",
+            "kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap, "--alter",
+            "--add-config", scram_credential(login).replace(f"name={login.username},", ""),
+            "--entity-type", "users", "--entity-name", login.username,
+        )  # fmt: skip
 
     def log_tail(self, lines: int = 30) -> str:
         chunks = []

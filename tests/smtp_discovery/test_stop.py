@@ -6,6 +6,7 @@ and report-log entry for the next start on the same data directory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,13 +18,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
 from sinks.schema import MIGRATIONS
 from smtp_discovery.localkafka.node import free_port
+from smtp_discovery.running import embedded_login
 from tests.smtp_discovery.terminal import Terminal, processes_using, wait_until_gone
 
 pytestmark = pytest.mark.kafka
@@ -98,6 +103,23 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+async def _topics(options: dict[str, Any]) -> set[str] | None:
+    """The topics a client with ``options`` sees, or None if the broker lets it do nothing (a
+    producer cannot start either: the connection ends before any request)."""
+    consumer = AIOKafkaConsumer(**options, request_timeout_ms=5000)
+    producer = AIOKafkaProducer(**options, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(consumer.start(), 15)
+        topics = await asyncio.wait_for(consumer.topics(), 15)
+        await asyncio.wait_for(producer.start(), 15)
+        return topics
+    except (KafkaError, TimeoutError):
+        return None
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
 def _stopped_in_time(terminal: Terminal, began: float, data_dir: Path) -> int:
     status = terminal.wait(STOP_TIMEOUT_S + 10)
     took = time.monotonic() - began
@@ -148,6 +170,15 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         assert listed.stdout.split()[:1] == ["demo"], listed.stdout
         cleared = System(data_dir, env, {}).cli("cache", "clear", "demo")
         assert cleared.returncode == 0, cleared.stderr
+        made = System(data_dir, env, {}).cli("token", "create", "--tenant", "demo")
+        assert made.returncode == 0, made.stderr
+        assert _api(System(data_dir, env, {}), "/v1/tenants", made.stdout.strip())["total"] == 1
+        # Its Kafka requires the login `up` keeps (0600) beside it: without it, no topic.
+        kafka = json.loads((data_dir / "endpoints.json").read_text())["kafka"]
+        assert (data_dir / "kafka" / "login.json").stat().st_mode & 0o777 == 0o600
+        assert asyncio.run(_topics({"bootstrap_servers": kafka})) is None
+        login = embedded_login(data_dir).client_options()
+        assert "discovery.mail" in asyncio.run(_topics({"bootstrap_servers": kafka, **login}))
         smtp = env["DISCOVERY_INGEST_LISTEN"].rsplit(":", 1)[1]
         with socket.create_connection(("127.0.0.1", int(smtp)), timeout=10) as conn:
             assert conn.recv(100).startswith(b"220 "), "the ingest node answers SMTP"
@@ -175,10 +206,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     yield seeded
 
 
-def _api(system: System, path: str) -> object:
+def _api(system: System, path: str, token: str | None = None) -> Any:
     from smtp_discovery.running import RunningSystem
 
-    status, body = RunningSystem(system.data_dir).call("GET", path)
+    api = RunningSystem(system.data_dir)
+    api.token = token or api.token
+    status, body = api.call("GET", path)
     assert status == 200, body
     return body
 

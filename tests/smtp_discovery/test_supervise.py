@@ -27,6 +27,7 @@ from aiosmtpd.controller import Controller
 from schemas.topics import MAIL, TopicNames
 from smtp_discovery.errors import OperatorError
 from smtp_discovery.localkafka.node import free_port
+from smtp_discovery.running import embedded_login
 from smtp_discovery.stopping import Children
 from smtp_discovery.supervise import RestartPolicy, Supervised
 from tests.smtp_discovery.terminal import Terminal
@@ -98,10 +99,10 @@ class Accept:
         return "250 2.0.0 Ok: queued"
 
 
-async def _worker_caught_up(bootstrap: str, names: TopicNames, group: str) -> bool:
+async def _worker_caught_up(options: dict[str, Any], names: TopicNames, group: str) -> bool:
     topic = names(MAIL)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**options)
+    admin = AIOKafkaAdminClient(**options)
     await consumer.start()
     await admin.start()
     try:
@@ -138,7 +139,9 @@ async def test_a_killed_worker_is_started_again_while_mail_is_answered(tmp_path:
         found = re.search(r"worker      pid (\d+)", out)
         assert found, out
         endpoints = json.loads((data_dir / "endpoints.json").read_text())
-        bootstrap, names = endpoints["kafka"], TopicNames(endpoints["topic_prefix"])
+        names = TopicNames(endpoints["topic_prefix"])
+        kafka = {"bootstrap_servers": endpoints["kafka"],
+                 **embedded_login(data_dir).client_options()}  # fmt: skip
         token = (data_dir / "operator-token").read_text().strip()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin}") as api:
             created = await api.post("/v1/tenants", headers={"Authorization": f"Bearer {token}"},
@@ -161,7 +164,7 @@ async def test_a_killed_worker_is_started_again_while_mail_is_answered(tmp_path:
         assert load.failures == [], load.failures[:5]
         # Every delivery, those sent while no worker ran included, is processed by the new one.
         deadline = time.monotonic() + 30
-        while not await _worker_caught_up(bootstrap, names, "smtp-discovery-streams"):
+        while not await _worker_caught_up(kafka, names, "smtp-discovery-streams"):
             assert time.monotonic() < deadline, "the new worker did not catch up"
             await asyncio.sleep(0.5)
         terminal.ctrl_c()
