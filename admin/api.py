@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from admin import errors
 from admin.context import AdminContext
-from admin.errors import ApiError
+from admin.errors import ApiError, quoted
+from admin.limits import MAX_IMPORT_BYTES, UNAUTHENTICATED, RequestLimits, authenticated
 from admin.tokens import Principal
 from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
@@ -40,7 +41,6 @@ from schemas.tenant import (
     ProviderDefaults,
     TenantConfig,
     changed_settings,
-    describe_errors,
     provider_own,
     revised,
 )
@@ -49,7 +49,6 @@ from smtp_discovery.tenant_writes import Change, WriteContended
 from smtp_discovery.views import TenantDirectory
 
 MAX_BATCH = 1000
-MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
 # ---- authentication ---------------------------------------------------------------------------
@@ -62,11 +61,12 @@ def context(request: Request) -> AdminContext:
 Context = Annotated[AdminContext, Depends(context)]
 
 
-def principal(ctx: Context, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    scheme, _, token = (authorization or "").partition(" ")
-    found = ctx.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-    if found is None:
-        raise ApiError(401, "unauthenticated", "send a valid token: Authorization: Bearer sd_…")
+def principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """The caller ``admin.limits.RequestLimits`` authenticated from ``authorization`` before the
+    body was read (the header is declared here so that the OpenAPI document shows it)."""
+    found = authenticated(request.scope)
+    if found is None:  # only without the middleware: refuse rather than trust
+        raise ApiError(401, "unauthenticated", UNAUTHENTICATED)
     return found
 
 
@@ -91,7 +91,7 @@ def tenant_of(ctx: AdminContext, caller: Principal, tenant_id: str) -> TenantCon
         raise ApiError(403, "other_tenant", "this token belongs to another tenant")
     tenant = ctx.tenants.tenant(tenant_id)
     if tenant is None:
-        raise ApiError(404, "unknown_tenant", f"no tenant {tenant_id!r}")
+        raise ApiError(404, "unknown_tenant", f"no tenant {quoted(tenant_id)}")
     return tenant
 
 
@@ -149,10 +149,11 @@ def _tenant_config(
             }
         )
     except ValidationError as exc:
-        raise ApiError(422, "invalid_tenant", "; ".join(describe_errors(exc))) from None
+        raise ApiError(422, "invalid_tenant", errors.problems(exc.errors())) from None
     for domain in tenant.domains:
         owner = directory.tenant_for_domain(domain)
         if owner is not None and owner.tenant_id != tenant_id:
+            # A domain the contract validated (at most 255 octets, no control characters).
             raise ApiError(409, "domain_taken", f"{domain} is registered by another tenant")
     return tenant
 
@@ -194,14 +195,17 @@ def _address(text: str) -> str:
     try:
         return parse_address(text).display
     except AddressError as exc:
-        raise ApiError(422, "invalid_address", f"{text!r}: {exc.message}") from None
+        message = f"{quoted(text)}: {errors.clipped(exc.message)}"
+        raise ApiError(422, "invalid_address", message) from None
 
 
 def _in_tenant(tenant: TenantConfig, address: str) -> str:
     parsed = parse_address(_address(address))
     if parsed.domain not in tenant.domains:
         raise ApiError(
-            422, "foreign_domain", f"{address} is not in a registered domain of {tenant.name}"
+            422,
+            "foreign_domain",
+            f"{quoted(address)} is not in a registered domain of {tenant.name}",
         )
     return parsed.display
 
@@ -257,7 +261,7 @@ async def create_tenant(
     def change(directory: TenantDirectory) -> list[TenantConfig]:
         if directory.tenant(body.tenant_id) is not None:
             raise ApiError(
-                409, "tenant_exists", f"tenant {body.tenant_id!r} exists; PUT to change it"
+                409, "tenant_exists", f"tenant {quoted(body.tenant_id)} exists; PUT to change it"
             )
         return [_tenant_config(directory, ctx.clock(), body.tenant_id, body, None)]
 
@@ -287,7 +291,7 @@ async def update_tenant(
 
     def change(directory: TenantDirectory) -> list[TenantConfig]:
         current = _current(directory, tenant_id)
-        _check_match(if_match, current.revision, f"tenant {tenant_id!r}")
+        _check_match(if_match, current.revision, f"tenant {quoted(tenant_id)}")
         return [_tenant_config(directory, ctx.clock(), tenant_id, body, current)]
 
     tenant = await _write_tenants(ctx, change, response)
@@ -297,7 +301,7 @@ async def update_tenant(
 def _current(directory: TenantDirectory, tenant_id: str) -> TenantConfig:
     current = directory.tenant(tenant_id)
     if current is None:
-        raise ApiError(404, "unknown_tenant", f"no tenant {tenant_id!r}")
+        raise ApiError(404, "unknown_tenant", f"no tenant {quoted(tenant_id)}")
     return current
 
 
@@ -333,7 +337,7 @@ def _changed(body: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     try:
         return changed_settings(body, own)
     except ValueError as exc:
-        raise ApiError(422, "invalid_settings", str(exc)) from None
+        raise ApiError(422, "invalid_settings", errors.clipped(str(exc))) from None
 
 
 @router.get("/tenants/{tenant_id}/settings", tags=["settings"])
@@ -360,7 +364,7 @@ async def change_settings(
 
     def change(directory: TenantDirectory) -> list[TenantConfig]:
         current = _current(directory, tenant_id)
-        _check_match(if_match, current.revision, f"the settings of {tenant_id!r}")
+        _check_match(if_match, current.revision, f"the settings of {quoted(tenant_id)}")
         return [revised(current, ctx.clock(), settings=_changed(body, current.settings))]
 
     tenant = await _write_tenants(ctx, change, response)
@@ -503,7 +507,7 @@ async def act(tenant_id: str, body: Action, ctx: Context, caller: Caller) -> dic
             try:
                 commands.append(AddAlias(**fields, primary=_in_tenant(tenant, body.primary)))
             except ValidationError as exc:
-                raise ApiError(422, "invalid_alias", "; ".join(describe_errors(exc))) from None
+                raise ApiError(422, "invalid_alias", errors.problems(exc.errors())) from None
     await ctx.publish(COMMANDS, commands)
     return {"commands": [{"address": c.address, "command_id": c.event_id} for c in commands]}
 
@@ -553,7 +557,7 @@ async def import_users(
         except ApiError as exc:
             problems.append({"row": row_number, "message": exc.message})
         except ValidationError as exc:
-            problems.append({"row": row_number, "message": "; ".join(describe_errors(exc))})
+            problems.append({"row": row_number, "message": errors.problems(exc.errors())})
         if len(commands) + len(problems) > 100_000:
             raise ApiError(413, "too_many_rows", "import at most 100,000 rows at a time")
     if commands:
@@ -602,7 +606,7 @@ async def report(
     try:
         covered = Week.parse(week) if week else schedule.latest_slot(ctx.clock())[1]
     except ValueError as exc:
-        raise ApiError(422, "invalid_week", str(exc)) from None
+        raise ApiError(422, "invalid_week", errors.clipped(str(exc))) from None
     if not 1970 <= covered.year <= 2299:  # beyond DateTime64 (to 2299) its query failed: a 500
         raise ApiError(422, "invalid_week", f"{covered}: reports cover weeks of 1970 to 2299")
     settings = ctx.tenants.settings(tenant_id)
@@ -664,6 +668,11 @@ def create_app(ctx: AdminContext, *, docs: bool = False) -> FastAPI:
     )
     app.state.context = ctx
     errors.install(app)
+    # Added first, so inside ``count_responses``: its refusals are counted and carry API_HEADERS.
+    # The context is looked up per request: a test may set it after the app is made.
+    app.add_middleware(
+        RequestLimits, authenticate=lambda bearer: app.state.context.tokens.authenticate(bearer)
+    )
 
     @app.middleware("http")
     async def count_responses(request: Request, call_next: Any) -> Response:

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def env(
-    kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> str:
+def env(kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     prefix = f"c{unique}."
     asyncio.run(
         ensure_topics(
