@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     ensure.add_argument("--partitions", type=int, help="override DISCOVERY_TOPIC_PARTITIONS")
     ensure.add_argument("--replication", type=int, help="override DISCOVERY_TOPIC_REPLICATION")
     topics_sub.add_parser("list", help="print the topic registry")
+    acls = topics_sub.add_parser(
+        "acls", help="print the kafka-acls.sh commands that grant each role its least ACLs"
+    )
+    acls.add_argument(
+        "--principal",
+        action="append",
+        default=[],
+        metavar="ROLE=User:NAME",
+        help="a role's principal (default User:smtp-discovery-ROLE); repeat per role",
+    )
 
     kafka = sub.add_parser("kafka", help="the embedded Apache Kafka broker")
     kafka_sub = kafka.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
@@ -153,6 +163,21 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
 
 def _topics(args: argparse.Namespace, config: RuntimeConfig) -> int:
+    if args.topics_command == "acls":
+        from smtp_discovery.access import ROLES, acl_commands
+        from smtp_discovery.errors import ConfigError
+
+        principals = {role: f"User:smtp-discovery-{role}" for role in ROLES}
+        for item in args.principal:
+            role, sep, principal = item.partition("=")
+            if not sep or role not in ROLES or not principal.startswith("User:"):
+                raise ConfigError(
+                    f"{item!r} is not ROLE=User:NAME with a role of {', '.join(ROLES)}"
+                )
+            principals[role] = principal
+        print("# Run as a Kafka super user: KAFKA_ADMIN_CONFIG is its client properties file.")
+        print("\n".join(acl_commands(config, principals)))
+        return 0
     if args.topics_command == "list":
         for spec in config.topics.specs():
             partitions = (

@@ -102,6 +102,11 @@ async def ensure_topics(
             for name, code, message in _creation_errors(response):
                 if code == 36:  # TOPIC_ALREADY_EXISTS: another process won the race
                     existing.add(name)
+                elif code == 29:  # TOPIC_AUTHORIZATION_FAILED: a role under least ACLs
+                    raise InfrastructureError(
+                        f"topic {name} is missing and this principal may not create it: run "
+                        "`smtp-discovery topics ensure` as the setup role (docs/operations.md)"
+                    )
                 elif code != 0:
                     raise InfrastructureError(
                         f"creating topic {name} failed: error {code} {message}"

@@ -12,6 +12,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import COMMANDS, MAIL, TopicNames
+from smtp_discovery.access import topics_of
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import ConfigError, InfrastructureError
 from smtp_discovery.kafka import client_options, ensure_topics, ensure_visible
@@ -49,11 +50,14 @@ def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
     options = client_options(config, bootstrap)
 
     async def prepare() -> tuple[int, int]:
+        # Only its own topics: under least ACLs (smtp_discovery.access) a worker can neither see
+        # nor create the others (the setup role's `topics ensure` does).
+        used = topics_of("worker", config)
         await ensure_topics(
             options,
             partitions=config.topic_partitions,
             replication=config.topic_replication,
-            specs=config.topics.specs(),
+            specs=[spec for spec in config.topics.specs() if spec.name in used],
         )
         return await source_layout(options, config.topics)
 

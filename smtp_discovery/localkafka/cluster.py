@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -19,10 +20,12 @@ from smtp_discovery.localkafka.login import KafkaLogin
 from smtp_discovery.localkafka.node import (
     KafkaNode,
     NodePorts,
+    client_properties,
     find_java,
     free_port,
     port_is_free,
     render_properties,
+    write_private,
 )
 from smtp_discovery.stopping import Children
 
@@ -57,6 +60,8 @@ class LocalKafka:
         cache_dir: Path,
         heap: str = "512m",
         login: KafkaLogin | None = None,
+        users: Sequence[KafkaLogin] = (),
+        authorize: bool = False,
     ) -> None:
         if nodes not in (1, 3):
             raise ValueError("a local Kafka has 1 node, or 3 for fault tests")
@@ -66,6 +71,11 @@ class LocalKafka:
         self.cache_dir = cache_dir
         self.heap = heap
         self.login = login
+        self.users = tuple(users)
+        """More SCRAM logins, made when the storage is formatted (tests of least ACLs)."""
+        self.authorize = authorize
+        if (users or authorize) and login is None:
+            raise ValueError("users and ACLs need a login: the super user who grants them")
         self._locked: KafkaLogin | None = None
         """The login the nodes are configured to require now."""
         self.nodes: dict[int, KafkaNode] = {}
@@ -177,7 +187,7 @@ class LocalKafka:
         self._configure(self.login)
         for node in self.nodes.values():
             if not node.is_formatted():
-                node.format(cluster_id, self.login)
+                node.format(cluster_id, [self.login, *self.users] if self.login else [])
         self._save_layout(cluster_id, self.login is not None)
 
     def _configure(self, login: KafkaLogin | None) -> None:
@@ -191,6 +201,7 @@ class LocalKafka:
                     log_dir=node.log_dir,
                     replication=self.replication,
                     login=login,
+                    authorize=self.authorize,
                 )
             )
 
@@ -205,6 +216,18 @@ class LocalKafka:
             self.nodes[1].add_scram(self.bootstrap, self.login)
         finally:
             self.stop()
+
+    def grant(self, commands: Sequence[Sequence[str]]) -> None:
+        """Run Kafka's ACL command once per argument list (``smtp_discovery.access``), as the
+        super user."""
+        assert self.login is not None and self.authorize
+        config = self.directory / ".super-user.properties"
+        write_private(config, client_properties(self.login))
+        for arguments in commands:
+            self.nodes[1].run_tool(
+                "granting ACLs", "org.apache.kafka.tools.AclCommand", "--bootstrap-server",
+                self.bootstrap, "--command-config", str(config), *arguments,
+            )  # fmt: skip
 
     def launch(self) -> None:
         self._stopping = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -24,6 +25,19 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
       <groupId>org.apache.kafka</groupId>
       <artifactId>kafka_{scala}</artifactId>
       <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version>
+      <!-- For AclCommand alone, whose dependencies the broker already brings; the others
+           (Connect, Jetty, Jersey) would double the classpath. -->
+      <exclusions>
+        <exclusion>
+          <groupId>*</groupId>
+          <artifactId>*</artifactId>
+        </exclusion>
+      </exclusions>
     </dependency>
     <dependency>
       <groupId>org.apache.logging.log4j</groupId>
@@ -49,12 +63,16 @@ def resolve_kafka_classpath(kafka_version: str, cache_dir: Path) -> list[Path]:
     """Return the broker's classpath, resolving it with Maven the first time.
 
     The result is kept in ``cache_dir/<version>/libs``; a half-finished resolution never
-    replaces a good one (it is built in a temporary directory and renamed into place).
+    replaces a good one (it is built in a temporary directory and renamed into place). The
+    marker names the POM it was resolved from: a cache made for other artifacts (an older
+    version of this project's, say without Kafka's tools) is resolved again.
     """
     target = cache_dir / kafka_version
     libs = target / "libs"
     marker = target / "complete"
-    if marker.is_file():
+    pom = render_pom(kafka_version)
+    stamp = f"{kafka_version} {hashlib.sha256(pom.encode()).hexdigest()[:16]}\n"
+    if marker.is_file() and marker.read_text() == stamp:
         jars = sorted(libs.glob("*.jar"))
         if jars and all(j.is_file() for j in jars):
             return jars
@@ -64,7 +82,7 @@ def resolve_kafka_classpath(kafka_version: str, cache_dir: Path) -> list[Path]:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f".{kafka_version}-") as work:
         work_dir = Path(work)
-        (work_dir / "pom.xml").write_text(render_pom(kafka_version))
+        (work_dir / "pom.xml").write_text(pom)
         command = [
             mvn,
             "-B",
@@ -82,7 +100,7 @@ def resolve_kafka_classpath(kafka_version: str, cache_dir: Path) -> list[Path]:
                 f"Maven could not resolve org.apache.kafka:kafka_{SCALA_VERSION}:{kafka_version} "
                 "(is Maven Central reachable, and is the version right?):\n" + "\n".join(tail)
             )
-        (work_dir / "complete").write_text(kafka_version + "\n")
+        (work_dir / "complete").write_text(stamp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(work_dir, target)

@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +53,14 @@ def render_properties(
     replication: int,
     host: str = "127.0.0.1",
     login: KafkaLogin | None = None,
+    authorize: bool = False,
 ) -> str:
     """server.properties for a combined broker+controller node with a static voter set.
 
     With ``login`` every listener needs it: clients and brokers authenticate with SCRAM, the
     controllers with PLAIN (KRaft's controllers cannot use SCRAM); without one (some tests'
-    brokers) every listener is open to whoever reaches the port."""
+    brokers) every listener is open to whoever reaches the port. ``authorize``: ACLs decide
+    what each principal may do, and ``login`` is the super user who grants them."""
     voter_list = ",".join(f"{nid}@{host}:{p.controller}" for nid, p in sorted(voters.items()))
     protocol = "SASL_PLAINTEXT" if login else "PLAINTEXT"
     min_isr = min(2, replication)
@@ -71,6 +74,7 @@ def render_properties(
         "inter.broker.listener.name": CLIENT,
         "listener.security.protocol.map": f"{CLIENT}:{protocol},CONTROLLER:{protocol}",
         **(_sasl(login) if login else {}),
+        **(_authorizer(login) if login and authorize else {}),
         "log.dirs": str(log_dir),
         "num.partitions": "1",
         "default.replication.factor": str(replication),
@@ -111,6 +115,23 @@ def _sasl(login: KafkaLogin) -> dict[str, str]:
     }  # fmt: skip
 
 
+def _authorizer(superuser: KafkaLogin) -> dict[str, str]:
+    return {
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{superuser.username}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
+def client_properties(login: KafkaLogin) -> str:
+    """A Kafka tool's ``--command-config`` for ``login``."""
+    return (
+        f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={MECHANISM}\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{login.username}" password="{login.password}";\n'
+    )
+
+
 def scram_credential(login: KafkaLogin) -> str:
     """The login as ``kafka-storage format --add-scram`` and ``kafka-configs`` take it."""
     return f"{MECHANISM}=[name={login.username},password={login.password}]"
@@ -131,7 +152,7 @@ logger.state.level = warn
 """
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """``text`` into ``path``, readable by this user alone from the first byte."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
@@ -192,7 +213,7 @@ class KafkaNode:
 
     def configure(self, properties: str) -> None:
         (self.directory / "logs").mkdir(parents=True, exist_ok=True)
-        _write_private(self.properties_file, properties)  # it may hold the login
+        write_private(self.properties_file, properties)  # it may hold the login
         (self.directory / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
 
     def _java(self, main: str, *args: str) -> list[str]:
@@ -215,21 +236,21 @@ class KafkaNode:
     def is_formatted(self) -> bool:
         return (self.log_dir / "meta.properties").is_file()
 
-    def format(self, cluster_id: str, login: KafkaLogin | None = None) -> None:
-        """Format the storage once; with ``login``, its SCRAM credential is in the first
-        metadata (a broker that requires SCRAM has no other way to learn it)."""
-        scram = ["--add-scram", scram_credential(login)] if login else []
-        self._tool(
+    def format(self, cluster_id: str, logins: Sequence[KafkaLogin] = ()) -> None:
+        """Format the storage once; the ``logins``' SCRAM credentials are in the first
+        metadata (a broker that requires SCRAM has no other way to learn the first one)."""
+        scram = [part for login in logins for part in ("--add-scram", scram_credential(login))]
+        self.run_tool(
             "formatting Kafka storage in " + str(self.log_dir),
             "kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", cluster_id,
             "-c", str(self.properties_file), *scram,
         )  # fmt: skip
 
-    def _tool(self, what: str, main: str, *args: str) -> None:
+    def run_tool(self, what: str, main: str, *args: str) -> None:
         """Run one of Kafka's command-line tools; its arguments (perhaps a password) are read
         from an argument file only this user can read, never from the visible command line."""
         argfile = self.directory / ".tool-arguments"
-        _write_private(argfile, "\n".join(_quoted(a) for a in (main, *args)) + "\n")
+        write_private(argfile, "\n".join(_quoted(a) for a in (main, *args)) + "\n")
         try:
             result = subprocess.run(
                 [*self._jvm(), f"@{argfile}"],
@@ -289,7 +310,7 @@ class KafkaNode:
     def add_scram(self, bootstrap: str, login: KafkaLogin) -> None:
         """Give a running broker (one formatted before it required a login) the SCRAM
         credential, over its still-open listener."""
-        self._tool(
+        self.run_tool(
             "adding the SCRAM login to Kafka",
             "kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap, "--alter",
             "--add-config", scram_credential(login).replace(f"name={login.username},", ""),
