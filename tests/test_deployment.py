@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from admin.tokens import KEY_BYTES, load_key
+from smtp_discovery.access import ROLES, acl_commands
 from smtp_discovery.cli import build_parser
 from smtp_discovery.config import VARIABLES, RuntimeConfig, split_host_port
 
@@ -26,7 +28,16 @@ DATA_DIR = "/var/lib/smtp-discovery"  # DISCOVERY_DATA_DIR of the image
 KNOWN = {v.env for v in VARIABLES}
 SECRETS = {v.env for v in VARIABLES if v.secret} | {"KAFKA_SASL_PASSWORD"}
 LONG_RUNNING = {"ingest", "worker", "sink", "admin", "jobs"}
-ONE_SHOTS = {"topics", "migrate"}
+ONE_SHOTS = {"topics", "migrate", "token"}  # token: compose's `token init-key`
+# The Kafka role (smtp_discovery.access.ROLES) each command runs as; the others use no Kafka.
+KAFKA_ROLE = {
+    "ingest": "ingest",
+    "worker": "worker",
+    "sink": "sink",
+    "admin": "admin",
+    "topics": "setup",
+}
+TOKEN_KEY_FILE = "DISCOVERY_ADMIN_TOKEN_KEY_FILE"
 
 
 def _parse_args(args: list[str], where: str):
@@ -147,10 +158,21 @@ def _compose() -> dict:
 
 
 def _substitute(value: object) -> str:
-    """Compose's ${VAR}, ${VAR:-default} and $$, with every VAR unset (the defaults)."""
-    text = str(value)
-    text = re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR:?error} and $$, with every optional VAR unset
+    (the defaults) and every required one set to a stand-in."""
+
+    def one(match: re.Match[str]) -> str:
+        name, operator, argument = match.groups()
+        return f"<{name}>" if operator and "?" in operator else argument or ""
+
+    text = re.sub(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}", one, str(value))
     return text.replace("$$", "$")
+
+
+def _required_variable(value: object) -> str | None:
+    """VAR of a value that is exactly ${VAR:?error} (no default: compose refuses to start)."""
+    match = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", str(value))
+    return match.group(1) if match else None
 
 
 def _ours(compose: dict) -> dict[str, dict]:
@@ -223,16 +245,26 @@ def test_compose_host_ports_do_not_clash() -> None:
 def test_compose_named_volumes_are_declared_and_state_is_not_shared() -> None:
     compose = _compose()
     declared = set(compose.get("volumes", {}))
-    used: dict[str, str] = {}
+    used: dict[str, list[str]] = {}
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source, _target = volume.split(":")[:2]
             if source.startswith((".", "/")):
                 continue
             assert source in declared, f"{name} mounts undeclared volume {source}"
-            assert source not in used, f"{name} and {used[source]} share the volume {source}"
-            used[source] = name
+            used.setdefault(source, []).append(name)
     assert declared == set(used), f"declared but unused: {declared - set(used)}"
+    # Shared only with one-shots that prepare a volume before its one service starts.
+    services = compose["services"]
+    for source, names in used.items():
+        owners = [n for n in names if services[n].get("restart") != "no"]
+        assert len(owners) <= 1, f"{owners} share the volume {source}"
+        for name in set(names) - set(owners):
+            assert owners, f"only one-shots mount {source}"
+            how = services[owners[0]].get("depends_on", {}).get(name, {})
+            assert how.get("condition") == "service_completed_successfully", (
+                f"{owners[0]} may start before {name} has prepared {source}"
+            )
     for name, service in _ours(compose).items():
         if service["command"][0] in ("worker", "ingest"):
             targets = [v.split(":")[1] for v in service.get("volumes", [])]
@@ -248,7 +280,9 @@ def test_compose_dependencies_exist_and_order_the_start() -> None:
             if how["condition"] == "service_healthy":
                 assert "test" in services[target].get("healthcheck", {}), target
             if how["condition"] == "service_completed_successfully":
-                assert services[target]["command"][0] in ONE_SHOTS, target
+                assert services[target].get("restart") == "no", f"{target} is no one-shot"
+                if target in _ours(compose):
+                    assert services[target]["command"][0] in ONE_SHOTS, target
             # A profiled service may only depend on ones that run at least as often.
             assert not services[target].get("profiles") or service.get("profiles"), name
     by_command: dict[str, list[str]] = {}
@@ -256,7 +290,11 @@ def test_compose_dependencies_exist_and_order_the_start() -> None:
         by_command.setdefault(service["command"][0], []).append(name)
     (topics,) = by_command["topics"]
     (migrate,) = by_command["migrate"]
-    assert {f"kafka-{i}" for i in (1, 2, 3)} <= set(services[topics]["depends_on"])
+    assert {f"kafka-{i}" for i in (1, 2, 3)} <= _after(services, topics)
+    # The topics are made by the setup principal: after its login and ACLs exist.
+    assert services[topics]["depends_on"]["kafka-users"] == {
+        "condition": "service_completed_successfully"
+    }
     assert "clickhouse" in services[migrate]["depends_on"]
     for role in ("ingest", "worker", "sink", "admin"):
         for name in by_command[role]:
@@ -268,11 +306,24 @@ def test_compose_dependencies_exist_and_order_the_start() -> None:
     assert services[jobs].get("profiles"), "the reports need a smarthost: keep them optional"
 
 
+def _after(services: dict, name: str) -> set[str]:
+    """Every service ``name`` waits for, directly or through others."""
+    seen: set[str] = set()
+    todo = list(services[name].get("depends_on", {}))
+    while todo:
+        target = todo.pop()
+        if target not in seen:
+            seen.add(target)
+            todo.extend(services[target].get("depends_on", {}))
+    return seen
+
+
 def _kafka_nodes(compose: dict) -> dict[str, dict[str, str]]:
     return {
         name: {k: _substitute(v) for k, v in service["environment"].items()}
         for name, service in compose["services"].items()
         if str(service.get("image", "")).startswith("apache/kafka:")
+        and "KAFKA_NODE_ID" in service["environment"]
     }
 
 
@@ -301,7 +352,11 @@ def test_compose_kafka_is_a_three_voter_kraft_cluster() -> None:
         listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
         controller = listeners[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]
         assert int(controller.rpartition(":")[2]) == port, f"{name} listens elsewhere"
-        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        advertised = dict(
+            item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        )
+        assert advertised == {env["KAFKA_INTER_BROKER_LISTENER_NAME"]: f"{name}:9092"}
+        assert listeners[env["KAFKA_INTER_BROKER_LISTENER_NAME"]] == ":9092"
         assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
         assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
         assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
@@ -319,6 +374,186 @@ def test_compose_kafka_is_a_three_voter_kraft_cluster() -> None:
             assert RuntimeConfig.from_env(env).topic_replication == 3, name
 
 
+# The apache/kafka image's start script makes server.properties of its KAFKA_* variables
+# (docker/resources/utility in apache/kafka): it drops any variable whose value holds a "=", and
+# these are not properties.
+IMAGE_NOT_PROPERTIES = {
+    "KAFKA_VERSION", "KAFKA_HEAP_OPT", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
+    "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL",
+    "KAFKA_LOG4J_LOGGERS", "KAFKA_TOOLS_LOG4J_LOGLEVEL",
+}  # fmt: skip
+KAFKA_NODE_SCRIPT = ROOT / "compose" / "kafka-node.sh"
+KAFKA_USERS_SCRIPT = ROOT / "compose" / "kafka-users.sh"
+ACL_FILE = ROOT / "compose" / "kafka-acls.sh"
+REGENERATE_ACLS = (
+    "env -i .venv/bin/python -m smtp_discovery.cli topics acls > compose/kafka-acls.sh"
+)
+
+
+def _image_property(variable: str) -> str:
+    """The property the image makes of KAFKA_<NAME>: "_" is ".", "__" is "_", "___" is "-"."""
+    key = variable.removeprefix("KAFKA_")
+    key = re.sub(r"[^_]_[^_]", lambda m: m.group(0).replace("_", "."), key)
+    return key.replace("___", "-").replace("__", "_").lower()
+
+
+def _node_properties(env: dict[str, str]) -> dict[str, str]:
+    """A node's server.properties: the JAAS lines kafka-node.sh writes, then its environment's."""
+    script = KAFKA_NODE_SCRIPT.read_text()
+    properties = dict(
+        re.findall(r"^(listener\.name\.[\w.-]+\.sasl\.jaas\.config)=(.*)$", script, re.M)
+    )
+    for name, value in env.items():
+        if name.startswith("KAFKA") and name not in IMAGE_NOT_PROPERTIES:
+            assert "=" not in value, f"the image would drop {name}: its value holds a '='"
+            properties[_image_property(name)] = value
+    return properties
+
+
+def _mounted(service: dict, path: Path) -> str:
+    """Where a service mounts a file of this checkout (read-only), or a test failure."""
+    for volume in service.get("volumes", []):
+        source, target, *options = volume.split(":")
+        if source.startswith(".") and (ROOT / source).resolve() == path:
+            assert options == ["ro"], f"{volume} should be read-only"
+            return target
+    pytest.fail(f"{path.relative_to(ROOT)} is not mounted")
+
+
+def test_compose_kafka_authenticates_every_listener_and_authorizes_every_request() -> None:
+    compose = _compose()
+    nodes = _kafka_nodes(compose)
+    for name, env in nodes.items():
+        service = compose["services"][name]
+        assert service["command"] == ["bash", _mounted(service, KAFKA_NODE_SCRIPT)], name
+        props = _node_properties(env)
+        protocols = dict(
+            item.split(":") for item in props["listener.security.protocol.map"].split(",")
+        )
+        listeners = [item.split("://")[0] for item in props["listeners"].split(",")]
+        listeners += [item.split("://")[0] for item in props["advertised.listeners"].split(",")]
+        for listener in listeners:
+            assert protocols[listener] in ("SASL_PLAINTEXT", "SASL_SSL"), f"{name}: {listener}"
+            mechanisms = props.get(
+                f"listener.name.{listener.lower()}.sasl.enabled.mechanisms",
+                props.get("sasl.enabled.mechanisms", "GSSAPI"),
+            ).split(",")
+            for mechanism in mechanisms:
+                jaas = props.get(
+                    f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
+                )
+                assert jaas, f"{name}: {listener} offers {mechanism} without a JAAS configuration"
+                if mechanism == "PLAIN":  # static: the super user only, the password from env
+                    assert re.findall(r"user_([\w-]+)=", jaas) == ["kafka-admin"], jaas
+                    assert 'username="kafka-admin"' in jaas and '"$password"' in jaas, jaas
+            if listener == props["controller.listener.names"]:
+                assert mechanisms == ["PLAIN"], "KRaft controllers cannot use SCRAM"
+                assert props["sasl.mechanism.controller.protocol"] in mechanisms
+            if listener == props["inter.broker.listener.name"]:
+                assert props["sasl.mechanism.inter.broker.protocol"] in mechanisms
+                assert "SCRAM-SHA-512" in mechanisms, "the roles log in with SCRAM"
+        assert props["authorizer.class.name"] == (
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        )
+        assert props["super.users"] == "User:kafka-admin"
+        assert props["allow.everyone.if.no.acl.found"] == "false"
+        # The super user's password: only from the environment, never a property of its own.
+        raw = service["environment"]
+        assert _required_variable(raw["SUPER_USER_PASSWORD"]) == "KAFKA_ADMIN_PASSWORD"
+        assert not any("PASSWORD" in key.upper() for key in props), "a password as a property"
+        # The healthcheck logs in as kafka-admin, with the properties kafka-node.sh writes.
+        test = " ".join(service["healthcheck"]["test"])
+        config = re.search(r"--command-config (\S+)", test)
+        assert config and f"cat > {config.group(1)} <<EOF" in KAFKA_NODE_SCRIPT.read_text(), test
+
+
+def test_compose_roles_log_in_as_their_own_kafka_principal() -> None:
+    compose = _compose()
+    services = compose["services"]
+    node = next(iter(_kafka_nodes(compose).values()))
+    client_mechanisms = _node_properties(node)["listener.name.client.sasl.enabled.mechanisms"]
+    logins: dict[str, set[tuple[str, str | None]]] = {}
+    for name, service in _ours(compose).items():
+        env = service.get("environment", {})
+        role = KAFKA_ROLE.get(service["command"][0])
+        if role is None:
+            assert not any(k.startswith("KAFKA_") for k in env), f"{name} uses no Kafka"
+            continue
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert env["KAFKA_SASL_MECHANISM"] in client_mechanisms.split(","), name
+        assert env["KAFKA_SASL_MECHANISM"].startswith("SCRAM-"), name
+        password = _required_variable(env["KAFKA_SASL_PASSWORD"])
+        assert password, f"{name}: KAFKA_SASL_PASSWORD must be ${{VAR:?...}}, with no default"
+        logins.setdefault(role, set()).add((env["KAFKA_SASL_USERNAME"], password))
+    assert set(logins) == set(ROLES)
+    for role, found in logins.items():
+        assert found == {(f"smtp-discovery-{role}", f"SMTP_DISCOVERY_{role.upper()}_PASSWORD")}
+    # kafka-users makes exactly these logins, as the super user of the nodes.
+    users = services["kafka-users"]
+    env = users["environment"]
+    assert _required_variable(env["SUPER_USER_PASSWORD"]) == "KAFKA_ADMIN_PASSWORD"
+    made = {k: _required_variable(v) for k, v in env.items() if k.startswith("SMTP_DISCOVERY_")}
+    assert made == {
+        f"SMTP_DISCOVERY_{r.upper()}_PASSWORD": f"SMTP_DISCOVERY_{r.upper()}_PASSWORD"
+        for r in ROLES
+    }
+    script = KAFKA_USERS_SCRIPT.read_text()
+    assert users["command"] == ["bash", _mounted(users, KAFKA_USERS_SCRIPT)]
+    assert re.search(r"^for role in (.*); do$", script, re.M).group(1).split() == list(ROLES)
+    assert 'variable="SMTP_DISCOVERY_${role^^}_PASSWORD"' in script
+    assert '--entity-name "smtp-discovery-$role"' in script
+    for i in (1, 2, 3):
+        assert users["depends_on"][f"kafka-{i}"] == {"condition": "service_healthy"}
+    # Only the nodes and kafka-users know the super user's password.
+    for name, service in services.items():
+        if "KAFKA_ADMIN_PASSWORD" in str(service.get("environment", {})):
+            assert name == "kafka-users" or name in _kafka_nodes(compose), name
+
+
+def test_compose_acl_file_is_what_the_project_renders_now() -> None:
+    compose = _compose()
+    services = compose["services"]
+    principals, configs = {}, set()
+    for service in _ours(compose).values():
+        role = KAFKA_ROLE.get(service["command"][0])
+        if role:
+            env = _compose_env(service)
+            principals[role] = f"User:{env['KAFKA_SASL_USERNAME']}"
+            c = RuntimeConfig.from_env(env)
+            configs.add((c.topic_prefix, c.streams_app_id, c.sink_group))
+    assert len(configs) == 1, f"the roles disagree on topic names or groups: {configs}"
+    (topics,) = [s for s in _ours(compose).values() if s["command"][0] == "topics"]
+    expected = acl_commands(RuntimeConfig.from_env(_compose_env(topics)), principals)
+    lines = ACL_FILE.read_text().splitlines()
+    actual = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert actual == expected, f"compose/kafka-acls.sh is stale; regenerate it: {REGENERATE_ACLS}"
+    users = services["kafka-users"]
+    assert f". {_mounted(users, ACL_FILE)}" in KAFKA_USERS_SCRIPT.read_text().splitlines()
+
+
+def test_compose_token_key_only_in_the_admin_service() -> None:
+    compose = _compose()
+    services = compose["services"]
+    holders = {}
+    for name, service in _ours(compose).items():
+        env = service.get("environment", {})
+        if TOKEN_KEY_FILE in env:
+            holders[service["command"][0]] = (name, env[TOKEN_KEY_FILE])
+    assert set(holders) == {"admin", "token"}, holders
+    (admin, key_file), (maker, made_file) = holders["admin"], holders["token"]
+    assert services[maker]["command"] == ["token", "init-key"]
+    assert key_file == made_file
+    assert services[admin]["depends_on"][maker] == {"condition": "service_completed_successfully"}
+    mounts = {}
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source, target, *options = volume.split(":")
+            if source == "admin-key":
+                mounts[name] = (target, options)
+    assert mounts == {admin: (DATA_DIR, ["ro"]), maker: (DATA_DIR, [])}
+    assert Path(key_file).parent == Path(DATA_DIR)
+
+
 # --- The Helm chart, through the real helm --------------------------------------------------
 
 # Values that take every optional branch of the templates.
@@ -333,8 +568,14 @@ ALL_OPTIONS = {
         "securityProtocol": "SASL_SSL",
         "sasl": {
             "mechanism": "SCRAM-SHA-512",
-            "username": "discovery",
-            "passwordSecret": {"name": "kafka-credentials", "key": "sasl-password"},
+            # One Secret for all the passwords, a key per role.
+            "users": {
+                role: {
+                    "username": f"gw-{role}",
+                    "passwordSecret": {"name": "kafka-credentials", "key": f"{role}-password"},
+                }
+                for role in ROLES
+            },
         },
         "caSecret": {"name": "kafka-ca", "key": "bundle.pem"},
     },
@@ -357,7 +598,8 @@ ALL_OPTIONS = {
             "className": "nginx",
             "tlsSecretName": "discovery-tls",
             "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "10m"},
-        }
+        },
+        "tokenKey": {"existingSecret": {"name": "discovery-token-key", "key": "hex"}},
     },
     "reports": {"smarthost": "relay.example:25", "timezone": "Europe/Berlin"},
     "clickhouse": {"cluster": "gw", "urlSecret": {"name": "ch", "key": "dsn"}},
@@ -506,6 +748,8 @@ def test_helm_renders_the_roles(rendered: list[dict], values_file: Path) -> None
             ("PodDisruptionBudget", "ingest", "mx-ingest"),
             ("PodDisruptionBudget", "worker", "mx-worker"),
         ]
+    if variant != "all-options":  # all-options names a Secret of its own
+        expected += [("Secret", "admin", "mx-admin-token-key")]
     if variant == "all-options":
         expected += [
             ("Deployment", "jobs", "mx-jobs"),
@@ -547,7 +791,8 @@ def test_helm_env_is_known_to_and_valid_for_the_configuration(rendered: list[dic
 
 
 def test_helm_secrets_come_only_from_secret_key_refs(rendered: list[dict]) -> None:
-    assert not _all(rendered, "Secret"), "the chart references Secrets, it never holds one"
+    # The chart references Secrets; the one it holds is the token key it makes itself.
+    assert {d["metadata"]["name"] for d in _all(rendered, "Secret")} <= {"mx-admin-token-key"}
     assert not _all(rendered, "ConfigMap")
     for where, container in _containers(rendered):
         for entry in container["env"]:
@@ -558,11 +803,11 @@ def test_helm_secrets_come_only_from_secret_key_refs(rendered: list[dict]) -> No
 
 def test_helm_kafka_security_settings(rendered: list[dict], values_file: Path) -> None:
     on = _variant(values_file) == "all-options"
-    kafka_roles = {"topics", "ingest", "worker", "sink", "admin"}
     for doc in _workloads(rendered):
         pod = doc["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        if container["args"][0] not in kafka_roles:
+        role = KAFKA_ROLE.get(container["args"][0])
+        if role is None:
             assert not any(e["name"].startswith("KAFKA_") for e in container["env"])
             continue
         env = {e["name"]: e for e in container["env"]}
@@ -573,11 +818,10 @@ def test_helm_kafka_security_settings(rendered: list[dict], values_file: Path) -
             continue
         assert config.kafka_security_protocol == "SASL_SSL"
         assert config.kafka_sasl_mechanism == "SCRAM-SHA-512"
-        assert config.kafka_sasl_username == "discovery"
-        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-            "name": "kafka-credentials",
-            "key": "sasl-password",
-        }
+        # Its own role's principal and password.
+        user = ALL_OPTIONS["kafka"]["sasl"]["users"][role]
+        assert config.kafka_sasl_username == user["username"]
+        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == user["passwordSecret"]
         # The CA: a Secret's key mounted as the file KAFKA_SSL_CAFILE names.
         cafile = Path(env["KAFKA_SSL_CAFILE"]["value"])
         (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kafka-ca"]
@@ -585,6 +829,124 @@ def test_helm_kafka_security_settings(rendered: list[dict], values_file: Path) -
         (volume,) = [v for v in pod["volumes"] if v["name"] == "kafka-ca"]
         assert volume["secret"]["secretName"] == "kafka-ca"
         assert volume["secret"]["items"] == [{"key": "bundle.pem", "path": cafile.name}]
+
+
+SASL = [
+    "--set",
+    "kafka.securityProtocol=SASL_PLAINTEXT",
+    "--set",
+    "kafka.sasl.mechanism=SCRAM-SHA-512",
+]
+
+
+def _secret_refs(pod: dict, container: dict) -> set[tuple[str, str | None]]:
+    """Every Secret (name, key) a container can read: env, envFrom, and its pod's volumes."""
+    refs: set[tuple[str, str | None]] = set()
+    for entry in container.get("env", []):
+        if ref := entry.get("valueFrom", {}).get("secretKeyRef"):
+            refs.add((ref["name"], ref["key"]))
+    for source in container.get("envFrom", []):
+        if "secretRef" in source:
+            refs.add((source["secretRef"]["name"], None))
+    for volume in pod.get("volumes", []):
+        if secret := volume.get("secret"):
+            for item in secret.get("items") or [{"key": None}]:
+                refs.add((secret["secretName"], item["key"]))
+    return refs
+
+
+@pytest.mark.parametrize("source", ["chart defaults", "all-options"])
+def test_helm_each_role_holds_only_its_own_kafka_login(
+    helm: str, source: str, tmp_path: Path
+) -> None:
+    if source == "all-options":
+        values = tmp_path / "values.yaml"
+        values.write_text(yaml.safe_dump(ALL_OPTIONS))
+        args = ["-f", str(values)]
+        users = ALL_OPTIONS["kafka"]["sasl"]["users"]
+    else:
+        args = SASL
+        users = yaml.safe_load((CHART / "values.yaml").read_text())["kafka"]["sasl"]["users"]
+    assert set(users) == set(ROLES), "a login for each role of smtp_discovery.access"
+    out = _helm(helm, "template", "mx", str(CHART), *args).stdout
+    docs = [doc for doc in yaml.safe_load_all(out) if doc]
+    logins = {}
+    for role, user in users.items():
+        secret = user["passwordSecret"]
+        logins[role] = (user["username"], (secret["name"], secret["key"]))
+    assert (
+        len({u for u, _ in logins.values()}) == len({p for _, p in logins.values()}) == len(ROLES)
+    )
+    seen = set()
+    for doc in _workloads(docs):
+        pod = doc["spec"]["template"]["spec"]
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            where = f"{doc['metadata']['name']}/{container['name']}"
+            role = KAFKA_ROLE.get(container["args"][0])
+            refs = _secret_refs(pod, container)
+            values = {e.get("value") for e in container["env"]}
+            for other, (username, password) in logins.items():
+                if other != role:
+                    assert username not in values, f"{where} has the {other} role's username"
+                    whole = (password[0], None)  # the whole Secret, every key of it
+                    assert not {password, whole} & refs, f"{where} can read {other}'s password"
+            if role is None:
+                continue
+            seen.add(role)
+            username, password = logins[role]
+            config = RuntimeConfig.from_env(_env(container))
+            assert config.kafka_sasl_username == username, where
+            assert password in refs, where
+    assert seen == set(ROLES)
+
+
+def test_helm_token_key_only_in_the_admin_pods(
+    rendered: list[dict], values_file: Path, tmp_path: Path
+) -> None:
+    own = _variant(values_file) == "all-options"
+    secret, key = ("discovery-token-key", "hex") if own else ("mx-admin-token-key", "key")
+    for doc in _workloads(rendered):
+        pod = doc["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = _env(container)
+        names = {name for name, _ in _secret_refs(pod, container)}
+        if _component(doc) != "admin":
+            assert TOKEN_KEY_FILE not in env, f"{doc['metadata']['name']} has the token key"
+            assert secret not in names, f"{doc['metadata']['name']} mounts the token key"
+            continue
+        key_file = Path(env[TOKEN_KEY_FILE])
+        assert RuntimeConfig.from_env(env).token_key_path == key_file
+        (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret]
+        assert volume["secret"]["items"] == [{"key": key, "path": key_file.name}]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True and Path(mount["mountPath"]) == key_file.parent
+        # Readable by the pod's user (group: fsGroup), by nobody else.
+        assert volume["secret"]["defaultMode"] & 0o007 == 0
+    made = _all(rendered, "Secret")
+    if own:
+        assert not made, "with admin.tokenKey.existingSecret the chart makes no key"
+        return
+    (made,) = made
+    assert made["metadata"]["name"] == secret
+    assert made["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    value = base64.b64decode(made["data"][key]).decode()
+    assert re.fullmatch(r"[0-9a-f]{64}", value), "what `token init-key` writes: 32 bytes as hex"
+    (tmp_path / "key").write_text(value)
+    assert len(load_key(tmp_path / "key")) == KEY_BYTES
+
+
+def test_helm_token_key_is_random_per_install_and_read_back_on_upgrade(helm: str) -> None:
+    """Without a cluster `lookup` finds nothing, so every render here makes a new key; on an
+    upgrade it finds the kept Secret, whose key the template must read back, not replace (that
+    branch needs a cluster: checked in the template's text only)."""
+    template = (CHART / "templates" / "admin-token-key.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
+    renders = [
+        _helm(helm, "template", "mx", str(CHART), "--show-only", "templates/admin-token-key.yaml")
+        for _ in range(2)
+    ]
+    keys = {yaml.safe_load(r.stdout)["data"]["key"] for r in renders}
+    assert len(keys) == 2, "a random key per new install"
 
 
 def test_helm_clickhouse_settings(rendered: list[dict], values_file: Path) -> None:
@@ -890,10 +1252,38 @@ def test_helm_service_monitor_only_when_enabled(rendered: list[dict], values_fil
             [
                 "kafka.securityProtocol=SASL_PLAINTEXT",
                 "kafka.sasl.mechanism=PLAIN",
-                "kafka.sasl.username=u",
+                "kafka.sasl.users.worker.passwordSecret.name=",
             ],
-            "passwordSecret",
+            "kafka.sasl.users.worker.passwordSecret.name is required",
         ),
+        (
+            [
+                "kafka.securityProtocol=SASL_SSL",
+                "kafka.sasl.mechanism=SCRAM-SHA-512",
+                "kafka.sasl.users.setup.username=",
+            ],
+            "kafka.sasl.users.setup.username is required",
+        ),
+        # Each role a principal of its own, and no pod holding another role's password.
+        (
+            [
+                "kafka.securityProtocol=SASL_SSL",
+                "kafka.sasl.mechanism=SCRAM-SHA-512",
+                "kafka.sasl.users.sink.username=smtp-discovery-admin",
+            ],
+            "the same username",
+        ),
+        (
+            [
+                "kafka.securityProtocol=SASL_SSL",
+                "kafka.sasl.mechanism=SCRAM-SHA-512",
+                "kafka.sasl.users.ingest.passwordSecret.name=smtp-discovery-kafka-admin",
+            ],
+            "the same passwordSecret",
+        ),
+        # The one login of earlier versions is refused, not silently ignored.
+        (["kafka.sasl.username=discovery"], "'username' not allowed"),
+        (["admin.tokenKey.existingSecret.key="], "tokenKey"),
         (["kafka.caSecret.name=ca"], "SSL or SASL_SSL"),
         (["worker.replicas=13"], "topics.partitions"),
         (["ingest.tls.require=true"], "ingest.tls.secretName"),

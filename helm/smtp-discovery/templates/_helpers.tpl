@@ -31,11 +31,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not (has .Values.kafka.sasl.mechanism (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512")) -}}
 {{- fail "kafka.sasl.mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with a SASL protocol" -}}
 {{- end -}}
-{{- if not .Values.kafka.sasl.username -}}
-{{- fail "kafka.sasl.username is required with a SASL protocol" -}}
+{{- $usernames := dict -}}
+{{- $passwords := dict -}}
+{{- range $role := include "smtp-discovery.kafkaRoles" . | splitList " " -}}
+{{- $user := index $.Values.kafka.sasl.users $role -}}
+{{- if not $user.username -}}
+{{- fail (printf "kafka.sasl.users.%s.username is required with a SASL protocol" $role) -}}
 {{- end -}}
-{{- if not .Values.kafka.sasl.passwordSecret.name -}}
-{{- fail "kafka.sasl.passwordSecret.name is required with a SASL protocol (the password comes only from a Secret)" -}}
+{{- if not $user.passwordSecret.name -}}
+{{- fail (printf "kafka.sasl.users.%s.passwordSecret.name is required with a SASL protocol (the password comes only from a Secret)" $role) -}}
+{{- end -}}
+{{- with index $usernames $user.username -}}
+{{- fail (printf "kafka.sasl.users.%s and .%s have the same username %s: each role needs a principal of its own" . $role $user.username) -}}
+{{- end -}}
+{{- $ref := printf "%s/%s" $user.passwordSecret.name $user.passwordSecret.key -}}
+{{- with index $passwords $ref -}}
+{{- fail (printf "kafka.sasl.users.%s and .%s read the same passwordSecret %s: a pod would hold another role's password" . $role $ref) -}}
+{{- end -}}
+{{- $_ := set $usernames $user.username $role -}}
+{{- $_ := set $passwords $ref $role -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.kafka.caSecret.name (not (hasSuffix "SSL" .Values.kafka.securityProtocol)) -}}
@@ -59,35 +73,60 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ printf "0.0.0.0:%d" (int .Values.ops.port) | quote }}
 {{- end }}
 
-{{/* The Kafka cluster and the topics on it. */}}
+{{/* The roles with a Kafka principal of their own (kafka.sasl.users); setup = `topics ensure`. */}}
+{{- define "smtp-discovery.kafkaRoles" -}}
+ingest worker sink admin setup
+{{- end }}
+
+{{/*
+The Kafka cluster and the topics on it, logged in as one role's own principal and no other's.
+Takes (dict "root" $ "role" "ingest").
+*/}}
 {{- define "smtp-discovery.env.kafka" -}}
+{{- $v := .root.Values -}}
 - name: KAFKA_BOOTSTRAP
-  value: {{ .Values.kafka.bootstrap | quote }}
+  value: {{ $v.kafka.bootstrap | quote }}
 - name: KAFKA_SECURITY_PROTOCOL
-  value: {{ .Values.kafka.securityProtocol | quote }}
-{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol }}
+  value: {{ $v.kafka.securityProtocol | quote }}
+{{- if hasPrefix "SASL_" $v.kafka.securityProtocol }}
+{{- $user := index $v.kafka.sasl.users .role }}
 - name: KAFKA_SASL_MECHANISM
-  value: {{ .Values.kafka.sasl.mechanism | quote }}
+  value: {{ $v.kafka.sasl.mechanism | quote }}
 - name: KAFKA_SASL_USERNAME
-  value: {{ .Values.kafka.sasl.username | quote }}
+  value: {{ $user.username | quote }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.kafka.sasl.passwordSecret.name | quote }}
-      key: {{ .Values.kafka.sasl.passwordSecret.key | quote }}
+      name: {{ $user.passwordSecret.name | quote }}
+      key: {{ $user.passwordSecret.key | quote }}
 {{- end }}
-{{- if .Values.kafka.caSecret.name }}
+{{- with $v }}
+{{- if .kafka.caSecret.name }}
 - name: KAFKA_SSL_CAFILE
   value: /etc/smtp-discovery/kafka-ca/ca.crt
 {{- end }}
 - name: DISCOVERY_TOPIC_PARTITIONS
-  value: {{ .Values.topics.partitions | quote }}
+  value: {{ .topics.partitions | quote }}
 - name: DISCOVERY_TOPIC_REPLICATION
-  value: {{ .Values.topics.replication | quote }}
-{{- if .Values.topics.prefix }}
+  value: {{ .topics.replication | quote }}
+{{- if .topics.prefix }}
 - name: DISCOVERY_TOPIC_PREFIX
-  value: {{ .Values.topics.prefix | quote }}
+  value: {{ .topics.prefix | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the admin role's token key, and its key in it. */}}
+{{- define "smtp-discovery.tokenKeySecret" -}}
+{{- .Values.admin.tokenKey.existingSecret.name | default (printf "%s-admin-token-key" .Release.Name) -}}
+{{- end }}
+
+{{- define "smtp-discovery.tokenKeySecretKey" -}}
+{{- if .Values.admin.tokenKey.existingSecret.name -}}
+{{- .Values.admin.tokenKey.existingSecret.key -}}
+{{- else -}}
+key
+{{- end -}}
 {{- end }}
 
 {{/* The ClickHouse server: the URL (with its password) only from a Secret. */}}
