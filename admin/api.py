@@ -21,11 +21,12 @@ from admin import errors
 from admin.context import AdminContext
 from admin.errors import ApiError, quoted
 from admin.limits import MAX_IMPORT_BYTES, UNAUTHENTICATED, RequestLimits, authenticated
-from admin.tokens import Principal
+from admin.tokens import Principal, TokenInfo, new_token
 from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
 from jobs.weeks import Week
 from schemas.address import AddressError, display_form, parse_address
+from schemas.admin import AdminToken
 from schemas.commands import (
     AddAlias,
     CreateFunctional,
@@ -44,7 +45,7 @@ from schemas.tenant import (
     provider_own,
     revised,
 )
-from schemas.topics import COMMANDS
+from schemas.topics import ADMIN_TOKENS, COMMANDS
 from smtp_discovery.tenant_writes import Change, WriteContended
 from smtp_discovery.views import TenantDirectory
 
@@ -61,12 +62,16 @@ def context(request: Request) -> AdminContext:
 Context = Annotated[AdminContext, Depends(context)]
 
 
-def principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+async def principal(
+    request: Request, ctx: Context, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
     """The caller ``admin.limits.RequestLimits`` authenticated from ``authorization`` before the
-    body was read (the header is declared here so that the OpenAPI document shows it)."""
+    body was read (the header is declared here so that the OpenAPI document shows it). Its
+    token's use is recorded, at most hourly, for the token list."""
     found = authenticated(request.scope)
     if found is None:  # only without the middleware: refuse rather than trust
         raise ApiError(401, "unauthenticated", UNAUTHENTICATED)
+    ctx.record_use(found)
     return found
 
 
@@ -623,6 +628,81 @@ async def report(
         )
     media = {"json": "application/json", "text": "text/plain", "html": "text/html"}[format]
     return Response(FORMATS[format](built), media_type=f"{media}; charset=utf-8")
+
+
+class NewToken(BaseModel):
+    tenant_id: str | None = Field(default=None, description="None: a provider operator's token.")
+    label: str = Field(default="", max_length=200, description="What the token is for.")
+
+
+def _token_view(info: TokenInfo) -> dict[str, Any]:
+    return {"token_id": info.token_id, "tenant_id": info.tenant_id, "label": info.label,
+            "created": info.created, "last_used": info.last_used}  # fmt: skip
+
+
+def _signing_key(ctx: AdminContext) -> bytes:
+    if ctx.token_key is None:
+        raise ApiError(503, "no_token_key", "this API holds no token key: it cannot sign tokens")
+    return ctx.token_key
+
+
+def _token_of(ctx: AdminContext, caller: Principal, token_id: str) -> AdminToken:
+    """A published token the caller may manage: an operator any, a tenant admin their
+    tenant's (an operator's token is beyond every tenant admin)."""
+    record = ctx.tokens.record(token_id)
+    if record is None:
+        raise ApiError(404, "unknown_token", f"no token {quoted(token_id)}")
+    if not caller.operator and record.tenant_id != caller.tenant_id:
+        raise ApiError(403, "other_tenant", "this token belongs to another tenant")
+    return record
+
+
+@router.get("/tokens", tags=["tokens"])
+async def list_tokens(
+    ctx: Context,
+    caller: Caller,
+    tenant: Annotated[str | None, Query(max_length=64, description="Only this tenant's.")] = None,
+) -> dict[str, Any]:
+    """The tokens the caller may manage: an operator's, every token (or one tenant's); a tenant
+    admin's, their tenant's. Never a secret."""
+    if not caller.operator:
+        if tenant is not None and tenant != caller.tenant_id:
+            raise ApiError(403, "other_tenant", "this token belongs to another tenant")
+        tenant = caller.tenant_id
+    items = [_token_view(info) for info in ctx.tokens.listing(tenant)]
+    return {"total": len(items), "items": items}
+
+
+@router.post("/tokens", status_code=201, tags=["tokens"])
+async def create_token(body: NewToken, ctx: Context, caller: Operator) -> dict[str, Any]:
+    """A new token; its secret is in this answer only."""
+    if body.tenant_id is not None:
+        tenant_of(ctx, caller, body.tenant_id)
+    bearer, record = new_token(body.tenant_id, body.label, key=_signing_key(ctx))
+    await ctx.publish(ADMIN_TOKENS, [record])
+    return {"token": bearer, "token_id": record.token_id, "tenant_id": record.tenant_id,
+            "label": record.label, "created": record.event_time}  # fmt: skip
+
+
+@router.post("/tokens/{token_id}/rotate", tags=["tokens"])
+async def rotate_token(token_id: str, ctx: Context, caller: Operator) -> dict[str, Any]:
+    """A new secret for the token (same id, tenant and label); the old one stops working on
+    every replica as soon as it reads the new record."""
+    record = _token_of(ctx, caller, token_id)
+    bearer, fresh = new_token(record.tenant_id, record.label, key=_signing_key(ctx),
+                              token_id=record.token_id)  # fmt: skip
+    await ctx.publish(ADMIN_TOKENS, [fresh])
+    return {"token": bearer, "token_id": fresh.token_id, "tenant_id": fresh.tenant_id,
+            "label": fresh.label, "created": fresh.event_time}  # fmt: skip
+
+
+@router.delete("/tokens/{token_id}", tags=["tokens"])
+async def revoke_token(token_id: str, ctx: Context, caller: Caller) -> dict[str, Any]:
+    """Revoke a token: a tombstone on the tokens topic; every replica refuses it once it has
+    read it (seconds)."""
+    record = _token_of(ctx, caller, token_id)
+    await ctx.revoke(record.token_id)
+    return {"revoked": record.token_id}
 
 
 @router.get("/tenants/{tenant_id}/history", tags=["reports"])

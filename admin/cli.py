@@ -16,7 +16,6 @@ import httpx
 from admin.api import create_app
 from admin.context import AdminContext
 from admin.tokens import load_key, new_token
-from schemas.topics import ADMIN_TOKENS
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import client_options
@@ -35,6 +34,12 @@ def add_parsers(sub: Any) -> None:
     who.add_argument("--tenant", help="a token for this tenant's admins")
     who.add_argument("--operator", action="store_true", help="a provider operator's token")
     create.add_argument("--label", default="", help="what the token is for")
+    listing = token_sub.add_parser("list", help="the tokens: id, tenant, label, created, last used")
+    listing.add_argument("--tenant", help="only this tenant's tokens")
+    revoke = token_sub.add_parser("revoke", help="revoke a token (every admin API refuses it)")
+    revoke.add_argument("token_id")
+    rotate = token_sub.add_parser("rotate", help="a new secret for a token (printed once)")
+    rotate.add_argument("token_id")
     token_sub.add_parser(
         "init-key",
         help="make the admin role's token key if it is missing (DISCOVERY_ADMIN_TOKEN_KEY_FILE; "
@@ -92,10 +97,13 @@ def _value(text: str) -> Any:
 
 
 @asynccontextmanager
-async def api(config: RuntimeConfig) -> AsyncIterator[tuple[httpx.AsyncClient, AdminContext]]:
+async def api(
+    config: RuntimeConfig, token_key: bytes | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, AdminContext]]:
     config = on_cluster(config)
     options = client_options(config)
-    ctx = AdminContext(options, config.topics, None, config.analytics_layout)
+    ctx = AdminContext(options, config.topics, None, config.analytics_layout,
+                       token_key=token_key)  # fmt: skip
     await ctx.start()
     bearer, record = new_token(None, "cli", key=None)  # admitted here, never published
     ctx.tokens.admit(record)
@@ -109,6 +117,29 @@ async def api(config: RuntimeConfig) -> AsyncIterator[tuple[httpx.AsyncClient, A
             yield client, ctx
     finally:
         await ctx.stop()
+
+
+async def _token(client: httpx.AsyncClient, args: argparse.Namespace) -> int:
+    command = args.token_command
+    if command == "create":
+        tenant = None if args.operator else args.tenant
+        body = _check(await client.post("/v1/tokens", json={"tenant_id": tenant,
+                                                            "label": args.label}))  # fmt: skip
+        print(body["token"])
+    elif command == "list":
+        params = {"tenant": args.tenant} if args.tenant else {}
+        body = _check(await client.get("/v1/tokens", params=params))
+        for t in body["items"]:
+            print(f"{t['token_id']:14} {t['tenant_id'] or '(operator)':20} "
+                  f"created {t['created'][:19]}  last used {(t['last_used'] or 'never')[:19]:19}"
+                  f"  {t['label']}")  # fmt: skip
+    elif command == "revoke":
+        body = _check(await client.delete(f"/v1/tokens/{args.token_id}"))
+        print(f"{body['revoked']}: revoked (every admin API refuses it within seconds)")
+    else:
+        body = _check(await client.post(f"/v1/tokens/{args.token_id}/rotate"))
+        print(body["token"])
+    return 0
 
 
 def _check(response: httpx.Response) -> Any:
@@ -126,14 +157,11 @@ async def run(config: RuntimeConfig, args: argparse.Namespace) -> int:
         print(f"{'made' if made else 'kept'} the admin token key {path} (mode 0600)")
         return 0
     if args.command == "token":
-        key = load_key(config.token_key_path)  # no key, no token: Kafka access alone mints none
-        async with api(config) as (_client, ctx):
-            bearer, record = new_token(None if args.operator else args.tenant, args.label, key=key)
-            if args.tenant and ctx.tenants.tenant(args.tenant) is None:
-                raise OperatorError(f"no tenant {args.tenant!r}")
-            await ctx.publish(ADMIN_TOKENS, [record])
-        print(bearer)
-        return 0
+        # Token commands are the admin role's: they need its key (Kafka access alone mints
+        # nothing), and go through the API's own routes.
+        key = load_key(config.token_key_path)
+        async with api(config, token_key=key) as (client, _ctx):
+            return await _token(client, args)
     if args.command == "users":
         if not args.file.is_file():
             raise OperatorError(f"{args.file} is not a file")

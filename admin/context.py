@@ -4,6 +4,7 @@ for the topics it writes, and the ClickHouse client for what the sink wrote."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,8 +12,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from admin.tokens import TokenDirectory
+from admin.tokens import Principal, TokenDirectory
 from jobs.weeks import Schedule
+from schemas.admin import AdminTokenUsed, used_key
 from schemas.base import Message
 from schemas.codec import MessageDecodeError, decode, encode
 from schemas.commands import CommandResult
@@ -22,6 +24,8 @@ from smtp_discovery.kafka import idempotent_producer
 from smtp_discovery.ops import CounterView
 from smtp_discovery.tenant_writes import TenantWriter
 from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
+
+log = logging.getLogger("smtp_discovery.admin")
 
 MAX_RESULTS = 1_000_000
 
@@ -80,6 +84,7 @@ class AdminContext:
         )
         """Every write of tenants and provider defaults: one writer at a time, on a current view."""
         self._producer = idempotent_producer(kafka_options)
+        self._background: set[asyncio.Task[None]] = set()
         self._clickhouse_lock = asyncio.Lock()
 
         self.responses: Counter[str] = Counter()
@@ -117,6 +122,7 @@ class AdminContext:
             raise
 
     async def stop(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
         for follower in self._followers:
             await follower.stop()
         await self._producer.stop()
@@ -134,6 +140,34 @@ class AdminContext:
         if base_topic == ADMIN_TOKENS:
             for m in messages:
                 self.tokens.apply(m.kafka_key(), encode(m))
+
+    def record_use(self, principal: Principal) -> None:
+        """Publish that ``principal``'s token was used, when its last recorded use is older
+        than the resolution; in the background: a request never waits for it, nor fails
+        because Kafka could not take it (the next use tries again)."""
+        used = self.tokens.use_to_record(principal, self.clock())
+        if used is None:
+            return
+        task = asyncio.create_task(self._publish_use(used))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish_use(self, used: AdminTokenUsed) -> None:
+        try:
+            await self.publish(ADMIN_TOKENS, [used])
+        except Exception as exc:  # a last-use record is best effort
+            log.warning("could not record a use of token %s: %s", used.token_id, exc)
+            self.tokens.forget_use(used.token_id, used.event_time)
+
+    async def revoke(self, token_id: str) -> None:
+        """Tombstones for the token and its last use, acknowledged by Kafka; every replica's
+        directory drops the token when it reads them (within its follower's lag: seconds)."""
+        topic = self.names(ADMIN_TOKENS)
+        keys = (token_id.encode("ascii"), used_key(token_id))
+        futures = [await self._producer.send(topic, None, key=key) for key in keys]
+        await asyncio.gather(*futures)
+        for key in keys:
+            self.tokens.apply(key, None)
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         """ClickHouse reads off the event loop (one at a time: chDB clients are not reentrant)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from schemas.admin import AdminToken
+from schemas.admin import USE_RESOLUTION_S, AdminToken, AdminTokenUsed, used_key
 from schemas.codec import MessageDecodeError, decode
 from schemas.topics import ADMIN_TOKENS
 from smtp_discovery.errors import ConfigError
@@ -93,11 +93,12 @@ class Principal:
 
 
 def new_token(
-    tenant_id: str | None, label: str = "", *, key: bytes | None
+    tenant_id: str | None, label: str = "", *, key: bytes | None, token_id: str | None = None
 ) -> tuple[str, AdminToken]:
     """A fresh token: the bearer string (show it once) and the record to publish, signed with
-    ``key`` (None: a token only admitted in-process, never published)."""
-    token_id = secrets.token_hex(6)
+    ``key`` (None: a token only admitted in-process, never published). ``token_id``: a new
+    secret for that token (a rotation: the old secret stops working)."""
+    token_id = token_id or secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     return f"{PREFIX}{token_id}_{secret}", token_record(token_id, tenant_id, secret, label, key)
 
@@ -125,6 +126,21 @@ def parse_bearer(bearer: str) -> tuple[str, str] | None:
     return (token_id, secret) if sep and token_id and secret else None
 
 
+USED = used_key("").decode()
+"""The prefix of the keys of last-use records."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What a token list shows: never the secret, nor its hash."""
+
+    token_id: str
+    tenant_id: str | None
+    label: str
+    created: datetime
+    last_used: datetime | None
+
+
 class TokenDirectory:
     """Every valid token, from the compacted topic: those whose code the key confirms. Without a
     key (an operator CLI that has none) no published token is trusted, only admitted ones."""
@@ -132,20 +148,29 @@ class TokenDirectory:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
         self._tokens: dict[str, AdminToken] = {}
+        self._used: dict[str, datetime] = {}
+        """When each token was last used, as recorded on the topic (or by this process)."""
         self.forged = 0
         """Records refused for a missing or wrong code (a metric: someone wrote the topic)."""
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
-        token_id = key.decode("ascii", "replace")
+        name = key.decode("ascii", "replace")
         if value is None:
-            self._tokens.pop(token_id, None)
+            if name.startswith(USED):
+                self._used.pop(name.removeprefix(USED), None)
+            else:
+                self._tokens.pop(name, None)
             return
         try:
             record = decode(ADMIN_TOKENS, value)
         except MessageDecodeError as exc:
             log.warning("ignoring an undecodable token record: %s", exc.reason)
+            return
+        if isinstance(record, AdminTokenUsed):  # grants nothing: needs no code
+            known = self._used.get(record.token_id)
+            self._used[record.token_id] = max(known or record.event_time, record.event_time)
             return
         if not self.genuine(record):
             self._tokens.pop(record.token_id, None)
@@ -177,6 +202,38 @@ class TokenDirectory:
         if not hmac.compare_digest(digest, record.secret_sha256):
             return None
         return Principal(record.token_id, record.tenant_id)
+
+    def use_to_record(self, principal: Principal, now: datetime) -> AdminTokenUsed | None:
+        """The record of this use of a published token, if the last one known is older than
+        ``USE_RESOLUTION_S`` (noted here at once, so that concurrent requests make one)."""
+        last = self._used.get(principal.token_id)
+        if self.record(principal.token_id) is None or (
+            last is not None and (now - last).total_seconds() < USE_RESOLUTION_S
+        ):
+            return None
+        self._used[principal.token_id] = now
+        return AdminTokenUsed(
+            event_time=now, token_id=principal.token_id, tenant_id=principal.tenant_id
+        )
+
+    def forget_use(self, token_id: str, at: datetime) -> None:
+        """A use noted at ``at`` that could not be published: the next one tries again."""
+        if self._used.get(token_id) == at:
+            del self._used[token_id]
+
+    def listing(self, tenant_id: str | None = None) -> list[TokenInfo]:
+        """The published tokens (of one tenant, or all), never their secrets, by creation."""
+        used = self._used.get
+        found = [
+            TokenInfo(r.token_id, r.tenant_id, r.label, r.event_time, used(r.token_id))
+            for r in self._tokens.values()
+            if r.mac and (tenant_id is None or r.tenant_id == tenant_id)
+        ]
+        return sorted(found, key=lambda info: (info.created, info.token_id))
+
+    def record(self, token_id: str) -> AdminToken | None:
+        found = self._tokens.get(token_id)
+        return found if found is not None and found.mac else None
 
     def admit(self, record: AdminToken) -> None:
         """Trust a token in this process only (the CLI's own, never published)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from schemas.admin import AdminToken
+from schemas.admin import AdminTokensTopicValue
 from schemas.commands import CommandResult, CommandsTopicValue
 from schemas.deadletter import DeadLetter
 from schemas.mail import MailEvent, OutboundSent, RecipientDelivered
@@ -142,10 +142,11 @@ REGISTRY: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         ADMIN_TOKENS,
-        AdminToken,
+        AdminTokensTopicValue,
         KeyKind.TOKEN,
         Cleanup.COMPACT,
-        "Admin API tokens (hashes only); a tombstone revokes one.",
+        "Admin API tokens (hashes only, signed with the admin role's key; a tombstone revokes "
+        "one), and when each was last used (key used:<id>).",
         co_partitioned=False,
         partitions=1,
         extra_configs=_COMPACTION,

@@ -208,7 +208,7 @@ async def _serve(
         sink = Sink(options, clickhouse, config.analytics_layout, config.topics,
                     sink_settings(config))  # fmt: skip
         roles.append(asyncio.create_task(sink.run(halt), name="sink"))
-        token_file, made = await _operator_token(config, options)
+        token_file, token = await _operator_token(config, options)
         admin_ready = asyncio.Event()
         roles.append(
             asyncio.create_task(
@@ -229,9 +229,13 @@ async def _serve(
         docs = "/docs" if config.admin_docs else "/openapi.json"
         print(f"admin       http://{config.admin_listen}{docs} (operator token in {token_file})")
         print(f"console     http://{config.admin_listen}/console")
-        if made:
+        if token == "made":
             # Where the secret is, never the secret: a terminal's output is often collected.
             print(f"token       an operator token was made; show it with: cat {token_file}")
+        elif token == "stale":
+            print(f"token       the operator token in {token_file} was revoked or rotated; "
+                  "remove the file and start again for a new one, or use "
+                  "`smtp-discovery token create --operator`")  # fmt: skip
         if config.report_smarthost:
             jobs = Jobs(clickhouse, config.analytics_layout, schedule(config), mailer(config))
             roles.append(asyncio.create_task(jobs.run(halt), name="jobs"))
@@ -272,39 +276,61 @@ async def _serve(
         await asyncio.to_thread(_stop_child, worker.name, worker.process, config.stop_timeout_s)
 
 
-async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tuple[Path, bool]:
+async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tuple[Path, str]:
     """The embedded system's first operator token, made once and kept (mode 0600) in the data
-    directory: only its hash goes to Kafka, so the file is the only copy of the secret. Its
-    record is published, signed with the token key, at every start: a token made before records
-    were signed (or by an older key) works on. Where it is, and whether it was just made."""
+    directory: only its hash goes to Kafka, so the file is the only copy of the secret. Where
+    it is, and what became of it: ``made``, ``kept``, ``signed`` (a record from before records
+    were signed, published again with a code) or ``stale`` (revoked or rotated since: it is
+    never brought back)."""
     from admin.tokens import load_key, new_token, parse_bearer, token_record
-    from schemas.codec import encode
+    from schemas.codec import MessageDecodeError, decode, encode
     from schemas.topics import ADMIN_TOKENS
     from smtp_discovery.kafka import idempotent_producer
+    from smtp_discovery.views import CompactedTopicFollower
 
     key = load_key(config.token_key_path, create=True)
     path = config.data_dir / "operator-token"
-    made = not path.exists()
-    if made:
+    topic = config.topics(ADMIN_TOKENS)
+    if not path.exists():
         bearer, record = new_token(None, OPERATOR_LABEL, key=key)
+        state = "made"
     else:
         parts = parse_bearer(path.read_text().strip())
         if parts is None:
             raise OperatorError(f"{path} holds no token: remove it, and `up` makes a new one")
         token_id, secret = parts
-        bearer, record = "", token_record(token_id, None, secret, OPERATOR_LABEL, key)
+        latest: list[bytes | None] = [None]
+
+        def keep(k: bytes | None, value: bytes | None) -> None:
+            if k == token_id.encode():
+                latest[0] = value
+
+        follower = CompactedTopicFollower(options, topic, keep)
+        await follower.start()
+        try:
+            await follower.ready.wait()
+        finally:
+            await follower.stop()
+        record = token_record(token_id, None, secret, OPERATOR_LABEL, key)
+        try:
+            found = decode(ADMIN_TOKENS, latest[0]) if latest[0] is not None else None
+        except MessageDecodeError:
+            found = None
+        if found is None or getattr(found, "secret_sha256", None) != record.secret_sha256:
+            return path, "stale"
+        if found.mac:
+            return path, "kept"
+        bearer, state = "", "signed"
     producer = idempotent_producer(options)
     await producer.start()
     try:
-        await producer.send_and_wait(
-            config.topics(ADMIN_TOKENS), encode(record), key=record.kafka_key()
-        )
+        await producer.send_and_wait(topic, encode(record), key=record.kafka_key())
     finally:
         await producer.stop()
-    if made:
+    if state == "made":
         path.touch(mode=0o600)
         path.write_text(bearer + "\n")
-    return path, made
+    return path, state
 
 
 OPERATOR_LABEL = "embedded operator"

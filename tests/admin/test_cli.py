@@ -88,7 +88,20 @@ def test_tenants_tokens_and_settings_from_the_terminal(
     assert capsys.readouterr().out.startswith(f"made the admin token key {key_path}")
     assert key_path.stat().st_mode & 0o777 == 0o600
     assert main(["token", "create", "--tenant", "acme", "--label", "console"]) == 0
-    assert capsys.readouterr().out.startswith("sd_")
+    bearer = capsys.readouterr().out.strip()
+    assert bearer.startswith("sd_")
+    token_id = bearer.split("_")[1]
+    assert main(["token", "list", "--tenant", "acme"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.split()[:2] == [token_id, "acme"] and "console" in listed
+    assert bearer.split("_", 2)[2] not in listed, "never the secret"
+    assert main(["token", "rotate", token_id]) == 0
+    rotated = capsys.readouterr().out.strip()
+    assert rotated.startswith(f"sd_{token_id}_") and rotated != bearer
+    assert main(["token", "revoke", token_id]) == 0
+    assert f"{token_id}: revoked" in capsys.readouterr().out
+    assert main(["token", "list", "--tenant", "acme"]) == 0
+    assert capsys.readouterr().out == ""
     assert main(["token", "create", "--tenant", "nobody"]) == 1
     users = tmp_path / "users.csv"
     users.write_text("address,first_name,surname\nann@acme.example,Ann,Lee\nbad,,\n")

@@ -185,3 +185,29 @@ def test_two_replicas_never_give_one_domain_to_two_tenants_nor_lose_an_edit(
     for i in range(ROUNDS):
         owner = final.tenant_for_domain(f"shared{i}.example")
         assert owner is not None and owner.tenant_id in (f"t{i}a", f"t{i}b")
+
+
+def test_a_token_revoked_on_one_replica_is_refused_by_both_within_seconds(
+    replicas: tuple[list[str], dict[str, str], TopicNames, Path],
+) -> None:
+    urls, operator, _names, logs = replicas
+    made = httpx.post(f"{urls[0]}/v1/tokens", headers=operator, json={"label": "leaked"})
+    assert made.status_code == 201, made.text
+    leaked = {"Authorization": f"Bearer {made.json()['token']}"}
+    for url in urls:  # both replicas read the new token from the topic
+        _until_status(f"{url}/v1/tenants", leaked, 200, logs)
+    listed = httpx.get(f"{urls[0]}/v1/tokens", headers=operator).json()["items"]
+    assert made.json()["token_id"] in {t["token_id"] for t in listed}
+    revoked = httpx.delete(f"{urls[1]}/v1/tokens/{made.json()['token_id']}", headers=operator)
+    assert revoked.status_code == 200, revoked.text
+    for url in urls:
+        _until_status(f"{url}/v1/tenants", leaked, 401, logs, timeout=10)
+
+
+def _until_status(
+    url: str, headers: dict[str, str], status: int, logs: Path, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (found := httpx.get(url, headers=headers).status_code) != status:
+        assert time.monotonic() < deadline, f"{url} still answers {found}:\n{_logs(logs)}"
+        time.sleep(0.05)

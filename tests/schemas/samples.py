@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 from pydantic import BaseModel
 
-from schemas.admin import AdminToken
+from schemas.admin import AdminToken, AdminTokenUsed
 from schemas.commands import (
     AddAlias,
     AliasGrant,
@@ -78,6 +78,7 @@ SAMPLES: list[BaseModel] = [
     OutboundSent(**COMMON, message_id="tx-2", client_ip="192.0.2.10", recipient_count=3),
     CatchAllChecked(**COMMON, destination="mx.example.com:25", catch_all=True),
     AdminToken(event_time=T0, token_id="0a1b2c3d", tenant_id="acme", secret_sha256="0" * 64),
+    AdminTokenUsed(event_time=T0, token_id="0a1b2c3d", tenant_id="acme"),
     CreateUser(
         **COMMON, actor="admin:tok1", first_name="First", surname="Last", role=UserRole.SILENT_USER
     ),
