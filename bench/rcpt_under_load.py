@@ -6,12 +6,15 @@
 tenants on its tenants topic and one more whose users' mail it relays to a local destination.
 One SMTP client sends ``--rcpts`` RCPTs for known users, 5 ms apart, twice: once with nothing
 else to do (idle), then while another client pages through the whole tenant list of the admin
-API as fast as it answers and ``--events`` mail events arrive for the sink to insert.
+API as fast as it answers, ``--events`` mail events arrive for the sink to insert, and eight
+clients keep uploading 400 MB action bodies to the admin API, half of them without a token
+(``admin.limits`` refuses them before reading: they cost neither memory nor time).
 
 Figure ``rcpt_p99_under_load``: the RCPT p99 under that load divided by the idle p99 of the same
 run (lower is better; the goal is under 2, and under 5 ms absolute). The run fails instead of
 writing a figure when the load did not happen: no tenant page served, or no event inserted by
-the sink (its group's committed offsets did not move) while the RCPTs were measured.
+the sink (its group's committed offsets did not move), or no oversized upload refused while the
+RCPTs were measured.
 """
 
 from __future__ import annotations
@@ -144,8 +147,9 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
 
-async def list_tenants(admin: int, token: str, stop: asyncio.Event) -> int:
-    """Page through every tenant, 500 a page, again and again; pages served."""
+async def list_tenants(admin: int, token: str, stop: asyncio.Event, running: Path) -> int:
+    """Page through every tenant, 500 a page, again and again; pages served. ``running`` is
+    written once the first page came back: the load is on."""
     served = 0
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin}", timeout=60) as http:
@@ -154,8 +158,58 @@ async def list_tenants(admin: int, token: str, stop: asyncio.Event) -> int:
             body = (await http.get("/v1/tenants", params={"page": page, "per_page": 500},
                                    headers=headers)).raise_for_status().json()  # fmt: skip
             served += 1
+            if served == 1:
+                await asyncio.to_thread(running.write_text, "running")
             page = 1 if page * 500 >= body["total"] else page + 1
     return served
+
+
+OVERSIZED = 400 * 1024 * 1024
+UPLOAD_EVERY_S = 0.25
+CHUNK = b"x" * (1024 * 1024)
+
+
+async def oversized_upload(admin: int, token: str | None) -> int:
+    """One chunked upload of up to 400 MB to the actions route, as fast as the socket takes
+    it, until the API answers: its status (0 if the connection ended without one)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", admin)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    writer.write(f"POST /v1/tenants/bench/actions HTTP/1.1\r\nHost: bench\r\n{auth}"
+                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 .encode())  # fmt: skip
+    answer = asyncio.create_task(reader.readline())
+    sent = 0
+    try:
+        while not answer.done() and sent < OVERSIZED:
+            writer.write(b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+            await writer.drain()
+            sent += len(CHUNK)
+        line = await asyncio.wait_for(answer, 60)
+    except (OSError, TimeoutError):
+        line = answer.result() if answer.done() and not answer.exception() else b""
+    finally:
+        answer.cancel()
+        writer.close()
+    parts = line.split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+async def upload_oversized(admin: int, token: str, stop: asyncio.Event) -> int:
+    """Eight clients (half without a token) each starting an oversized upload every
+    ``UPLOAD_EVERY_S`` until stopped, as the probe's eight at once did (each took 2.3 s before
+    the API refused bodies unread; now each is answered at once, and a tighter loop would
+    measure a request flood instead); how many the API refused (401, 413, or 429 once the
+    failures add up)."""
+
+    async def client(with_token: bool) -> int:
+        refused = 0
+        while not stop.is_set():
+            status = await oversized_upload(admin, token if with_token else None)
+            refused += status in (401, 413, 429)
+            await asyncio.sleep(UPLOAD_EVERY_S)
+        return refused
+
+    return sum(await asyncio.gather(*(client(i % 2 == 1) for i in range(8))))
 
 
 async def feed_sink(bootstrap: str, names: TopicNames, values: list[tuple[bytes, bytes]],
@@ -167,6 +221,7 @@ async def feed_sink(bootstrap: str, names: TopicNames, values: list[tuple[bytes,
             if stop.is_set():
                 break
             await producer.send(names(MAIL_SETTLED), value, key=key)
+            await asyncio.sleep(0)  # a send that fits the buffer does not yield: the others run
     finally:
         await producer.stop()
 
@@ -195,18 +250,34 @@ async def sink_committed(bootstrap: str, names: TopicNames) -> int:
 async def load(bootstrap: str, prefix: str, admin: int, token: str, events: int,
                report: Path) -> None:  # fmt: skip
     """The load, in a process of its own (in the measuring process, the load generators' own
-    work would delay the RCPT client): until SIGTERM, page through the tenants and feed the
-    sink; then write how many pages were served."""
-    names = TopicNames(prefix)
-    values = mail_events(events)
+    work would delay the RCPT client): until SIGTERM, page through the tenants, feed the sink
+    and upload oversized bodies; then write how many pages were served and uploads refused."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    lister = asyncio.create_task(list_tenants(admin, token, stop))
+    loop.add_signal_handler(signal.SIGTERM, stop.set)  # first: making the events takes seconds
+    names = TopicNames(prefix)
+    values = mail_events(events)
+    lister = asyncio.create_task(list_tenants(admin, token, stop, running_marker(report)))
+    uploads = asyncio.create_task(upload_oversized(admin, token, stop))
     await feed_sink(bootstrap, names, values, stop)
     await stop.wait()
-    pages = await lister
-    await asyncio.to_thread(report.write_text, str(pages))
+    pages, refused = await lister, await uploads
+    await asyncio.to_thread(report.write_text, f"{pages} {refused}")
+
+
+def running_marker(report: Path) -> Path:
+    return report.with_suffix(".running")
+
+
+async def until_running(loader: Any, report: Path, timeout: float = 180) -> None:
+    """Until the load process says its load is on (it first makes its events: seconds)."""
+    deadline = time.monotonic() + timeout
+    while not running_marker(report).exists():
+        if loader.poll() is not None:
+            raise RuntimeError(f"the load process ended with status {loader.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the load did not start within {timeout:g} s")
+        await asyncio.sleep(0.1)
 
 
 def start_load(bootstrap: str, names: TopicNames, admin: int, token: str, events: int,
@@ -231,13 +302,13 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         before = await sink_committed(bootstrap, names)
         report = tmp / "load.txt"
         loader = start_load(bootstrap, names, admin, token, args.events, report)
-        await asyncio.sleep(5.0)  # the load is running before the first measured RCPT
+        await until_running(loader, report)  # the load is on before the first measured RCPT
         loaded = await rcpt_latencies(smtp, args.rcpts)
         inserted = await sink_committed(bootstrap, names) - before
         loader.terminate()
         if loader.wait(120) != 0:
             raise RuntimeError(f"the load process failed with status {loader.returncode}")
-        pages = int(report.read_text())
+        pages, refused = map(int, report.read_text().split())
     finally:
         process.terminate()
         try:
@@ -245,14 +316,16 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         except subprocess.TimeoutExpired:
             process.kill()
         destination.stop()
-    if pages == 0 or inserted <= 0:
-        raise RuntimeError(f"no load: {pages} tenant pages served, {inserted} events inserted")
+    if pages == 0 or inserted <= 0 or refused == 0:
+        raise RuntimeError(f"no load: {pages} tenant pages served, {inserted} events inserted, "
+                           f"{refused} oversized uploads refused")  # fmt: skip
     idle_p99, loaded_p99 = p99(idle), p99(loaded)
     emit("rcpt_p99_under_load", ratio=round(loaded_p99 / idle_p99, 3),
          idle_p50_ms=round(statistics.median(idle), 2), idle_p99_ms=round(idle_p99, 2),
          loaded_p50_ms=round(statistics.median(loaded), 2), loaded_p99_ms=round(loaded_p99, 2),
          loaded_max_ms=round(max(loaded), 2), rcpts=args.rcpts, tenants=args.tenants,
-         tenant_pages=pages, events_inserted=inserted)  # fmt: skip
+         tenant_pages=pages, events_inserted=inserted,
+         oversized_uploads_refused=refused)  # fmt: skip
 
 
 def main() -> None:
