@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from admin import errors
 from admin.context import AdminContext
+from admin.erasure import erase_address
 from admin.errors import ApiError, quoted
 from admin.limits import MAX_IMPORT_BYTES, UNAUTHENTICATED, RequestLimits, authenticated
 from admin.tokens import Principal, TokenInfo, new_token
@@ -628,6 +629,22 @@ async def report(
         )
     media = {"json": "application/json", "text": "text/plain", "html": "text/html"}[format]
     return Response(FORMATS[format](built), media_type=f"{media}; charset=utf-8")
+
+
+class ErasureRequest(BaseModel):
+    address: str = Field(max_length=512, description="The address to erase everywhere.")
+
+
+@router.post("/tenants/{tenant_id}/erasures", tags=["data protection"])
+async def erase(
+    tenant_id: str, body: ErasureRequest, ctx: Context, caller: Operator
+) -> dict[str, Any]:
+    """Erase one address everywhere the system keeps it (``admin.erasure``): done when this
+    answers; a 504 ``erasure_incomplete`` means run it again to finish. Logged by a hash."""
+    tenant = tenant_of(ctx, caller, tenant_id)
+    address = _in_tenant(tenant, body.address)
+    done = await erase_address(ctx, tenant, address, caller.actor)
+    return done.view()
 
 
 class NewToken(BaseModel):

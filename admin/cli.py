@@ -4,6 +4,7 @@ publishing): the CLI runs the app in-process with a token that exists only in th
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from admin.tokens import load_key, new_token
 from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.errors import OperatorError
 from smtp_discovery.kafka import client_options
-from smtp_discovery.running import on_cluster
+from smtp_discovery.running import RunningSystem, data_dir_in_use, on_cluster
 
 LIST_PAGE = 500
 """Tenants per request of ``tenant list``: a page at a time, printed as it comes."""
@@ -27,6 +28,11 @@ LIST_PAGE = 500
 
 def add_parsers(sub: Any) -> None:
     sub.add_parser("admin", help="run the admin API and web console (needs KAFKA_BOOTSTRAP)")
+    erase = sub.add_parser(
+        "erase", help="erase one address everywhere it is kept (a data subject's request)"
+    )
+    erase.add_argument("address")
+    erase.add_argument("--tenant", required=True, help="the address's tenant")
     token = sub.add_parser("token", help="admin API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_sub.add_parser("create", help="make a token (printed once)")
@@ -98,12 +104,12 @@ def _value(text: str) -> Any:
 
 @asynccontextmanager
 async def api(
-    config: RuntimeConfig, token_key: bytes | None = None
+    config: RuntimeConfig, token_key: bytes | None = None, clickhouse: Any = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AdminContext]]:
     config = on_cluster(config)
     options = client_options(config)
-    ctx = AdminContext(options, config.topics, None, config.analytics_layout,
-                       token_key=token_key)  # fmt: skip
+    ctx = AdminContext(options, config.topics, clickhouse, config.analytics_layout,
+                       token_key=token_key, sink_group=config.sink_group)  # fmt: skip
     await ctx.start()
     bearer, record = new_token(None, "cli", key=None)  # admitted here, never published
     ctx.tokens.admit(record)
@@ -142,6 +148,27 @@ async def _token(client: httpx.AsyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _erase(config: RuntimeConfig, args: argparse.Namespace) -> int:
+    """Through the running `up` when there is one (its chDB is its own), else in-process on the
+    cluster's Kafka and ClickHouse server."""
+    path, body = f"/v1/tenants/{args.tenant}/erasures", {"address": args.address}
+    if not config.kafka_bootstrap and data_dir_in_use(config.data_dir):
+        status, answer = await asyncio.to_thread(
+            RunningSystem(config.data_dir).call, "POST", path, body, 300
+        )
+        if status >= 400:
+            raise OperatorError(f"{answer['error']['code']}: {answer['error']['message']}")
+    else:
+        from smtp_discovery.clickhouse import connect
+
+        clickhouse = await asyncio.to_thread(connect, config.effective_clickhouse_url)
+        async with api(config, clickhouse=clickhouse) as (client, _ctx):
+            answer = _check(await client.post(path, json=body, timeout=300))
+    rows = ", ".join(f"{table} {count}" for table, count in answer["rows"].items())
+    print(f"erased (logged as {answer['subject']}): {answer['aliases']} aliases; rows {rows}")
+    return 0
+
+
 def _check(response: httpx.Response) -> Any:
     body = response.json()
     if response.status_code >= 400:
@@ -162,6 +189,8 @@ async def run(config: RuntimeConfig, args: argparse.Namespace) -> int:
         key = load_key(config.token_key_path)
         async with api(config, token_key=key) as (client, _ctx):
             return await _token(client, args)
+    if args.command == "erase":
+        return await _erase(config, args)
     if args.command == "users":
         if not args.file.is_file():
             raise OperatorError(f"{args.file} is not a file")

@@ -60,6 +60,7 @@ class AdminContext:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         schedule: Schedule | None = None,
         token_key: bytes | None = None,
+        sink_group: str = "smtp-discovery-sink",
     ) -> None:
         self.kafka_options = kafka_options
         self.names = names
@@ -72,6 +73,8 @@ class AdminContext:
         self.token_key = token_key
         """Signs the tokens this API publishes and confirms those it reads (None: it trusts no
         published token, only those admitted in-process)."""
+        self.sink_group = sink_group
+        """The sinks' consumer group: an erasure waits until it has stored what was written."""
         self.tokens = TokenDirectory(token_key)
         self.results = CommandResults()
         self._followers = [

@@ -35,6 +35,7 @@ async def serve_admin(
         config.analytics_layout,
         schedule=Schedule.parse(config.report_time, config.report_timezone),
         token_key=load_key(config.token_key_path),
+        sink_group=config.sink_group,
     )
     await ctx.start()
     host, port = split_host_port(config.admin_listen)

@@ -62,6 +62,14 @@ class DeleteAddress(CommandBase):
     type: Literal["delete"] = "delete"
 
 
+class EraseAddress(CommandBase):
+    """Erase everything kept about the address (a data subject's erasure request): its record
+    goes, whatever its status, without a state change that would carry the address into the
+    history again. Aliases pointing to it are erased by commands of their own."""
+
+    type: Literal["erase"] = "erase"
+
+
 class ImportUser(CommandBase):
     """One row of a user import (CSV or directory): becomes a user, reason ``import``."""
 
@@ -79,6 +87,7 @@ AdminCommand = Annotated[
     | RemoveInvalid
     | AddAlias
     | DeleteAddress
+    | EraseAddress
     | ImportUser,
     Field(discriminator="type"),
 ]
@@ -132,6 +141,7 @@ CommandsTopicValue = Annotated[
     | RemoveInvalid
     | AddAlias
     | DeleteAddress
+    | EraseAddress
     | ImportUser
     | Tick
     | AliasRequest

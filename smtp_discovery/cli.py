@@ -136,7 +136,7 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
         asyncio.run(run_admin(config))
         return 0
-    if args.command in ("token", "tenant", "users"):
+    if args.command in ("token", "tenant", "users", "erase"):
         from admin.cli import run
 
         return asyncio.run(run(config, args))

@@ -82,12 +82,16 @@ class RunningSystem:
         self.base = f"http://{host}:{port}"
         self.token = token_file.read_text().strip()
 
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def call(
+        self, method: str, path: str, body: Any = None, timeout: float = 60
+    ) -> tuple[int, Any]:
         """One admin API request as the operator: (status, decoded JSON)."""
-        status, text = self.fetch(method, path, body)
+        status, text = self.fetch(method, path, body, timeout)
         return status, json.loads(text or "null")
 
-    def fetch(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
+    def fetch(
+        self, method: str, path: str, body: Any = None, timeout: float = 60
+    ) -> tuple[int, str]:
         request = urllib.request.Request(
             self.base + path,
             method=method,
@@ -95,7 +99,7 @@ class RunningSystem:
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

@@ -28,6 +28,7 @@ from schemas.commands import (
     CreateFunctional,
     CreateUser,
     DeleteAddress,
+    EraseAddress,
     ImportUser,
     MarkInvalid,
     RemoveInvalid,
@@ -881,6 +882,18 @@ def _on_delete(work: _Work, key: str, address: Address, command: DeleteAddress) 
     _admin_remove(work, key, record, command, "admin:delete")
 
 
+def _on_erase(work: _Work, key: str, address: Address, command: EraseAddress) -> None:
+    """The record goes, whatever its status and aliases, and no state change is written: the
+    history must not get the address back. Erasing what is not there succeeds (a re-run)."""
+    proceed, record = _command_preamble(work, key, command)
+    if not proceed:
+        return
+    if record is not None:
+        _unlink_from_primary(work, record, command.event_time)
+        work.remove(key)
+    work.result(command, ok=True, at=command.event_time)
+
+
 def _admin_remove(work: _Work, key: str, record: AddressRecord, command: Any, reason: str) -> None:
     at = command.event_time
     work.change(
@@ -1090,6 +1103,7 @@ _HANDLERS: dict[type, Any] = {
     MarkInvalid: _on_mark_invalid,
     RemoveInvalid: _on_remove_invalid,
     DeleteAddress: _on_delete,
+    EraseAddress: _on_erase,
     AddAlias: _on_add_alias,
     AliasRequest: _on_alias_request,
     AliasGrant: _on_alias_grant,

@@ -170,6 +170,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         assert listed.stdout.split()[:1] == ["demo"], listed.stdout
         cleared = System(data_dir, env, {}).cli("cache", "clear", "demo")
         assert cleared.returncode == 0, cleared.stderr
+        # A data subject's erasure, through the running `up` (its chDB is its own).
+        erased = System(data_dir, env, {}).cli("erase", "dave@demo.example", "--tenant", "demo")
+        assert erased.returncode == 0, erased.stdout + erased.stderr
+        assert "erased (logged as " in erased.stdout and "mail_events" in erased.stdout
         made = System(data_dir, env, {}).cli("token", "create", "--tenant", "demo")
         assert made.returncode == 0, made.stderr
         assert _api(System(data_dir, env, {}), "/v1/tenants", made.stdout.strip())["total"] == 1
@@ -202,6 +206,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     seeded.expected = seeded.snapshot()
     addresses = {row[1] for row in seeded.expected["addresses"]}
     assert {"bob@demo.example", "alice@demo.example", "erin@demo.example"} <= addresses
+    assert "dave@demo.example" not in addresses, "erased"
     assert ["demo", "new-users", week.group(1), "sent"] in seeded.expected["report_log"]
     yield seeded
 

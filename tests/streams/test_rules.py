@@ -12,6 +12,7 @@ from schemas.commands import (
     CreateFunctional,
     CreateUser,
     DeleteAddress,
+    EraseAddress,
     ImportUser,
     MarkInvalid,
     RemoveInvalid,
@@ -686,3 +687,31 @@ def test_relinking_an_alias_moves_it_between_primaries() -> None:
     assert w.record("jd@a.example").primary == "jane.doe@a.example"
     assert w.record("john.doe@a.example").aliases == ()
     assert w.record("jane.doe@a.example").aliases == ("jd@a.example",)
+
+
+# ---- erasure -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", sorted(SETUPS))
+def test_erasure_removes_the_record_in_any_status_and_writes_no_history(start: str) -> None:
+    w = world()
+    SETUPS[start](w)
+    changes = len(w.changes)
+    outcomes = w.send(w.command(EraseAddress, "alice@a.example", T0 + 5 * DAY))
+    assert w.status("alice@a.example") is None
+    assert w.results[-1].outcome == "applied", "erasing what is not there succeeds too"
+    assert not any(c.address.lower().startswith("alice@a.") for c in w.changes[changes:])
+    # Its tombstone is published (ingest nodes and the sink learn it is gone).
+    published = [k for o in outcomes for k, snap in o.snapshots() if snap is None]
+    assert published == (["acme:alice@a.example"] if start != "none" else [])
+
+
+def test_erasing_an_alias_unlinks_it_from_its_user_across_partitions() -> None:
+    w = world()
+    with_user(w, "john.doe@a.example")
+    discovered(w, "jdoe@a.example")
+    w.send(w.command(AddAlias, "jdoe@a.example", T0 + 5 * DAY, primary="john.doe@a.example"))
+    assert w.record("john.doe@a.example").aliases == ("jdoe@a.example",)
+    w.send(w.command(EraseAddress, "jdoe@a.example", T0 + 6 * DAY))
+    assert w.status("jdoe@a.example") is None
+    assert w.record("john.doe@a.example").aliases == ()

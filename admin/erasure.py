@@ -1,0 +1,186 @@
+"""Erasing one address everywhere the system keeps it: a data subject's erasure request.
+
+Where an address lives, and how each place is reached (docs/data-protection.md):
+
+1. The streams worker's tables and ``discovery.address-state``: an ``EraseAddress`` command for
+   the address and one for each alias pointing to it. The worker, the only writer of its
+   tables, drops the record (its changelog gets a tombstone) and publishes a tombstone, and it
+   writes no state change that would carry the address into the history again.
+2. The ingest nodes' verification caches: the tenant's cache epoch is bumped, so that every
+   node forgets the tenant's cached callouts (the nodes key them by address; an erasure is rare
+   enough that a tenant-wide refresh is the simpler, certain way).
+3. ClickHouse, once the sink has stored everything written up to now (the tombstones included,
+   whose record keys hold the address): the rows about the address go from every table that
+   has them, and other rows forget it where they name it (an alias's ``primary``, a user's
+   ``aliases``). Mutations rewrite the data parts, so the address does not stay on disk. The
+   rollups of counts per tenant and day never held it.
+
+Every step can be run again: a re-run after a crash or a timeout finishes the job. The request
+is logged by a hash of tenant and address, never the address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from admin.context import AdminContext
+from admin.errors import ApiError
+from schemas.address import parse_address
+from schemas.commands import EraseAddress
+from schemas.tenant import TenantConfig, revised
+from schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, MAIL_SETTLED, STATE_CHANGES
+
+log = logging.getLogger("smtp_discovery.admin")
+
+SINK_TOPICS = (ADDRESS_STATE, STATE_CHANGES, MAIL, MAIL_SETTLED)
+"""What the sink must have stored before ClickHouse is cleaned (not the tenants topic: it is
+written in transactions, and its end offset is a marker no consumer commits past)."""
+
+ABOUT = {
+    # table: the rows about the address (``{forms}``: its lowercase forms; ``{key}``: its key)
+    "address_state": "record_key = {key:String}",
+    "state_changes": "has({forms:Array(String)}, lower(address))",
+    "mail_events": "has({forms:Array(String)}, lower(address))",
+    "address_activity": "has({forms:Array(String)}, address_key)",
+}
+"""The one table of where an address's own rows are; every such table is in it."""
+
+NAMING = {
+    # table: (the assignment that forgets the address, the rows that name it)
+    "address_state": (
+        "`primary` = if(has({forms:Array(String)}, lower(`primary`)), '', `primary`), "
+        "aliases = arrayFilter(x -> NOT has({forms:Array(String)}, lower(x)), aliases)",
+        "has({forms:Array(String)}, lower(`primary`)) "
+        "OR hasAny(arrayMap(x -> lower(x), aliases), {forms:Array(String)})",
+    ),
+    "state_changes": ("`primary` = ''", "has({forms:Array(String)}, lower(`primary`))"),
+}
+"""Rows of other addresses that name this one."""
+
+
+@dataclass
+class Erasure:
+    subject: str
+    """A hash of tenant and address: proof the request was done, without the address."""
+    aliases: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def view(self) -> dict[str, Any]:
+        return {"subject": self.subject, "aliases": self.aliases, "rows": self.rows}
+
+
+def subject_of(tenant_id: str, address: str) -> str:
+    normalized = parse_address(address).normalized
+    return hashlib.sha256(f"{tenant_id}:{normalized}".encode()).hexdigest()[:16]
+
+
+async def erase_address(
+    ctx: AdminContext, tenant: TenantConfig, address: str, actor: str, *, wait_s: float = 120
+) -> Erasure:
+    """Erase ``address`` of ``tenant`` from the worker, the topics' views, the ingest caches
+    and ClickHouse; an ``ApiError`` 504 if a step did not finish in ``wait_s`` (run it again)."""
+    parsed = parse_address(address)
+    forms = sorted({parsed.display.lower(), parsed.normalized})
+    done = Erasure(subject_of(tenant.tenant_id, address))
+    log.info("erasure %s of tenant %s: started", done.subject, tenant.tenant_id)
+    deadline = time.monotonic() + wait_s
+
+    aliases = [row[0] for row in await ctx.query(
+        f"SELECT address FROM {ctx.layout.name('address_state')} FINAL "
+        "WHERE tenant_id = {t:String} AND is_deleted = 0 AND status = 'alias' "
+        "AND has({forms:Array(String)}, lower(`primary`))",
+        {"t": tenant.tenant_id, "forms": forms},
+    )]  # fmt: skip
+    done.aliases = len(aliases)
+    commands = [
+        EraseAddress(tenant_id=tenant.tenant_id, event_time=ctx.clock(), actor=actor, address=a)
+        for a in [*aliases, parsed.display]
+    ]
+    await ctx.publish(COMMANDS, commands)
+    await _until(deadline, "the streams worker erased the records", lambda: all(
+        ctx.results.get(c.event_id) is not None for c in commands))  # fmt: skip
+
+    def bump(directory: Any) -> list[TenantConfig]:
+        current = directory.tenant(tenant.tenant_id) or tenant
+        epoch = current.verification_cache_epoch + 1
+        return [revised(current, ctx.clock(), verification_cache_epoch=epoch)]
+
+    await ctx.tenant_writer.write(bump)
+    await _sink_caught_up(ctx, deadline)
+    for erased in [parsed, *(parse_address(a) for a in aliases)]:
+        parameters = {"t": tenant.tenant_id, "key": erased.record_key(tenant.tenant_id),
+                      "forms": sorted({erased.display.lower(), erased.normalized})}  # fmt: skip
+        for table, where in ABOUT.items():
+            rows = await _mutate(ctx, table, "DELETE", where, parameters)
+            done.rows[table] = done.rows.get(table, 0) + rows
+        for table, (assignment, where) in NAMING.items():
+            rows = await _mutate(ctx, table, f"UPDATE {assignment}", where, parameters)
+            done.rows[f"{table} (naming it)"] = done.rows.get(f"{table} (naming it)", 0) + rows
+    log.info("erasure %s of tenant %s: done, %d aliases, rows %s", done.subject,
+             tenant.tenant_id, done.aliases, done.rows)  # fmt: skip
+    return done
+
+
+async def _mutate(
+    ctx: AdminContext, table: str, action: str, where: str, parameters: dict[str, Any]
+) -> int:
+    """Count the rows, then change them with a mutation that is done when it returns."""
+    layout = ctx.layout
+    condition = f"tenant_id = {{t:String}} AND ({where})"
+    (count,) = (await ctx.query(
+        f"SELECT count() FROM {layout.name(table)} WHERE {condition}", parameters))[0]  # fmt: skip
+    if count:
+        await ctx.query(
+            f"ALTER TABLE {layout.local(table)}{layout.on_cluster} {action} WHERE {condition} "
+            "SETTINGS mutations_sync = 2",
+            parameters,
+        )
+    return int(count)
+
+
+async def _sink_caught_up(ctx: AdminContext, deadline: float) -> None:
+    """Until the sinks' group has committed every offset written to their topics so far."""
+    topics = [ctx.names(t) for t in SINK_TOPICS]
+    consumer = AIOKafkaConsumer(**ctx.kafka_options, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**ctx.kafka_options)
+    await consumer.start()
+    await admin.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        if not partitions:
+            await consumer.topics()
+            partitions = [TopicPartition(t, p) for t in topics
+                          for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        ends = await consumer.end_offsets(partitions)
+
+        async def stored() -> bool:
+            committed = await admin.list_consumer_group_offsets(ctx.sink_group)
+            return all(end == 0 or (tp in committed and committed[tp].offset >= end)
+                       for tp, end in ends.items())  # fmt: skip
+
+        await _until(deadline, f"the sinks ({ctx.sink_group}) stored what was written", stored)
+    finally:
+        await admin.close()
+        await consumer.stop()
+
+
+async def _until(deadline: float, what: str, check: Any) -> None:
+    while True:
+        found = check()
+        if asyncio.iscoroutine(found):
+            found = await found
+        if found:
+            return
+        if time.monotonic() > deadline:
+            message = f"{what} did not happen in time; run the erasure again to finish it"
+            raise ApiError(504, "erasure_incomplete", message)
+        await asyncio.sleep(0.1)
