@@ -14,7 +14,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from admin import errors
@@ -22,6 +22,7 @@ from admin.context import AdminContext
 from admin.erasure import erase_address
 from admin.errors import ApiError, quoted
 from admin.limits import MAX_IMPORT_BYTES, UNAUTHENTICATED, RequestLimits, authenticated
+from admin.offboarding import remove_tenant
 from admin.tokens import Principal, TokenInfo, new_token
 from jobs.render import FORMATS, as_csv
 from jobs.reports import Kind, Tenant, build
@@ -629,6 +630,20 @@ async def report(
         )
     media = {"json": "application/json", "text": "text/plain", "html": "text/html"}[format]
     return Response(FORMATS[format](built), media_type=f"{media}; charset=utf-8")
+
+
+@router.delete("/tenants/{tenant_id}", tags=["tenants"])
+async def remove_tenant_route(
+    tenant_id: Annotated[str, Path(max_length=64)],
+    ctx: Context,
+    caller: Operator,
+    dry_run: Annotated[bool, Query(description="Only say what would go.")] = False,
+) -> dict[str, Any]:
+    """Offboard a tenant (``admin.offboarding``): its mail stops at once, its tokens are revoked
+    and its state erased from the topics, the worker's tables and ClickHouse. ``dry_run`` says
+    what will go. Safe to run again: a 504 ``erasure_incomplete`` means run it again to finish;
+    a tenant already removed from the tenants topic is finished."""
+    return await remove_tenant(ctx, tenant_id, caller.actor, dry_run=dry_run)
 
 
 class ErasureRequest(BaseModel):

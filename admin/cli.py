@@ -75,6 +75,11 @@ def add_parsers(sub: Any) -> None:
     listing.add_argument("--limit", type=int, help="at most this many")
     show = tenant_sub.add_parser("show", help="one tenant with its effective settings")
     show.add_argument("tenant_id")
+    remove = tenant_sub.add_parser(
+        "remove", help="offboard a tenant: stop its mail, revoke its tokens, erase its state"
+    )
+    remove.add_argument("tenant_id")
+    remove.add_argument("--dry-run", action="store_true", help="only say what would go")
     set_ = tenant_sub.add_parser("set", help="change settings: name=value ... (value null resets)")
     set_.add_argument("tenant_id")
     set_.add_argument("settings", nargs="+", metavar="NAME=VALUE")
@@ -109,7 +114,8 @@ async def api(
     config = on_cluster(config)
     options = client_options(config)
     ctx = AdminContext(options, config.topics, clickhouse, config.analytics_layout,
-                       token_key=token_key, sink_group=config.sink_group)  # fmt: skip
+                       token_key=token_key, sink_group=config.sink_group,
+                       streams_group=config.streams_app_id)  # fmt: skip
     await ctx.start()
     bearer, record = new_token(None, "cli", key=None)  # admitted here, never published
     ctx.tokens.admit(record)
@@ -149,24 +155,41 @@ async def _token(client: httpx.AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def _erase(config: RuntimeConfig, args: argparse.Namespace) -> int:
-    """Through the running `up` when there is one (its chDB is its own), else in-process on the
-    cluster's Kafka and ClickHouse server."""
     path, body = f"/v1/tenants/{args.tenant}/erasures", {"address": args.address}
-    if not config.kafka_bootstrap and data_dir_in_use(config.data_dir):
-        status, answer = await asyncio.to_thread(
-            RunningSystem(config.data_dir).call, "POST", path, body, 300
-        )
-        if status >= 400:
-            raise OperatorError(f"{answer['error']['code']}: {answer['error']['message']}")
-    else:
-        from smtp_discovery.clickhouse import connect
-
-        clickhouse = await asyncio.to_thread(connect, config.effective_clickhouse_url)
-        async with api(config, clickhouse=clickhouse) as (client, _ctx):
-            answer = _check(await client.post(path, json=body, timeout=300))
+    answer = await _with_clickhouse(config, "POST", path, body)
     rows = ", ".join(f"{table} {count}" for table, count in answer["rows"].items())
     print(f"erased (logged as {answer['subject']}): {answer['aliases']} aliases; rows {rows}")
     return 0
+
+
+async def _remove(config: RuntimeConfig, args: argparse.Namespace) -> int:
+    dry = "?dry_run=true" if args.dry_run else ""
+    answer = await _with_clickhouse(config, "DELETE", f"/v1/tenants/{args.tenant_id}{dry}")
+    rows = ", ".join(f"{table} {count}" for table, count in answer["rows"].items() if count)
+    what = "would remove" if args.dry_run else "removed"
+    record = "the tenant record" if answer["registered"] else "no tenant record (gone already)"
+    print(
+        f"{args.tenant_id}: {what} {record}, {answer['tokens']} tokens, "
+        f"{answer['addresses']} addresses; rows {rows or 'none'}"
+    )
+    return 0
+
+
+async def _with_clickhouse(config: RuntimeConfig, method: str, path: str, body: Any = None) -> Any:
+    """A route that needs ClickHouse: through the running `up` when there is one (its chDB is
+    its own), else in-process on the cluster's Kafka and ClickHouse server."""
+    if not config.kafka_bootstrap and data_dir_in_use(config.data_dir):
+        status, answer = await asyncio.to_thread(
+            RunningSystem(config.data_dir).call, method, path, body, 600
+        )
+        if status >= 400:
+            raise OperatorError(f"{answer['error']['code']}: {answer['error']['message']}")
+        return answer
+    from smtp_discovery.clickhouse import connect
+
+    clickhouse = await asyncio.to_thread(connect, config.effective_clickhouse_url)
+    async with api(config, clickhouse=clickhouse) as (client, _ctx):
+        return _check(await client.request(method, path, json=body, timeout=600))
 
 
 def _check(response: httpx.Response) -> Any:
@@ -191,6 +214,8 @@ async def run(config: RuntimeConfig, args: argparse.Namespace) -> int:
             return await _token(client, args)
     if args.command == "erase":
         return await _erase(config, args)
+    if args.command == "tenant" and args.tenant_command == "remove":
+        return await _remove(config, args)
     if args.command == "users":
         if not args.file.is_file():
             raise OperatorError(f"{args.file} is not a file")

@@ -61,6 +61,8 @@ class AdminContext:
         schedule: Schedule | None = None,
         token_key: bytes | None = None,
         sink_group: str = "smtp-discovery-sink",
+        streams_group: str = "smtp-discovery-streams",
+        erasure_wait_s: float = 300.0,
     ) -> None:
         self.kafka_options = kafka_options
         self.names = names
@@ -75,6 +77,11 @@ class AdminContext:
         published token, only those admitted in-process)."""
         self.sink_group = sink_group
         """The sinks' consumer group: an erasure waits until it has stored what was written."""
+        self.streams_group = streams_group
+        """The streams workers' (their app id): offboarding waits until they processed it all."""
+        self.erasure_wait_s = erasure_wait_s
+        """How long an erasure or a removal waits for the worker and the sinks before it answers
+        504 (run it again to finish)."""
         self.tokens = TokenDirectory(token_key)
         self.results = CommandResults()
         self._followers = [

@@ -83,15 +83,16 @@ def subject_of(tenant_id: str, address: str) -> str:
 
 
 async def erase_address(
-    ctx: AdminContext, tenant: TenantConfig, address: str, actor: str, *, wait_s: float = 120
+    ctx: AdminContext, tenant: TenantConfig, address: str, actor: str
 ) -> Erasure:
     """Erase ``address`` of ``tenant`` from the worker, the topics' views, the ingest caches
-    and ClickHouse; an ``ApiError`` 504 if a step did not finish in ``wait_s`` (run it again)."""
+    and ClickHouse; an ``ApiError`` 504 if a step did not finish in ``ctx.erasure_wait_s`` (run
+    it again)."""
     parsed = parse_address(address)
     forms = sorted({parsed.display.lower(), parsed.normalized})
     done = Erasure(subject_of(tenant.tenant_id, address))
     log.info("erasure %s of tenant %s: started", done.subject, tenant.tenant_id)
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + ctx.erasure_wait_s
 
     aliases = [row[0] for row in await ctx.query(
         f"SELECT address FROM {ctx.layout.name('address_state')} FINAL "
@@ -104,9 +105,7 @@ async def erase_address(
         EraseAddress(tenant_id=tenant.tenant_id, event_time=ctx.clock(), actor=actor, address=a)
         for a in [*aliases, parsed.display]
     ]
-    await ctx.publish(COMMANDS, commands)
-    await _until(deadline, "the streams worker erased the records", lambda: all(
-        ctx.results.get(c.event_id) is not None for c in commands))  # fmt: skip
+    await worker_erases(ctx, commands, deadline)
 
     def bump(directory: Any) -> list[TenantConfig]:
         current = directory.tenant(tenant.tenant_id) or tenant
@@ -114,22 +113,33 @@ async def erase_address(
         return [revised(current, ctx.clock(), verification_cache_epoch=epoch)]
 
     await ctx.tenant_writer.write(bump)
-    await _sink_caught_up(ctx, deadline)
+    await sink_caught_up(ctx, deadline)
     for erased in [parsed, *(parse_address(a) for a in aliases)]:
         parameters = {"t": tenant.tenant_id, "key": erased.record_key(tenant.tenant_id),
                       "forms": sorted({erased.display.lower(), erased.normalized})}  # fmt: skip
         for table, where in ABOUT.items():
-            rows = await _mutate(ctx, table, "DELETE", where, parameters)
+            rows = await mutate(ctx, table, "DELETE", where, parameters)
             done.rows[table] = done.rows.get(table, 0) + rows
         for table, (assignment, where) in NAMING.items():
-            rows = await _mutate(ctx, table, f"UPDATE {assignment}", where, parameters)
+            rows = await mutate(ctx, table, f"UPDATE {assignment}", where, parameters)
             done.rows[f"{table} (naming it)"] = done.rows.get(f"{table} (naming it)", 0) + rows
     log.info("erasure %s of tenant %s: done, %d aliases, rows %s", done.subject,
              tenant.tenant_id, done.aliases, done.rows)  # fmt: skip
     return done
 
 
-async def _mutate(
+async def worker_erases(ctx: AdminContext, commands: list[EraseAddress], deadline: float) -> None:
+    """Publish the commands and wait until the streams worker has answered every one."""
+    await ctx.publish(COMMANDS, commands)
+    await until(deadline, "the streams worker erased the records", lambda: all(
+        ctx.results.get(c.event_id) is not None for c in commands))  # fmt: skip
+    refused = [r for c in commands if (r := ctx.results.get(c.event_id)) and r.outcome != "applied"]
+    if refused:  # nothing the worker should ever answer to an erasure; say it, never hide it
+        raise ApiError(500, "erasure_refused", f"the streams worker refused {len(refused)} "
+                       f"erasures ({refused[0].reason_code}: {refused[0].message})")  # fmt: skip
+
+
+async def mutate(
     ctx: AdminContext, table: str, action: str, where: str, parameters: dict[str, Any]
 ) -> int:
     """Count the rows, then change them with a mutation that is done when it returns."""
@@ -146,34 +156,38 @@ async def _mutate(
     return int(count)
 
 
-async def _sink_caught_up(ctx: AdminContext, deadline: float) -> None:
-    """Until the sinks' group has committed every offset written to their topics so far."""
-    topics = [ctx.names(t) for t in SINK_TOPICS]
+async def sink_caught_up(ctx: AdminContext, deadline: float) -> None:
+    """Until the sinks' group has stored every offset written to their topics so far."""
+    await caught_up(ctx, ctx.sink_group, SINK_TOPICS, deadline, "the sinks")
+
+
+async def caught_up(
+    ctx: AdminContext, group: str, bases: tuple[str, ...], deadline: float, who: str
+) -> None:
+    """Until ``group`` has committed every offset written to the ``bases`` topics so far."""
+    topics = [ctx.names(t) for t in bases]
     consumer = AIOKafkaConsumer(**ctx.kafka_options, enable_auto_commit=False)
     admin = AIOKafkaAdminClient(**ctx.kafka_options)
     await consumer.start()
     await admin.start()
     try:
-        partitions = [TopicPartition(t, p) for t in topics
-                      for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
-        if not partitions:
-            await consumer.topics()
-            partitions = [TopicPartition(t, p) for t in topics
-                          for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        described = await admin.describe_topics(topics)
+        partitions = [TopicPartition(t["topic"], p["partition"])
+                      for t in described for p in t["partitions"]]  # fmt: skip
         ends = await consumer.end_offsets(partitions)
 
-        async def stored() -> bool:
-            committed = await admin.list_consumer_group_offsets(ctx.sink_group)
-            return all(end == 0 or (tp in committed and committed[tp].offset >= end)
+        async def committed() -> bool:
+            offsets = await admin.list_consumer_group_offsets(group)
+            return all(end == 0 or (tp in offsets and offsets[tp].offset >= end)
                        for tp, end in ends.items())  # fmt: skip
 
-        await _until(deadline, f"the sinks ({ctx.sink_group}) stored what was written", stored)
+        await until(deadline, f"{who} ({group}) processed what was written", committed)
     finally:
         await admin.close()
         await consumer.stop()
 
 
-async def _until(deadline: float, what: str, check: Any) -> None:
+async def until(deadline: float, what: str, check: Any) -> None:
     while True:
         found = check()
         if asyncio.iscoroutine(found):

@@ -36,6 +36,7 @@ async def serve_admin(
         schedule=Schedule.parse(config.report_time, config.report_timezone),
         token_key=load_key(config.token_key_path),
         sink_group=config.sink_group,
+        streams_group=config.streams_app_id,
     )
     await ctx.start()
     host, port = split_host_port(config.admin_listen)

@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -39,7 +40,19 @@ ATTEMPTS = 8
 CATCH_UP_S = 30.0
 """How long a writer waits for its view to reach the end of the topic (Kafka unreachable)."""
 
-Change = Callable[[TenantDirectory], Sequence[Message] | Awaitable[Sequence[Message]]]
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A tombstone a change writes: the tenant (or record) under ``key`` is gone."""
+
+    key: bytes
+
+    def kafka_key(self) -> bytes:
+        return self.key
+
+
+Written = Message | Removal
+Change = Callable[[TenantDirectory], Sequence[Written] | Awaitable[Sequence[Written]]]
 """Decides the records to write from a view that holds every committed write (may raise)."""
 
 
@@ -73,7 +86,7 @@ class TenantWriter:
         self.attempts = attempts
         self._local = asyncio.Lock()
 
-    async def write(self, change: Change) -> list[Message]:
+    async def write(self, change: Change) -> list[Written]:
         """Write what ``change`` decides; return it once committed. An exception from
         ``change`` (a failed precondition) writes nothing and propagates."""
         last: KafkaError | None = None
@@ -101,7 +114,7 @@ class TenantWriter:
             f"{self.topic}: no turn in {self.attempts} tries (last: {type(last).__name__})"
         )
 
-    async def _turn(self, change: Change) -> list[Message]:
+    async def _turn(self, change: Change) -> list[Written]:
         producer = transactional_producer(self.options, writer_id(self.topic))
         try:
             await producer.start()  # fences every other writer of the topic
@@ -118,7 +131,7 @@ class TenantWriter:
                 return []
             async with producer.transaction():
                 sent = [
-                    await producer.send(self.topic, encode(m), key=m.kafka_key()) for m in messages
+                    await producer.send(self.topic, _value(m), key=m.kafka_key()) for m in messages
                 ]
                 for outcome in await asyncio.gather(*sent, return_exceptions=True):
                     if isinstance(outcome, BaseException):
@@ -142,3 +155,7 @@ class TenantWriter:
             log.warning("reading %s to its end failed", self.topic, exc_info=True)
             return False
         return True
+
+
+def _value(message: Message | Removal) -> bytes | None:
+    return None if isinstance(message, Removal) else encode(message)

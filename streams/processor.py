@@ -23,8 +23,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.address import parse_address
 from schemas.codec import MessageDecodeError, dead_letter, decode, encode
+from schemas.commands import AliasRelease, EraseAddress
 from schemas.state import AddressRecord
+from schemas.tenant import DiscoverySettings, TenantConfig
 from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, DEAD_LETTER, STATE_CHANGES
 from smtp_discovery.views import TenantDirectory
 from streams import rules
@@ -33,6 +36,10 @@ from streams.due import DueIndex
 from streams.store import GroupStore
 
 log = logging.getLogger("smtp_discovery.streams")
+
+AFTER_DEPARTURE = (EraseAddress, AliasRelease)
+"""What is applied for a tenant no longer on the tenants topic: its erasure, and the release of
+an erased alias by its primary's partition (a no-op where the primary is gone too)."""
 
 Send = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Any]]
 """send(topic, key, value, partition) -> a future that resolves when Kafka acknowledged it."""
@@ -108,6 +115,13 @@ class Processor:
             return
         tenant = self.directory.tenant(message.tenant_id)
         settings = self.directory.settings(message.tenant_id)
+        if (tenant is None or settings is None) and isinstance(message, AFTER_DEPARTURE):
+            # A removed tenant's records are still erased (offboarding erases them after the
+            # tenant is gone, so that no new mail makes more): no setting decides an erasure.
+            domain = parse_address(message.address).domain
+            tenant = TenantConfig(tenant_id=message.tenant_id, name=message.tenant_id,
+                                  event_time=message.event_time, domains=(domain,))  # fmt: skip
+            settings = DiscoverySettings()
         if tenant is None or settings is None:
             self._dead_letter(
                 work,

@@ -1,7 +1,7 @@
-"""A data subject's erasure, end to end on the real broker, a real streams worker, the sink and
-chDB: afterwards nothing of the address (nor of its alias) is in any compacted topic's view, in
-the worker's tables (their changelogs) or in any ClickHouse table, while the tenant's other
-addresses are untouched; the request is logged by a hash only."""
+"""A data subject's erasure and a tenant's removal, end to end on the real broker, a real
+streams worker, the sink and chDB: afterwards nothing of the address (or of the tenant) is in
+any compacted topic's view, in the worker's tables (their changelogs) or in any ClickHouse
+table, while everything else is untouched; an erasure is logged by a hash only."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ async def test_an_erased_address_is_gone_from_everywhere(
     migrate(clickhouse, layout)
     sink_group = f"{run.app_id}-sink"
     ctx = AdminContext(options, run.names, clickhouse, layout, token_key=KEY,
-                       sink_group=sink_group)  # fmt: skip
+                       sink_group=sink_group, streams_group=run.app_id)  # fmt: skip
     await ctx.start()
     bearer, token = new_token(None, "erasure", key=KEY)
     await ctx.publish(ADMIN_TOKENS, [token])
@@ -186,6 +186,112 @@ async def test_an_erased_address_is_gone_from_everywhere(
         assert tenant["verification_cache_epoch"] > epoch, "every ingest node forgets its cache"
         again = await api.post("/v1/tenants/acme/erasures", json={"address": "ann@acme.example"})
         assert again.status_code == 200 and again.json()["rows"]["mail_events"] == 0
+    finally:
+        stop.set()
+        await sink_task
+        await api.aclose()
+        await ctx.stop()
+        run.stop_all()
+
+
+def mail_for(tenant: str, address: str, at: datetime) -> list[Any]:
+    common = {"tenant_id": tenant, "address": address, "node_id": "n1"}
+    return [CalloutVerified(**common, event_time=at, destination="mx:25", reply_code=250),
+            *[RecipientDelivered(**common, event_time=at + timedelta(minutes=j + 1),
+                                 verdict="clean", message_id=f"{address}-{j}",
+                                 client_ip="192.0.2.1") for j in range(2)]]  # fmt: skip
+
+
+async def test_a_removed_tenant_leaves_nothing_behind(
+    kafka_bootstrap: str, clickhouse: Any, tmp_path: Path
+) -> None:
+    run = WorkerRun(kafka_bootstrap, f"off{uuid.uuid4().hex[:8]}", tmp_path)
+    await run.setup([])
+    options = {"bootstrap_servers": kafka_bootstrap}
+    layout = Layout(f"offboard_{uuid.uuid4().hex[:8]}")
+    migrate(clickhouse, layout)
+    sink_group = f"{run.app_id}-sink"
+    ctx = AdminContext(options, run.names, clickhouse, layout, token_key=KEY,
+                       sink_group=sink_group, streams_group=run.app_id,
+                       erasure_wait_s=20)  # fmt: skip
+    await ctx.start()
+    bearer, token = new_token(None, "offboarding", key=KEY)
+    await ctx.publish(ADMIN_TOKENS, [token])
+    api = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)),
+                            base_url="http://admin", timeout=600,
+                            headers={"Authorization": f"Bearer {bearer}"})  # fmt: skip
+    stop = asyncio.Event()
+    sink = Sink(options, clickhouse, layout, run.names,
+                SinkSettings(group=sink_group, batch_rows=500, batch_seconds=0.2))  # fmt: skip
+    sink_task = asyncio.create_task(sink.run(stop))
+    try:
+        for tenant in ("acme", "beta"):
+            created = await api.post("/v1/tenants", json={
+                "tenant_id": tenant, "name": tenant.title(), "domains": [f"{tenant}.example"],
+                "settings": {"discovery_enabled": True}})  # fmt: skip
+            assert created.status_code == 201, created.text
+        made = await api.post("/v1/tokens", json={"tenant_id": "acme", "label": "helpdesk"})
+        acme_token = {"Authorization": f"Bearer {made.json()['token']}"}
+        assert (await api.get("/v1/tenants/acme", headers=acme_token)).status_code == 200
+        run.start("w1")
+        now = datetime.now(UTC)
+        await run.publish([*mail_for("acme", "ann@acme.example", now),
+                           *mail_for("acme", "bob@acme.example", now),
+                           *mail_for("beta", "cy@beta.example", now)], topic=MAIL)  # fmt: skip
+
+        async def stored() -> bool:
+            rows = await ctx.query(
+                f"SELECT tenant_id, count() FROM {layout.name('address_state')} FINAL "
+                "WHERE is_deleted = 0 GROUP BY tenant_id"
+            )
+            return dict(rows) == {"acme": 2, "beta": 1}
+
+        await until("both tenants' addresses stored", stored)
+
+        plan = await api.delete("/v1/tenants/acme", params={"dry_run": "true"})
+        assert plan.status_code == 200, plan.text
+        assert plan.json()["registered"] and plan.json()["tokens"] == 1
+        assert plan.json()["addresses"] == 2 and plan.json()["rows"]["mail_events"] == 6
+        assert (await api.get("/v1/tenants/acme")).status_code == 200, "a dry run changes nothing"
+
+        # A removal that cannot finish (no streams worker runs) stops half-way: the tenant is
+        # gone from the tenants topic and its token revoked, its state not yet erased.
+        run.stop_all()
+        halfway = await api.delete("/v1/tenants/acme")
+        assert halfway.status_code == 504, halfway.text
+        assert halfway.json()["error"]["code"] == "erasure_incomplete"
+        assert (await api.get("/v1/tenants/acme")).status_code == 404
+        assert (await api.get("/v1/tenants/acme", headers=acme_token)).status_code == 401
+        # Running it again, with a worker back, finishes the job.
+        run.start("w2")
+        removed = await api.delete("/v1/tenants/acme")
+        assert removed.status_code == 200, removed.text
+        assert removed.json()["addresses"] == 2 and not removed.json()["registered"]
+
+        topics = [run.names("discovery.address-state"), run.names("discovery.tenants"),
+                  run.names("discovery.admin-tokens"), f"{run.app_id}-records-changelog",
+                  f"{run.app_id}-groups-changelog"]  # fmt: skip
+
+        async def topics_clean() -> bool:
+            for topic in topics:
+                view = await compacted_view(kafka_bootstrap, topic)
+                if any(b"acme" in k or b"acme" in v for k, v in view.items()):
+                    return False
+            return True
+
+        await until("nothing of acme in any compacted topic", topics_clean, 60)
+        assert "cy@beta.example" in str(await compacted_view(kafka_bootstrap, topics[0]))
+        tables = [row[0] for row in clickhouse.query(
+            "SELECT name FROM system.tables WHERE database = {d:String} AND engine NOT LIKE "
+            "'%View%'", parameters={"d": layout.database}).result_rows]  # fmt: skip
+        left = {t: str(clickhouse.query(f"SELECT * FROM {layout.database}.{t}").result_rows)
+                for t in tables}  # fmt: skip
+        assert not [t for t, rows in left.items() if "acme" in rows], left
+        assert "beta" in left["tenants"] and "cy@beta.example" in left["mail_events"]
+
+        again = await api.delete("/v1/tenants/acme")  # a re-run finishes (here: nothing left)
+        assert again.status_code == 200, again.text
+        assert not again.json()["registered"] and not any(again.json()["rows"].values())
     finally:
         stop.set()
         await sink_task

@@ -59,6 +59,12 @@ def render_pom(kafka_version: str) -> str:
     return _POM.format(kafka=kafka_version, scala=SCALA_VERSION, log4j=LOG4J_VERSION)
 
 
+def cache_stamp(kafka_version: str) -> str:
+    """What a complete cache's marker says: the version and the POM it was resolved from."""
+    digest = hashlib.sha256(render_pom(kafka_version).encode()).hexdigest()[:16]
+    return f"{kafka_version} {digest}\n"
+
+
 def resolve_kafka_classpath(kafka_version: str, cache_dir: Path) -> list[Path]:
     """Return the broker's classpath, resolving it with Maven the first time.
 
@@ -71,7 +77,7 @@ def resolve_kafka_classpath(kafka_version: str, cache_dir: Path) -> list[Path]:
     libs = target / "libs"
     marker = target / "complete"
     pom = render_pom(kafka_version)
-    stamp = f"{kafka_version} {hashlib.sha256(pom.encode()).hexdigest()[:16]}\n"
+    stamp = cache_stamp(kafka_version)
     if marker.is_file() and marker.read_text() == stamp:
         jars = sorted(libs.glob("*.jar"))
         if jars and all(j.is_file() for j in jars):

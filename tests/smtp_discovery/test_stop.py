@@ -174,6 +174,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         erased = System(data_dir, env, {}).cli("erase", "dave@demo.example", "--tenant", "demo")
         assert erased.returncode == 0, erased.stdout + erased.stderr
         assert "erased (logged as " in erased.stdout and "mail_events" in erased.stdout
+        plan = System(data_dir, env, {}).cli("tenant", "remove", "demo", "--dry-run")
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert "demo: would remove the tenant record" in plan.stdout, plan.stdout
         made = System(data_dir, env, {}).cli("token", "create", "--tenant", "demo")
         assert made.returncode == 0, made.stderr
         assert _api(System(data_dir, env, {}), "/v1/tenants", made.stdout.strip())["total"] == 1

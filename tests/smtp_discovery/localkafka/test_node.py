@@ -10,6 +10,7 @@ import pytest
 from smtp_discovery.errors import MissingToolError
 from smtp_discovery.localkafka import jars, node
 from smtp_discovery.localkafka.cluster import new_cluster_id
+from smtp_discovery.localkafka.login import KafkaLogin
 from smtp_discovery.localkafka.node import NodePorts, render_properties
 
 
@@ -26,8 +27,9 @@ def test_single_node_properties() -> None:
     )
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["listeners"] == "CLIENT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"] == "CLIENT://127.0.0.1:19092"
+    assert props["listener.security.protocol.map"] == "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT"
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["min.insync.replicas"] == "1"
     assert props["auto.create.topics.enable"] == "false"
@@ -76,9 +78,45 @@ def test_cached_jars_need_no_maven(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     libs = tmp_path / "4.1.1" / "libs"
     libs.mkdir(parents=True)
     (libs / "kafka_2.13-4.1.1.jar").write_bytes(b"jar")
-    (tmp_path / "4.1.1" / "complete").write_text("4.1.1\n")
+    (tmp_path / "4.1.1" / "complete").write_text(jars.cache_stamp("4.1.1"))
     monkeypatch.setattr(jars.shutil, "which", lambda _name: None)
     assert jars.resolve_kafka_classpath("4.1.1", tmp_path) == [libs / "kafka_2.13-4.1.1.jar"]
+
+
+def test_a_cache_resolved_for_other_artifacts_is_resolved_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An older project's cache (without Kafka's tools, say) is not taken as complete."""
+    libs = tmp_path / "4.1.1" / "libs"
+    libs.mkdir(parents=True)
+    (libs / "kafka_2.13-4.1.1.jar").write_bytes(b"jar")
+    (tmp_path / "4.1.1" / "complete").write_text("4.1.1\n")
+    monkeypatch.setattr(jars.shutil, "which", lambda _name: None)
+    with pytest.raises(MissingToolError):  # it goes to Maven again
+        jars.resolve_kafka_classpath("4.1.1", tmp_path)
+
+
+def test_a_login_locks_every_listener_and_acls_need_the_super_user() -> None:
+    login = KafkaLogin("smtp-discovery", "pw")
+    ports = node.NodePorts(broker=19092, controller=19093)
+    props = dict(
+        line.split("=", 1)
+        for line in node.render_properties(node_id=1, ports=ports, voters={1: ports},
+                                           log_dir=Path("/tmp/x"), replication=1, login=login,
+                                           authorize=True).splitlines()
+    )  # fmt: skip
+    assert props["listener.security.protocol.map"] == (
+        "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    )
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert (
+        'username="smtp-discovery"' in props["listener.name.client.scram-sha-512.sasl.jaas.config"]
+    )
+    assert 'user_smtp-discovery="pw"' in props["listener.name.controller.plain.sasl.jaas.config"]
+    assert props["super.users"] == "User:smtp-discovery"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert repr(login) == "KafkaLogin('smtp-discovery')", "never the password"
 
 
 def test_missing_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
