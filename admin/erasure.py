@@ -94,17 +94,18 @@ async def erase_address(
     log.info("erasure %s of tenant %s: started", done.subject, tenant.tenant_id)
     deadline = time.monotonic() + ctx.erasure_wait_s
 
-    # Its aliases now, and those a run stopped half-way has already erased from the worker
-    # (their latest version a tombstone) but not yet from ClickHouse: a re-run must find them.
-    # (FINAL hides tombstoned records, so the latest version is found by Kafka offset.)
-    table = ctx.layout.name("address_state")
+    # Its aliases now, and those a run stopped half-way has already erased from the worker but
+    # not yet from ClickHouse: a re-run must find them. The state history has every address
+    # that became its alias (address_state may have merged such a version away behind a
+    # tombstone); of those, the ones alive as something else now are not its aliases any more.
+    state = ctx.layout.name("address_state")
     aliases = [row[0] for row in await ctx.query(
-        f"SELECT DISTINCT address FROM {table} WHERE tenant_id = {{t:String}} "
-        "AND status = 'alias' AND has({forms:Array(String)}, lower(`primary`)) AND record_key IN ("
-        f"SELECT record_key FROM {table} WHERE tenant_id = {{t:String}} GROUP BY record_key "
-        "HAVING argMax(is_deleted, kafka_offset) = 1 OR (argMax(status, kafka_offset) = 'alias' "
-        "AND has({forms:Array(String)}, lower(argMax(`primary`, kafka_offset))))) "
-        "ORDER BY address",
+        f"SELECT DISTINCT address FROM {ctx.layout.name('state_changes')} "
+        "WHERE tenant_id = {t:String} AND to_status = 'alias' "
+        "AND has({forms:Array(String)}, lower(`primary`)) AND lower(address) NOT IN ("
+        f"SELECT lower(address) FROM {state} FINAL WHERE tenant_id = {{t:String}} "
+        "AND is_deleted = 0 AND NOT (status = 'alias' "
+        "AND has({forms:Array(String)}, lower(`primary`)))) ORDER BY address",
         {"t": tenant.tenant_id, "forms": forms},
     )]  # fmt: skip
     done.aliases = len(aliases)
