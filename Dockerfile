@@ -28,8 +28,8 @@ COPY smtp_discovery smtp_discovery
 # A regular (non-editable) install: the console's templates and static files are package data.
 RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/python -c "from importlib.resources import files; \
-    assert files('admin').joinpath('templates').is_dir(), 'admin/templates missing'; \
-    assert files('admin').joinpath('static').is_dir(), 'admin/static missing'"
+    assert files('smtp_discovery.admin').joinpath('templates').is_dir(), 'admin/templates missing'; \
+    assert files('smtp_discovery.admin').joinpath('static').is_dir(), 'admin/static missing'"
 
 # --- runtime: the interpreter, the venv and nothing else -------------------------------------
 FROM ${PYTHON_IMAGE}

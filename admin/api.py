@@ -16,20 +16,24 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
-
-from admin import errors
-from admin.context import AdminContext
-from admin.erasure import erase_address
-from admin.errors import ApiError, quoted
-from admin.limits import MAX_IMPORT_BYTES, UNAUTHENTICATED, RequestLimits, authenticated
-from admin.offboarding import remove_tenant
-from admin.tokens import Principal, TokenInfo, new_token
-from jobs.render import FORMATS, as_csv
-from jobs.reports import Kind, Tenant, build
-from jobs.weeks import Week
-from schemas.address import AddressError, display_form, parse_address
-from schemas.admin import AdminToken
-from schemas.commands import (
+from smtp_discovery.admin import errors
+from smtp_discovery.admin.context import AdminContext
+from smtp_discovery.admin.erasure import erase_address
+from smtp_discovery.admin.errors import ApiError, quoted
+from smtp_discovery.admin.limits import (
+    MAX_IMPORT_BYTES,
+    UNAUTHENTICATED,
+    RequestLimits,
+    authenticated,
+)
+from smtp_discovery.admin.offboarding import remove_tenant
+from smtp_discovery.admin.tokens import Principal, TokenInfo, new_token
+from smtp_discovery.jobs.render import FORMATS, as_csv
+from smtp_discovery.jobs.reports import Kind, Tenant, build
+from smtp_discovery.jobs.weeks import Week
+from smtp_discovery.schemas.address import AddressError, display_form, parse_address
+from smtp_discovery.schemas.admin import AdminToken
+from smtp_discovery.schemas.commands import (
     AddAlias,
     CreateFunctional,
     CreateUser,
@@ -38,8 +42,8 @@ from schemas.commands import (
     MarkInvalid,
     RemoveInvalid,
 )
-from schemas.state import UserRole
-from schemas.tenant import (
+from smtp_discovery.schemas.state import UserRole
+from smtp_discovery.schemas.tenant import (
     DiscoverySettings,
     ProviderDefaults,
     TenantConfig,
@@ -47,9 +51,10 @@ from schemas.tenant import (
     provider_own,
     revised,
 )
-from schemas.topics import ADMIN_TOKENS, COMMANDS
-from smtp_discovery.tenant_writes import Change, WriteContended
-from smtp_discovery.views import TenantDirectory
+from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMANDS
+
+from smtp_discovery.platform.tenant_writes import Change, WriteContended
+from smtp_discovery.platform.views import TenantDirectory
 
 MAX_BATCH = 1000
 
@@ -798,7 +803,9 @@ def create_app(ctx: AdminContext, *, docs: bool = False) -> FastAPI:
         return response
 
     app.include_router(router)
-    from admin.console import router as console  # the web console: pages calling this API
+    from smtp_discovery.admin.console import (
+        router as console,  # the web console: pages calling this API
+    )
 
     app.include_router(console)
     return app

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from smtp_discovery.admin.api import create_app
+from smtp_discovery.admin.context import AdminContext
+from smtp_discovery.admin.tokens import load_key, new_token
 
-from admin.api import create_app
-from admin.context import AdminContext
-from admin.tokens import load_key, new_token
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.errors import OperatorError
-from smtp_discovery.kafka import client_options
-from smtp_discovery.running import RunningSystem, data_dir_in_use, on_cluster
+from smtp_discovery.platform.clickhouse import connect
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.errors import OperatorError
+from smtp_discovery.platform.kafka import client_options
+from smtp_discovery.platform.running import RunningSystem, data_dir_in_use, on_cluster
 
 LIST_PAGE = 500
 """Tenants per request of ``tenant list``: a page at a time, printed as it comes."""
@@ -185,8 +186,6 @@ async def _with_clickhouse(config: RuntimeConfig, method: str, path: str, body: 
         if status >= 400:
             raise OperatorError(f"{answer['error']['code']}: {answer['error']['message']}")
         return answer
-    from smtp_discovery.clickhouse import connect
-
     clickhouse = await asyncio.to_thread(connect, config.effective_clickhouse_url)
     async with api(config, clickhouse=clickhouse) as (client, _ctx):
         return _check(await client.request(method, path, json=body, timeout=600))

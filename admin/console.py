@@ -16,9 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
-
-from admin.errors import ApiError
-from schemas.tenant import DiscoverySettings
+from smtp_discovery.admin.errors import ApiError
+from smtp_discovery.schemas.tenant import DiscoverySettings
 
 HERE = Path(__file__).parent
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)

@@ -30,13 +30,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from admin.context import AdminContext
-from admin.errors import ApiError
-from schemas.address import parse_address
-from schemas.commands import EraseAddress
-from schemas.tenant import TenantConfig, revised
-from schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, MAIL_SETTLED, STATE_CHANGES
+from smtp_discovery.admin.context import AdminContext
+from smtp_discovery.admin.errors import ApiError
+from smtp_discovery.schemas.address import parse_address
+from smtp_discovery.schemas.commands import EraseAddress
+from smtp_discovery.schemas.tenant import TenantConfig, revised
+from smtp_discovery.schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, MAIL_SETTLED, STATE_CHANGES
 
 log = logging.getLogger("smtp_discovery.admin")
 

@@ -7,14 +7,17 @@ import contextlib
 from typing import Any
 
 import uvicorn
+from smtp_discovery.admin.api import create_app
+from smtp_discovery.admin.context import AdminContext
+from smtp_discovery.admin.tokens import load_key
+from smtp_discovery.jobs.weeks import Schedule
 
-from admin.api import create_app
-from admin.context import AdminContext
-from admin.tokens import load_key
-from jobs.weeks import Schedule
-from smtp_discovery.config import RuntimeConfig, split_host_port
-from smtp_discovery.ops import OpsServer
-from smtp_discovery.stopping import Stopper
+from smtp_discovery.platform.clickhouse import connect
+from smtp_discovery.platform.config import RuntimeConfig, split_host_port
+from smtp_discovery.platform.errors import ConfigError
+from smtp_discovery.platform.kafka import client_options
+from smtp_discovery.platform.ops import OpsServer
+from smtp_discovery.platform.stopping import Stopper
 
 
 async def serve_admin(
@@ -46,7 +49,7 @@ async def serve_admin(
         access_log=False, lifespan="off",
     )  # fmt: skip
     server = uvicorn.Server(uv_config)
-    # The process owns its signals (smtp_discovery.stopping): uvicorn must neither take SIGINT
+    # The process owns its signals (platform.stopping): uvicorn must neither take SIGINT
     # and SIGTERM from it while serving nor raise them again when it ends.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve(), name="uvicorn")
@@ -72,10 +75,6 @@ async def serve_admin(
 
 async def run_admin(config: RuntimeConfig) -> None:
     """``smtp-discovery admin`` on its own: Kafka from KAFKA_BOOTSTRAP, ClickHouse from its URL."""
-    from smtp_discovery.clickhouse import connect
-    from smtp_discovery.errors import ConfigError
-    from smtp_discovery.kafka import client_options
-
     if not config.kafka_bootstrap:
         raise ConfigError("the admin API needs KAFKA_BOOTSTRAP (`smtp-discovery up` runs one)")
     stopper = Stopper(config.stop_timeout_s, name="smtp-discovery admin")

@@ -10,8 +10,8 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
+from smtp_discovery.platform.config import RuntimeConfig
 
 Measure = Callable[[str, argparse.Namespace, Path], Awaitable[None]]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
+from smtp_discovery.platform.config import RuntimeConfig
 
 PAYLOAD = b"x" * 300  # about the size of one encoded mail event
 

@@ -29,21 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from smtp_discovery.jobs.reports import Kind, Tenant, build
+from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.state import AddressStatus, StateChange
+from smtp_discovery.schemas.tenant import DiscoverySettings
+from smtp_discovery.schemas.topics import STATE_CHANGES, TopicNames
+from smtp_discovery.sinks.columns import SOURCES, Columns
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.schema import Layout
+from smtp_discovery.sinks.sink import Sink, SinkSettings
 
 from bench.harness import run_with_kafka
 from bench.kafka_baseline import emit
-from jobs.reports import Kind, Tenant, build
-from jobs.weeks import Schedule, Week
-from schemas.codec import encode
-from schemas.state import AddressStatus, StateChange
-from schemas.tenant import DiscoverySettings
-from schemas.topics import STATE_CHANGES, TopicNames
-from sinks.columns import SOURCES, Columns
-from sinks.migrate import migrate
-from sinks.schema import Layout
-from sinks.sink import Sink, SinkSettings
-from smtp_discovery.clickhouse import connect
-from smtp_discovery.kafka import ensure_topics
+from smtp_discovery.platform.clickhouse import connect
+from smtp_discovery.platform.kafka import ensure_topics
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 BLOCK = 10_000

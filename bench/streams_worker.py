@@ -47,18 +47,25 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.commands import ImportUser
+from smtp_discovery.schemas.mail import CalloutVerified, RecipientDelivered
+from smtp_discovery.schemas.state import AddressRecord, AddressStatus
+from smtp_discovery.schemas.tenant import TenantConfig
+from smtp_discovery.schemas.topics import (
+    ADDRESS_STATE,
+    COMMANDS,
+    MAIL,
+    STATE_CHANGES,
+    TENANTS,
+    TopicNames,
+)
+from smtp_discovery.streams.partitioning import partition_for
 
 from bench.harness import run_with_kafka
 from bench.kafka_baseline import emit, pass_through
-from schemas.codec import encode
-from schemas.commands import ImportUser
-from schemas.mail import CalloutVerified, RecipientDelivered
-from schemas.state import AddressRecord, AddressStatus
-from schemas.tenant import TenantConfig
-from schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, STATE_CHANGES, TENANTS, TopicNames
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.kafka import client_options, ensure_topics
-from streams.partitioning import partition_for
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import client_options, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4

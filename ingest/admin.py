@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from schemas.tenant import TenantConfig, revised
-from schemas.topics import TENANTS
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.errors import OperatorError
-from smtp_discovery.kafka import client_options
-from smtp_discovery.running import on_cluster
-from smtp_discovery.tenant_writes import TenantWriter
-from smtp_discovery.views import TenantDirectory
+from smtp_discovery.schemas.tenant import TenantConfig, revised
+from smtp_discovery.schemas.topics import TENANTS
+
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.errors import OperatorError
+from smtp_discovery.platform.kafka import client_options
+from smtp_discovery.platform.running import on_cluster
+from smtp_discovery.platform.tenant_writes import TenantWriter
+from smtp_discovery.platform.views import TenantDirectory
 
 VIEW_TIMEOUT_S = 60.0
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ingest.policy import CalloutResult
-from schemas.tenant import DiscoverySettings
+from smtp_discovery.ingest.policy import CalloutResult
+from smtp_discovery.schemas.tenant import DiscoverySettings
 
 Clock = Callable[[], datetime]
 CATCH_ALL_RECHECK = timedelta(days=1)

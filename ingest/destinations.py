@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
-
-from ingest.smtp_client import Target
-from schemas.tenant import TenantConfig
+from smtp_discovery.ingest.smtp_client import Target
+from smtp_discovery.schemas.tenant import TenantConfig
 
 log = logging.getLogger("smtp_discovery.ingest")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas.tenant import DiscoverySettings
+from smtp_discovery.schemas.tenant import DiscoverySettings
 
 Clock = Callable[[], float]
 MAX_DELAY_S = 10.0

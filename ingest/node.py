@@ -16,28 +16,29 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ingest.cache import CatchAllTracker, VerificationCache
-from ingest.callout import Prober
-from ingest.callout_guard import DestinationGuard
-from ingest.destinations import DestinationResolver, MxLookup
-from ingest.dha import HarvestGuard
-from ingest.events import EventPublisher
-from ingest.handler import IngestHandler
-from ingest.metrics import IngestMetrics
-from ingest.outbound import OutboundIndex
-from ingest.policy import verification_still_applies
-from ingest.recipients import RecipientChecker
-from ingest.relay import Downstream
-from ingest.server import IngestSMTP
-from ingest.smtp_client import Target, opportunistic_tls
-from ingest.spool import Spool
-from ingest.state_view import AddressStateView
-from ingest.verdict import load_verdict_step
-from schemas.state import AddressStatus
-from schemas.topics import ADDRESS_STATE, TENANTS
-from smtp_discovery.config import RuntimeConfig, split_host_port
-from smtp_discovery.ops import OpsServer
-from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
+from smtp_discovery.ingest.cache import CatchAllTracker, VerificationCache
+from smtp_discovery.ingest.callout import Prober
+from smtp_discovery.ingest.callout_guard import DestinationGuard
+from smtp_discovery.ingest.destinations import DestinationResolver, MxLookup
+from smtp_discovery.ingest.dha import HarvestGuard
+from smtp_discovery.ingest.events import EventPublisher
+from smtp_discovery.ingest.handler import IngestHandler
+from smtp_discovery.ingest.metrics import IngestMetrics
+from smtp_discovery.ingest.outbound import OutboundIndex
+from smtp_discovery.ingest.policy import verification_still_applies
+from smtp_discovery.ingest.recipients import RecipientChecker
+from smtp_discovery.ingest.relay import Downstream
+from smtp_discovery.ingest.server import IngestSMTP
+from smtp_discovery.ingest.smtp_client import Target, opportunistic_tls
+from smtp_discovery.ingest.spool import Spool
+from smtp_discovery.ingest.state_view import AddressStateView
+from smtp_discovery.ingest.verdict import load_verdict_step
+from smtp_discovery.schemas.state import AddressStatus
+from smtp_discovery.schemas.topics import ADDRESS_STATE, TENANTS
+
+from smtp_discovery.platform.config import RuntimeConfig, split_host_port
+from smtp_discovery.platform.ops import OpsServer
+from smtp_discovery.platform.views import CompactedTopicFollower, TenantDirectory
 
 log = logging.getLogger("smtp_discovery.ingest")
 

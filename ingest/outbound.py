@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from smtp_discovery.views import TenantDirectory
+from smtp_discovery.platform.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.ingest")
 

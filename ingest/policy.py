@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from schemas.address import Address
-from schemas.state import AddressStatus
-from schemas.tenant import DiscoverySettings, TempfailPolicy
+from smtp_discovery.schemas.address import Address
+from smtp_discovery.schemas.state import AddressStatus
+from smtp_discovery.schemas.tenant import DiscoverySettings, TempfailPolicy
 
 
 class Verdict(StrEnum):

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ingest.cache import CatchAllTracker, VerificationCache
-from ingest.callout import ProbeOutcome, Prober
-from ingest.destinations import DestinationResolver
-from ingest.policy import (
+from smtp_discovery.ingest.cache import CatchAllTracker, VerificationCache
+from smtp_discovery.ingest.callout import ProbeOutcome, Prober
+from smtp_discovery.ingest.destinations import DestinationResolver
+from smtp_discovery.ingest.policy import (
     CalloutResult,
     Decision,
     Verdict,
@@ -24,13 +24,19 @@ from ingest.policy import (
     enhanced_status,
     relay_denied,
 )
-from ingest.smtp_client import Target
-from ingest.state_view import AddressStateView
-from schemas.address import Address
-from schemas.base import Message
-from schemas.mail import CalloutRejected, CalloutTempfailed, CalloutVerified, CatchAllChecked
-from schemas.tenant import DiscoverySettings, TenantConfig
-from smtp_discovery.views import TenantDirectory
+from smtp_discovery.ingest.smtp_client import Target
+from smtp_discovery.ingest.state_view import AddressStateView
+from smtp_discovery.schemas.address import Address
+from smtp_discovery.schemas.base import Message
+from smtp_discovery.schemas.mail import (
+    CalloutRejected,
+    CalloutTempfailed,
+    CalloutVerified,
+    CatchAllChecked,
+)
+from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
+
+from smtp_discovery.platform.views import TenantDirectory
 
 Clock = Callable[[], datetime]
 

@@ -15,8 +15,7 @@ import ssl
 from dataclasses import dataclass
 
 import aiosmtplib
-
-from ingest.smtp_client import Target, open_client
+from smtp_discovery.ingest.smtp_client import Target, open_client
 
 log = logging.getLogger("smtp_discovery.ingest")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.errors import KafkaError
+from smtp_discovery.ingest.node import IngestNode
 
-from ingest.node import IngestNode
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.errors import ConfigError, InfrastructureError
-from smtp_discovery.kafka import client_options
-from smtp_discovery.stopping import Stopper
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.errors import ConfigError, InfrastructureError
+from smtp_discovery.platform.kafka import client_options
+from smtp_discovery.platform.stopping import Stopper
 
 
 async def run_ingest(

@@ -9,9 +9,8 @@ import logging
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
-
-from ingest.envelope_syntax import path_problem, plain_path
-from ingest.handler import IngestHandler
+from smtp_discovery.ingest.envelope_syntax import path_problem, plain_path
+from smtp_discovery.ingest.handler import IngestHandler
 
 log = logging.getLogger("smtp_discovery.ingest")
 

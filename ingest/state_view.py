@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Callable
 from hashlib import blake2b
 
-from schemas.state import AddressStatus
+from smtp_discovery.schemas.state import AddressStatus
 
 log = logging.getLogger("smtp_discovery.ingest")
 

@@ -7,7 +7,7 @@ import html
 import io
 import json
 
-from jobs.reports import Kind, Report
+from smtp_discovery.jobs.reports import Kind, Report
 
 INTRO = {
     Kind.NEW_USERS: "These addresses became users of the mail filtering service that week.",

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from jobs.weeks import Schedule, Week
-from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings
-from sinks.schema import Layout
+from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings
+from smtp_discovery.sinks.schema import Layout
 
 
 class Kind(StrEnum):

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from jobs.reports import Kind, Report, build, tenants
-from jobs.send import Mailer, ReportLog, deliver_once
-from jobs.weeks import Schedule, Week
-from sinks.schema import Layout
+from smtp_discovery.jobs.reports import Kind, Report, build, tenants
+from smtp_discovery.jobs.send import Mailer, ReportLog, deliver_once
+from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.sinks.schema import Layout
 
 log = logging.getLogger("smtp_discovery.jobs")
 

@@ -17,10 +17,9 @@ from email.utils import format_datetime
 from typing import Any
 
 import aiosmtplib
-
-from jobs.render import as_html, text
-from jobs.reports import Report
-from sinks.schema import Layout
+from smtp_discovery.jobs.render import as_html, text
+from smtp_discovery.jobs.reports import Report
+from smtp_discovery.sinks.schema import Layout
 
 DONE = ("sent", "empty", "no_recipient")
 NAMESPACE = uuid.UUID("7c1f8a36-56a4-4c5e-9e7b-4f3d0a6c2b11")

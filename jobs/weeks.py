@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from schemas.state import expires_at
+from smtp_discovery.schemas.state import expires_at
 
 THURSDAY = 3
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")

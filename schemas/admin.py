@@ -15,8 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field
-
-from schemas.base import Message, TenantId
+from smtp_discovery.schemas.base import Message, TenantId
 
 
 class AdminToken(Message):

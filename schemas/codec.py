@@ -8,10 +8,9 @@ from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-
-from schemas.deadletter import DeadLetter, b64
-from schemas.tenant import describe_errors
-from schemas.topics import Cleanup, topic
+from smtp_discovery.schemas.deadletter import DeadLetter, b64
+from smtp_discovery.schemas.tenant import describe_errors
+from smtp_discovery.schemas.topics import Cleanup, topic
 
 
 class MessageDecodeError(Exception):

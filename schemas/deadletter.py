@@ -6,8 +6,7 @@ import base64
 from typing import Literal
 
 from pydantic import Field
-
-from schemas.base import Message
+from smtp_discovery.schemas.base import Message
 
 
 class DeadLetter(Message):

@@ -13,9 +13,8 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
-
-from schemas.address import parse_address, record_key
-from schemas.base import AddressMessage, Contract, MailAddress, TenantId, UtcDatetime
+from smtp_discovery.schemas.address import parse_address, record_key
+from smtp_discovery.schemas.base import AddressMessage, Contract, MailAddress, TenantId, UtcDatetime
 
 
 class AddressStatus(StrEnum):

@@ -13,10 +13,9 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
-
-from schemas.address import AddressError, normalize_domain, parse_address
-from schemas.base import Contract, Envelope, MailAddress, Message, new_event_id
-from schemas.state import UserRole
+from smtp_discovery.schemas.address import AddressError, normalize_domain, parse_address
+from smtp_discovery.schemas.base import Contract, Envelope, MailAddress, Message, new_event_id
+from smtp_discovery.schemas.state import UserRole
 
 PROVIDER_DEFAULTS_KEY = "__provider__"
 """Key of the provider-wide defaults record on ``discovery.tenants`` (never a valid tenant id)."""

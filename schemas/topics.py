@@ -10,12 +10,17 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from schemas.admin import AdminTokensTopicValue
-from schemas.commands import CommandResult, CommandsTopicValue
-from schemas.deadletter import DeadLetter
-from schemas.mail import MailEvent, OutboundSent, RecipientDelivered
-from schemas.state import SETTLED_STATUSES, AddressStateSnapshot, AddressStatus, StateChange
-from schemas.tenant import TenantsTopicValue
+from smtp_discovery.schemas.admin import AdminTokensTopicValue
+from smtp_discovery.schemas.commands import CommandResult, CommandsTopicValue
+from smtp_discovery.schemas.deadletter import DeadLetter
+from smtp_discovery.schemas.mail import MailEvent, OutboundSent, RecipientDelivered
+from smtp_discovery.schemas.state import (
+    SETTLED_STATUSES,
+    AddressStateSnapshot,
+    AddressStatus,
+    StateChange,
+)
+from smtp_discovery.schemas.tenant import TenantsTopicValue
 
 DAY_MS = 86_400_000
 

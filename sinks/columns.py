@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.mail import CalloutTempfailed, OutboundSent, RecipientDelivered
-from schemas.tenant import PROVIDER_DEFAULTS_KEY, ProviderDefaults
-from schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES, TENANTS
-from sinks import schema
-from sinks.once import Events
+from smtp_discovery.schemas.mail import CalloutTempfailed, OutboundSent, RecipientDelivered
+from smtp_discovery.schemas.tenant import PROVIDER_DEFAULTS_KEY, ProviderDefaults
+from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES, TENANTS
+from smtp_discovery.sinks import schema
+from smtp_discovery.sinks.once import Events
 
 Columns = list[list[Any]]
 Append = Callable[[Columns, bytes | None, Any], None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sinks.schema import MIGRATIONS, MIGRATIONS_TABLE, Layout, ttl_statement
+from smtp_discovery.sinks.schema import MIGRATIONS, MIGRATIONS_TABLE, Layout, ttl_statement
 
 
 def migrate(client: Any, layout: Layout) -> list[int]:

@@ -19,35 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from smtp_discovery.platform.clickhouse import Layout, quote_ident
+
 DEDUP_WINDOW = 10_000
 """Recent insert tokens remembered per table (non-replicated tables forget them otherwise)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    database: str
-    cluster: str | None = None
-    mail_events_ttl_days: int = 180
-
-    def local(self, table: str) -> str:
-        """The table that stores rows (``_local`` behind a Distributed table on a cluster)."""
-        return f"{self.database}.{table}_local" if self.cluster else f"{self.database}.{table}"
-
-    def unsharded(self, table: str) -> str:
-        """A table kept whole on every replica (no Distributed table in front)."""
-        return self.local(table)
-
-    def name(self, table: str) -> str:
-        """The table queries and inserts address."""
-        return f"{self.database}.{table}"
-
-    @property
-    def on_cluster(self) -> str:
-        return f" ON CLUSTER {quote_ident(self.cluster)}" if self.cluster else ""
-
-
-def quote_ident(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 @dataclass(frozen=True, slots=True)

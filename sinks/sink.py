@@ -25,9 +25,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
-
-from schemas.codec import MessageDecodeError, dead_letter, decode_all, encode
-from schemas.topics import (
+from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, decode_all, encode
+from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
     DEAD_LETTER,
     MAIL,
@@ -36,11 +35,12 @@ from schemas.topics import (
     TENANTS,
     TopicNames,
 )
-from sinks.columns import SOURCES, Columns, Taken
-from sinks.once import first_of_each, not_stored, stored_queries
-from sinks.schema import Layout
-from smtp_discovery.kafka import idempotent_producer
-from smtp_discovery.ops import CounterView, GaugeView
+from smtp_discovery.sinks.columns import SOURCES, Columns, Taken
+from smtp_discovery.sinks.once import first_of_each, not_stored, stored_queries
+from smtp_discovery.sinks.schema import Layout
+
+from smtp_discovery.platform.kafka import idempotent_producer
+from smtp_discovery.platform.ops import CounterView, GaugeView
 
 log = logging.getLogger("smtp_discovery.sink")
 
@@ -156,7 +156,7 @@ class Sink:
             auto_offset_reset="earliest",
             max_poll_records=self.settings.batch_rows,
             # The tenants topic is written in transactions; a write that lost its turn is
-            # aborted and must not be stored (smtp_discovery.tenant_writes).
+            # aborted and must not be stored (smtp_discovery.platform.tenant_writes).
             isolation_level="read_committed",
         )
         consumer.subscribe([self.names(t) for t in self.topics], listener=_Listener(self))

@@ -8,9 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from smtp_discovery import __version__
-from smtp_discovery.config import VARIABLES, RuntimeConfig
-from smtp_discovery.errors import OperatorError
-from smtp_discovery.logs import configure as configure_logs
+from smtp_discovery.platform.access import ROLES, acl_commands
+from smtp_discovery.platform.config import VARIABLES, RuntimeConfig
+from smtp_discovery.platform.errors import ConfigError, OperatorError
+from smtp_discovery.platform.kafka import client_options, ensure_topics
+from smtp_discovery.platform.logs import configure as configure_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_sub = kafka.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
     kafka_sub.add_parser("fetch", help="resolve the broker jars from Maven Central into the cache")
 
-    from admin.cli import add_parsers
+    from smtp_discovery.admin.cli import add_parsers
 
     add_parsers(sub)
     sub.add_parser("config", help="print the effective configuration (secrets masked)")
@@ -92,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
+    # Each role is imported only when its command runs: `--help` and the small commands stay fast,
+    # and a role's heavy libraries (Faust, chDB, uvicorn) load only in the process that runs it.
     if args.command == "up":
         from smtp_discovery.embedded import run_up
 
@@ -102,22 +106,22 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
         return asyncio.run(run_demo(config, weeks=max(0, args.weeks)))
     if args.command == "worker":
-        from streams.worker import run_worker
+        from smtp_discovery.streams.worker import run_worker
 
         run_worker(config)
         return 0
     if args.command == "ingest":
-        from ingest.run import run_ingest
+        from smtp_discovery.ingest.run import run_ingest
 
         asyncio.run(run_ingest(config))
         return 0
     if args.command == "sink":
-        from sinks.run import run_sink
+        from smtp_discovery.sinks.run import run_sink
 
         asyncio.run(run_sink(config))
         return 0
     if args.command == "migrate":
-        from sinks.run import run_migrate
+        from smtp_discovery.sinks.run import run_migrate
 
         applied = run_migrate(config)
         layout = config.analytics_layout
@@ -125,23 +129,23 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         print(f"{layout.database}: migrations applied: {done}")
         return 0
     if args.command in ("jobs", "report"):
-        from jobs.cli import jobs_command, report_command
+        from smtp_discovery.jobs.cli import jobs_command, report_command
 
         if args.command == "jobs":
             asyncio.run(jobs_command(config))
             return 0
         return report_command(config, args)
     if args.command == "admin":
-        from admin.run import run_admin
+        from smtp_discovery.admin.run import run_admin
 
         asyncio.run(run_admin(config))
         return 0
     if args.command in ("token", "tenant", "users", "erase"):
-        from admin.cli import run
+        from smtp_discovery.admin.cli import run
 
         return asyncio.run(run(config, args))
     if args.command == "cache":
-        from ingest.admin import clear_cache
+        from smtp_discovery.ingest.admin import clear_cache
 
         epoch = asyncio.run(clear_cache(config, args.tenant))
         print(f"{args.tenant}: verification cache cleared (epoch {epoch})")
@@ -164,9 +168,6 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
 def _topics(args: argparse.Namespace, config: RuntimeConfig) -> int:
     if args.topics_command == "acls":
-        from smtp_discovery.access import ROLES, acl_commands
-        from smtp_discovery.errors import ConfigError
-
         principals = {role: f"User:smtp-discovery-{role}" for role in ROLES}
         for item in args.principal:
             role, sep, principal = item.partition("=")
@@ -190,9 +191,6 @@ def _topics(args: argparse.Namespace, config: RuntimeConfig) -> int:
             )
             print(f"{'':28} {spec.description}")
         return 0
-    from smtp_discovery.errors import ConfigError
-    from smtp_discovery.kafka import client_options, ensure_topics
-
     bootstrap = args.bootstrap or config.kafka_bootstrap
     if not bootstrap:
         raise ConfigError(

@@ -24,16 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sinks.migrate import migrate
-from smtp_discovery.clickhouse import connect, redact_url
-from smtp_discovery.config import KAFKA_FIELDS, RuntimeConfig, split_host_port
-from smtp_discovery.errors import OperatorError
-from smtp_discovery.kafka import client_options, ensure_topics
+from smtp_discovery.admin.run import serve_admin
+from smtp_discovery.admin.tokens import load_key, new_token, parse_bearer, token_record
+from smtp_discovery.jobs.cli import mailer, schedule
+from smtp_discovery.jobs.runner import Jobs
 from smtp_discovery.localkafka import LocalKafka
-from smtp_discovery.localkafka.login import MECHANISM
 from smtp_discovery.localkafka.node import free_port
-from smtp_discovery.running import LOCK, embedded_kafka_dir, embedded_login, on_embedded
-from smtp_discovery.stopping import Children, Stopper, die_with_parent
+from smtp_discovery.platform.clickhouse import connect, redact_url
+from smtp_discovery.platform.config import KAFKA_FIELDS, RuntimeConfig, split_host_port
+from smtp_discovery.platform.errors import OperatorError
+from smtp_discovery.platform.kafka import client_options, ensure_topics, idempotent_producer
+from smtp_discovery.platform.kafka_login import MECHANISM
+from smtp_discovery.platform.running import LOCK, embedded_kafka_dir, embedded_login, on_embedded
+from smtp_discovery.platform.stopping import Children, Stopper, die_with_parent
+from smtp_discovery.platform.views import CompactedTopicFollower
+from smtp_discovery.schemas.codec import MessageDecodeError, decode, encode
+from smtp_discovery.schemas.topics import ADMIN_TOKENS
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.run import sink_settings
+from smtp_discovery.sinks.sink import Sink
 from smtp_discovery.supervise import Supervised
 
 log = logging.getLogger("smtp_discovery.embedded")
@@ -165,12 +174,6 @@ async def _serve(
 
     The sink and the jobs share this process's ClickHouse client (chDB: one process per path).
     """
-    from admin.run import serve_admin
-    from jobs.cli import mailer, schedule
-    from jobs.runner import Jobs
-    from sinks.run import sink_settings
-    from sinks.sink import Sink
-
     options = client_options(config)
     worker_log = config.data_dir / "worker.log"
     smtp = _listen_address(config.ingest_listen)
@@ -282,12 +285,6 @@ async def _operator_token(config: RuntimeConfig, options: dict[str, Any]) -> tup
     it is, and what became of it: ``made``, ``kept``, ``signed`` (a record from before records
     were signed, published again with a code) or ``stale`` (revoked or rotated since: it is
     never brought back)."""
-    from admin.tokens import load_key, new_token, parse_bearer, token_record
-    from schemas.codec import MessageDecodeError, decode, encode
-    from schemas.topics import ADMIN_TOKENS
-    from smtp_discovery.kafka import idempotent_producer
-    from smtp_discovery.views import CompactedTopicFollower
-
     key = load_key(config.token_key_path, create=True)
     path = config.data_dir / "operator-token"
     topic = config.topics(ADMIN_TOKENS)

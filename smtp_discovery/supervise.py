@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from smtp_discovery.errors import OperatorError
-from smtp_discovery.stopping import Children
+from smtp_discovery.platform.errors import OperatorError
+from smtp_discovery.platform.stopping import Children
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from schemas.address import Address, parse_address
-from schemas.state import AddressRecord, AddressStatus
+from smtp_discovery.schemas.address import Address, parse_address
+from smtp_discovery.schemas.state import AddressRecord, AddressStatus
 
 
 def candidates(

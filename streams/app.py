@@ -21,10 +21,9 @@ import faust
 from aiokafka.admin import NewTopic
 from mode.utils.times import want_seconds
 from prometheus_client import CollectorRegistry
-
-from schemas.codec import encode
-from schemas.commands import Tick
-from schemas.topics import (
+from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.commands import Tick
+from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
     COMMAND_RESULTS,
     COMMANDS,
@@ -34,15 +33,16 @@ from schemas.topics import (
     TENANTS,
     TopicNames,
 )
-from smtp_discovery.ops import CounterView, OpsServer
-from smtp_discovery.views import TenantDirectory
-from streams.clock import Clock
-from streams.due import DueIndex
-from streams.processor import Incoming, Processor
-from streams.recovery import StreamsTableManager
-from streams.rewind import RewindingApp
-from streams.rules import Policy
-from streams.store import CACHED_GROUPS, GroupStore
+from smtp_discovery.streams.clock import Clock
+from smtp_discovery.streams.due import DueIndex
+from smtp_discovery.streams.processor import Incoming, Processor
+from smtp_discovery.streams.recovery import StreamsTableManager
+from smtp_discovery.streams.rewind import RewindingApp
+from smtp_discovery.streams.rules import Policy
+from smtp_discovery.streams.store import CACHED_GROUPS, GroupStore
+
+from smtp_discovery.platform.ops import CounterView, OpsServer
+from smtp_discovery.platform.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.streams")
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.address import parse_address
-from schemas.state import AddressRecord, AddressStatus
-from schemas.tenant import DiscoverySettings
-from streams.partitioning import partition_for
-from streams.rules import Policy, due_at
+from smtp_discovery.schemas.address import parse_address
+from smtp_discovery.schemas.state import AddressRecord, AddressStatus
+from smtp_discovery.schemas.tenant import DiscoverySettings
+from smtp_discovery.streams.partitioning import partition_for
+from smtp_discovery.streams.rules import Policy, due_at
 
 
 @dataclass(frozen=True, slots=True)

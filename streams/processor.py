@@ -23,17 +23,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.address import parse_address
-from schemas.codec import MessageDecodeError, dead_letter, decode, encode
-from schemas.commands import AliasRelease, EraseAddress
-from schemas.state import AddressRecord
-from schemas.tenant import DiscoverySettings, TenantConfig
-from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, DEAD_LETTER, STATE_CHANGES
-from smtp_discovery.views import TenantDirectory
-from streams import rules
-from streams.clock import Clock
-from streams.due import DueIndex
-from streams.store import GroupStore
+from smtp_discovery.schemas.address import parse_address
+from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, decode, encode
+from smtp_discovery.schemas.commands import AliasRelease, EraseAddress
+from smtp_discovery.schemas.state import AddressRecord
+from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
+from smtp_discovery.schemas.topics import (
+    ADDRESS_STATE,
+    COMMAND_RESULTS,
+    COMMANDS,
+    DEAD_LETTER,
+    STATE_CHANGES,
+)
+from smtp_discovery.streams import rules
+from smtp_discovery.streams.clock import Clock
+from smtp_discovery.streams.due import DueIndex
+from smtp_discovery.streams.store import GroupStore
+
+from smtp_discovery.platform.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.streams")
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from schemas.address import Address, parse_address
-from schemas.base import SCHEMA_VERSION
-from schemas.commands import (
+from smtp_discovery.schemas.address import Address, parse_address
+from smtp_discovery.schemas.base import SCHEMA_VERSION
+from smtp_discovery.schemas.commands import (
     AddAlias,
     AliasGrant,
     AliasRelease,
@@ -34,7 +34,7 @@ from schemas.commands import (
     RemoveInvalid,
     Tick,
 )
-from schemas.mail import (
+from smtp_discovery.schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
     CalloutVerified,
@@ -42,7 +42,7 @@ from schemas.mail import (
     OutboundSent,
     RecipientDelivered,
 )
-from schemas.state import (
+from smtp_discovery.schemas.state import (
     SETTLED_STATUSES,
     AddressRecord,
     AddressStateSnapshot,
@@ -53,8 +53,8 @@ from schemas.state import (
     same_state,
     state_of,
 )
-from schemas.tenant import DiscoverySettings, TenantConfig
-from streams import aliases, window
+from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
+from smtp_discovery.streams import aliases, window
 
 S = AddressStatus
 ID_NAMESPACE = uuid.UUID("6f1c62de-3d1b-4a8e-9a57-5b1f0c7e2a10")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, MutableMapping
 
-from schemas.state import AddressRecord, AddressStatus
+from smtp_discovery.schemas.state import AddressRecord, AddressStatus
 
 Group = dict[str, AddressRecord]
 

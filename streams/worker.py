@@ -10,15 +10,15 @@ from typing import Any, TypeVar
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
+from smtp_discovery.schemas.topics import COMMANDS, MAIL, TopicNames
+from smtp_discovery.streams.app import StreamsSettings, Topology
+from smtp_discovery.streams.clock import make_clock
 
-from schemas.topics import COMMANDS, MAIL, TopicNames
-from smtp_discovery.access import topics_of
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.errors import ConfigError, InfrastructureError
-from smtp_discovery.kafka import client_options, ensure_topics, ensure_visible
-from smtp_discovery.stopping import Stopper
-from streams.app import StreamsSettings, Topology
-from streams.clock import make_clock
+from smtp_discovery.platform.access import topics_of
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.errors import ConfigError, InfrastructureError
+from smtp_discovery.platform.kafka import client_options, ensure_topics, ensure_visible
+from smtp_discovery.platform.stopping import Stopper
 
 log = logging.getLogger("smtp_discovery.streams")
 
@@ -50,7 +50,7 @@ def build_topology(config: RuntimeConfig, bootstrap: str) -> Topology:
     options = client_options(config, bootstrap)
 
     async def prepare() -> tuple[int, int]:
-        # Only its own topics: under least ACLs (smtp_discovery.access) a worker can neither see
+        # Only its own topics: under least ACLs (platform.access) a worker can neither see
         # nor create the others (the setup role's `topics ensure` does).
         used = topics_of("worker", config)
         await ensure_topics(

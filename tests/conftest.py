@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.localkafka.node import free_port
+from smtp_discovery.platform.config import RuntimeConfig
 from tests.ingest.postfix import PostfixServer
 
 # Deterministic by default (the same examples on every run, so CI cannot flake); run with
@@ -80,7 +80,7 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def clickhouse(chdb_path: Path):  # type: ignore[no-untyped-def]
     """The session's embedded ClickHouse (chDB): one per process, shared by every test."""
-    from smtp_discovery.clickhouse import connect
+    from smtp_discovery.platform.clickhouse import connect
 
     return connect(f"chdb://{chdb_path}")
 

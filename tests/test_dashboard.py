@@ -6,11 +6,11 @@ import json
 import re
 from pathlib import Path
 
-from admin.context import AdminContext
-from ingest.metrics import IngestMetrics
-from schemas.topics import TopicNames
-from sinks.schema import Layout
-from sinks.sink import Sink, SinkSettings
+from smtp_discovery.admin.context import AdminContext
+from smtp_discovery.ingest.metrics import IngestMetrics
+from smtp_discovery.schemas.topics import TopicNames
+from smtp_discovery.sinks.schema import Layout
+from smtp_discovery.sinks.sink import Sink, SinkSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL = {"kafka_consumergroup_lag"}  # from kafka-exporter, documented in docs/operations.md

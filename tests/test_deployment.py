@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from smtp_discovery.admin.tokens import KEY_BYTES, load_key
 
-from admin.tokens import KEY_BYTES, load_key
-from smtp_discovery.access import ROLES, acl_commands
 from smtp_discovery.cli import build_parser
-from smtp_discovery.config import VARIABLES, RuntimeConfig, split_host_port
+from smtp_discovery.platform.access import ROLES, acl_commands
+from smtp_discovery.platform.config import VARIABLES, RuntimeConfig, split_host_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "smtp-discovery"
@@ -29,7 +29,7 @@ KNOWN = {v.env for v in VARIABLES}
 SECRETS = {v.env for v in VARIABLES if v.secret} | {"KAFKA_SASL_PASSWORD"}
 LONG_RUNNING = {"ingest", "worker", "sink", "admin", "jobs"}
 ONE_SHOTS = {"topics", "migrate", "token"}  # token: compose's `token init-key`
-# The Kafka role (smtp_discovery.access.ROLES) each command runs as; the others use no Kafka.
+# The Kafka role (platform.access.ROLES) each command runs as; the others use no Kafka.
 KAFKA_ROLE = {
     "ingest": "ingest",
     "worker": "worker",
@@ -867,7 +867,7 @@ def test_helm_each_role_holds_only_its_own_kafka_login(
     else:
         args = SASL
         users = yaml.safe_load((CHART / "values.yaml").read_text())["kafka"]["sasl"]["users"]
-    assert set(users) == set(ROLES), "a login for each role of smtp_discovery.access"
+    assert set(users) == set(ROLES), "a login for each role of platform.access"
     out = _helm(helm, "template", "mx", str(CHART), *args).stdout
     docs = [doc for doc in yaml.safe_load_all(out) if doc]
     logins = {}

@@ -17,16 +17,16 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from smtp_discovery.admin.api import create_app
+from smtp_discovery.admin.context import AdminContext
+from smtp_discovery.admin.erasure import subject_of
+from smtp_discovery.admin.tokens import new_token
+from smtp_discovery.schemas.mail import CalloutVerified, RecipientDelivered
+from smtp_discovery.schemas.topics import ADMIN_TOKENS, MAIL
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.schema import Layout
+from smtp_discovery.sinks.sink import Sink, SinkSettings
 
-from admin.api import create_app
-from admin.context import AdminContext
-from admin.erasure import subject_of
-from admin.tokens import new_token
-from schemas.mail import CalloutVerified, RecipientDelivered
-from schemas.topics import ADMIN_TOKENS, MAIL
-from sinks.migrate import migrate
-from sinks.schema import Layout
-from sinks.sink import Sink, SinkSettings
 from tests.streams.worker_harness import WorkerRun
 from tests.token_key import KEY
 

@@ -14,9 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from smtp_discovery.errors import InfrastructureError
 from smtp_discovery.localkafka.jars import resolve_kafka_classpath
-from smtp_discovery.localkafka.login import KafkaLogin
 from smtp_discovery.localkafka.node import (
     KafkaNode,
     NodePorts,
@@ -27,7 +25,9 @@ from smtp_discovery.localkafka.node import (
     render_properties,
     write_private,
 )
-from smtp_discovery.stopping import Children
+from smtp_discovery.platform.errors import InfrastructureError
+from smtp_discovery.platform.kafka_login import KafkaLogin
+from smtp_discovery.platform.stopping import Children
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 HOST = "127.0.0.1"
@@ -218,7 +218,7 @@ class LocalKafka:
             self.stop()
 
     def grant(self, commands: Sequence[Sequence[str]]) -> None:
-        """Run Kafka's ACL command once per argument list (``smtp_discovery.access``), as the
+        """Run Kafka's ACL command once per argument list (``platform.access``), as the
         super user."""
         assert self.login is not None and self.authorize
         config = self.directory / ".super-user.properties"

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from smtp_discovery.errors import InfrastructureError, MissingToolError
+from smtp_discovery.platform.errors import InfrastructureError, MissingToolError
 
 SCALA_VERSION = "2.13"
 LOG4J_VERSION = "2.24.3"

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtp_discovery.errors import InfrastructureError, MissingToolError
-from smtp_discovery.localkafka.login import MECHANISM, KafkaLogin
-from smtp_discovery.stopping import die_with_parent
+from smtp_discovery.platform.errors import InfrastructureError, MissingToolError
+from smtp_discovery.platform.kafka_login import MECHANISM, KafkaLogin
+from smtp_discovery.platform.stopping import die_with_parent
 
 NO_JAVA = (
     "Java 17 or newer is needed to run the embedded Apache Kafka broker: install it "

@@ -12,14 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
+from smtp_discovery.jobs.weeks import Week
+from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.schemas.commands import CommandResult
+from smtp_discovery.schemas.mail import (
+    CalloutVerified,
+    CatchAllChecked,
+    OutboundSent,
+    RecipientDelivered,
+)
+from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
+from smtp_discovery.schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, MAIL
+from smtp_discovery.streams.rules import expiry_deadline
 
-from jobs.weeks import Week
-from schemas.codec import decode, encode
-from schemas.commands import CommandResult
-from schemas.mail import CalloutVerified, CatchAllChecked, OutboundSent, RecipientDelivered
-from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
-from schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, MAIL
-from streams.rules import expiry_deadline
 from tests.admin.conftest import Admin
 from tests.smtp_discovery.kafka_helpers import consume_until
 
@@ -570,7 +575,7 @@ async def test_tenant_data_is_never_cached_sniffed_or_run(admin: Admin) -> None:
 
 
 async def test_the_cdn_docs_page_is_served_only_when_asked_for(admin: Admin) -> None:
-    from admin.api import create_app
+    from smtp_discovery.admin.api import create_app
 
     assert (await admin.http.get("/docs")).status_code == 404
     assert (await admin.http.get("/openapi.json")).status_code == 200

@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import smtp_discovery.admin.cli
+from smtp_discovery.schemas.topics import TopicNames
 
-import admin.cli
-from schemas.topics import TopicNames
 from smtp_discovery.cli import main
-from smtp_discovery.kafka import ensure_topics
+from smtp_discovery.platform.kafka import ensure_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -70,7 +70,7 @@ def test_tenants_tokens_and_settings_from_the_terminal(
     for extra in ("beta", "gamma"):
         assert main(["tenant", "add", extra, "--name", extra.title()]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(admin.cli, "LIST_PAGE", 2)  # three tenants: two pages
+    monkeypatch.setattr(smtp_discovery.admin.cli, "LIST_PAGE", 2)  # three tenants: two pages
     assert main(["tenant", "list"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
         "acme", "beta", "gamma"]  # fmt: skip

@@ -25,15 +25,15 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from smtp_discovery.admin.api import create_app
+from smtp_discovery.admin.context import AdminContext
+from smtp_discovery.admin.tokens import new_token
+from smtp_discovery.schemas.mail import CalloutVerified, RecipientDelivered
+from smtp_discovery.schemas.topics import ADMIN_TOKENS
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.schema import Layout
+from smtp_discovery.sinks.sink import Sink, SinkSettings
 
-from admin.api import create_app
-from admin.context import AdminContext
-from admin.tokens import new_token
-from schemas.mail import CalloutVerified, RecipientDelivered
-from schemas.topics import ADMIN_TOKENS
-from sinks.migrate import migrate
-from sinks.schema import Layout
-from sinks.sink import Sink, SinkSettings
 from tests.streams.worker_harness import WorkerRun
 from tests.token_key import KEY
 

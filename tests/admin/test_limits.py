@@ -23,10 +23,9 @@ import httpx
 import pytest
 import uvicorn
 from pydantic import BaseModel, ValidationError, field_validator
-
-from admin import api, errors
-from admin.api import create_app
-from admin.limits import (
+from smtp_discovery.admin import api, errors
+from smtp_discovery.admin.api import create_app
+from smtp_discovery.admin.limits import (
     MAX_ACTION_BYTES,
     MAX_BODY_BYTES,
     MAX_IMPORT_BYTES,
@@ -35,6 +34,7 @@ from admin.limits import (
     body_limit,
     client_key,
 )
+
 from tests.admin.conftest import Admin
 
 HUGE = 400 * MIB

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ingest.cache import TEMPFAIL_TTL_S, CatchAllTracker, VerificationCache
-from ingest.policy import CalloutResult
-from schemas.tenant import DiscoverySettings
+from smtp_discovery.ingest.cache import TEMPFAIL_TTL_S, CatchAllTracker, VerificationCache
+from smtp_discovery.ingest.policy import CalloutResult
+from smtp_discovery.schemas.tenant import DiscoverySettings
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 SETTINGS = DiscoverySettings(positive_cache_ttl_s=7 * 86400, negative_cache_ttl_s=2 * 3600)

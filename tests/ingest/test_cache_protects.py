@@ -11,10 +11,10 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from smtp_discovery.ingest.node import IngestNode
+from smtp_discovery.schemas.state import AddressStatus
+from smtp_discovery.schemas.topics import ADDRESS_STATE
 
-from ingest.node import IngestNode
-from schemas.state import AddressStatus
-from schemas.topics import ADDRESS_STATE
 from smtp_discovery.localkafka.node import free_port
 from tests.ingest.harness import Ingest, running_ingest, state, tenant
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.callout_guard import (
+from smtp_discovery.ingest.callout_guard import (
     BACKOFF_S,
     FAILURES_TO_OPEN,
     MAX_BACKOFF_S,

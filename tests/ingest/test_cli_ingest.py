@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from smtp_discovery.ingest.admin import clear_cache
 
-from ingest.admin import clear_cache
 from smtp_discovery.cli import main
-from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka.node import free_port
+from smtp_discovery.platform.config import RuntimeConfig
 from tests.ingest.harness import running_ingest, tenant
 from tests.ingest.postfix import PostfixServer
 

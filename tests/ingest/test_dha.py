@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from ingest.dha import Action, HarvestGuard
-from schemas.tenant import DiscoverySettings
+from smtp_discovery.ingest.dha import Action, HarvestGuard
+from smtp_discovery.schemas.tenant import DiscoverySettings
 
 SETTINGS = DiscoverySettings(dha_max_rejections=5, dha_window_s=60)
 

@@ -7,8 +7,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
-from ingest.envelope_syntax import plain_path
+from smtp_discovery.ingest.envelope_syntax import plain_path
 
 AIOSMTPD = SMTP(object())  # only its path reader is used
 

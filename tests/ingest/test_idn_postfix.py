@@ -12,9 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from smtp_discovery.schemas.mail import (
+    CalloutRejected,
+    CalloutTempfailed,
+    CalloutVerified,
+    RecipientDelivered,
+)
+from smtp_discovery.schemas.tenant import TenantConfig
 
-from schemas.mail import CalloutRejected, CalloutTempfailed, CalloutVerified, RecipientDelivered
-from schemas.tenant import TenantConfig
 from smtp_discovery.localkafka.node import free_port
 from tests.ingest.harness import Ingest, running_ingest, tenant
 from tests.ingest.postfix import PostfixServer

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-
-from schemas.mail import (
+from smtp_discovery.schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
     CalloutVerified,
     CatchAllChecked,
     RecipientDelivered,
 )
-from schemas.state import AddressStatus
-from schemas.topics import MAIL, MAIL_SETTLED
+from smtp_discovery.schemas.state import AddressStatus
+from smtp_discovery.schemas.topics import MAIL, MAIL_SETTLED
+
 from tests.ingest.harness import running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 
@@ -223,7 +223,8 @@ async def test_a_greylisting_destination_defers_and_is_not_asked_again_at_once(
 async def test_an_unreachable_destination_tempfails_after_trying_every_host(
     kafka_bootstrap: str, tmp_path: Path, postfix_servers: dict[str, PostfixServer]
 ) -> None:
-    from schemas.tenant import Destination
+    from smtp_discovery.schemas.tenant import Destination
+
     from smtp_discovery.localkafka.node import free_port
 
     dead = tenant("dead", ["a.example"], free_port())

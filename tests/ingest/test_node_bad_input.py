@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from smtp_discovery.schemas.state import AddressStatus
 
-from schemas.state import AddressStatus
 from tests.ingest.harness import Ingest, running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 
@@ -237,7 +237,7 @@ async def test_every_reply_leaves_in_one_write(
     """EHLO's reply is several lines; a client that reads one segment as the whole reply must
     get all of them. Counted at the server's transport, the writes a reply takes; and at the
     socket, one read after the reply's first byte holds all of it."""
-    from ingest.server import IngestSMTP
+    from smtp_discovery.ingest.server import IngestSMTP
 
     writes: list[bytes] = []
     made = IngestSMTP.connection_made

@@ -9,9 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from smtp_discovery.schemas.mail import OutboundSent
+from smtp_discovery.schemas.state import AddressStatus
 
-from schemas.mail import OutboundSent
-from schemas.state import AddressStatus
 from smtp_discovery.localkafka.node import free_port
 from tests.ingest.harness import running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer

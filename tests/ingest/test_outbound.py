@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from ingest.outbound import OutboundIndex
-from schemas.codec import encode
-from smtp_discovery.views import TenantDirectory
+from smtp_discovery.ingest.outbound import OutboundIndex
+from smtp_discovery.schemas.codec import encode
+
+from smtp_discovery.platform.views import TenantDirectory
 from tests.ingest.harness import tenant
 
 

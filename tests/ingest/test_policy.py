@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from ingest.policy import (
+from smtp_discovery.ingest.policy import (
     CalloutResult,
     ProbeReading,
     Verdict,
@@ -10,9 +9,9 @@ from ingest.policy import (
     decide_rcpt,
     read_rcpt_reply,
 )
-from schemas.address import parse_address
-from schemas.state import AddressStatus as S
-from schemas.tenant import DiscoverySettings
+from smtp_discovery.schemas.address import parse_address
+from smtp_discovery.schemas.state import AddressStatus as S
+from smtp_discovery.schemas.tenant import DiscoverySettings
 
 ON = DiscoverySettings(discovery_enabled=True)
 ALICE = parse_address("alice@a.example")

@@ -3,8 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from ingest.spool import Spool, SpoolFull, SpoolRecord
+from smtp_discovery.ingest.spool import Spool, SpoolFull, SpoolRecord
 
 
 def records(n: int, start: int = 0) -> list[SpoolRecord]:

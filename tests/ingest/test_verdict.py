@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from ingest.verdict import SpamHeaderVerdict, load_verdict_step
+from smtp_discovery.ingest.verdict import SpamHeaderVerdict, load_verdict_step
 
 
 @pytest.mark.parametrize(

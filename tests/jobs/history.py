@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.base import Message
-from schemas.codec import decode, encode
-from sinks.columns import SOURCES
-from sinks.schema import Layout
+from smtp_discovery.schemas.base import Message
+from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.sinks.columns import SOURCES
+from smtp_discovery.sinks.schema import Layout
 
 
 class History:

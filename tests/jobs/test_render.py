@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
-from jobs.render import as_csv
-from jobs.reports import Kind, Report, Tenant
-from jobs.weeks import Week
-from schemas.tenant import DiscoverySettings
+from smtp_discovery.jobs.render import as_csv
+from smtp_discovery.jobs.reports import Kind, Report, Tenant
+from smtp_discovery.jobs.weeks import Week
+from smtp_discovery.schemas.tenant import DiscoverySettings
 
 PLANTED = [
     "=cmd|'/Ccalc'@a.example",

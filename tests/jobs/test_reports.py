@@ -11,18 +11,23 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
+from smtp_discovery.jobs.render import FORMATS
+from smtp_discovery.jobs.reports import Kind, build, tenants
+from smtp_discovery.jobs.runner import Jobs
+from smtp_discovery.jobs.send import Mailer
+from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.schemas.mail import CatchAllChecked
+from smtp_discovery.schemas.state import (
+    AddressRecord,
+    AddressStateSnapshot,
+    AddressStatus,
+    StateChange,
+)
+from smtp_discovery.schemas.tenant import ProviderDefaults, TenantConfig
+from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES, TENANTS
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.schema import Layout
 
-from jobs.render import FORMATS
-from jobs.reports import Kind, build, tenants
-from jobs.runner import Jobs
-from jobs.send import Mailer
-from jobs.weeks import Schedule, Week
-from schemas.mail import CatchAllChecked
-from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus, StateChange
-from schemas.tenant import ProviderDefaults, TenantConfig
-from schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES, TENANTS
-from sinks.migrate import migrate
-from sinks.schema import Layout
 from tests.jobs.history import History
 
 WEEK = Week.parse("2026-W47")  # Monday 16 to Sunday 22 November 2026

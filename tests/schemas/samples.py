@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from pydantic import BaseModel
-
-from schemas.admin import AdminToken, AdminTokenUsed
-from schemas.commands import (
+from smtp_discovery.schemas.admin import AdminToken, AdminTokenUsed
+from smtp_discovery.schemas.commands import (
     AddAlias,
     AliasGrant,
     AliasRelease,
@@ -22,8 +21,8 @@ from schemas.commands import (
     RemoveInvalid,
     Tick,
 )
-from schemas.deadletter import DeadLetter, b64
-from schemas.mail import (
+from smtp_discovery.schemas.deadletter import DeadLetter, b64
+from smtp_discovery.schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
     CalloutVerified,
@@ -31,7 +30,7 @@ from schemas.mail import (
     OutboundSent,
     RecipientDelivered,
 )
-from schemas.state import (
+from smtp_discovery.schemas.state import (
     AddressRecord,
     AddressStateSnapshot,
     AddressStatus,
@@ -39,7 +38,12 @@ from schemas.state import (
     UserRole,
     state_of,
 )
-from schemas.tenant import Destination, DiscoverySettings, ProviderDefaults, TenantConfig
+from smtp_discovery.schemas.tenant import (
+    Destination,
+    DiscoverySettings,
+    ProviderDefaults,
+    TenantConfig,
+)
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 ADDR = "First.Last+News@Example.com"

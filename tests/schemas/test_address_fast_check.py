@@ -9,9 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
-
-from schemas.address import AddressError, is_plain_address, parse_address
-from schemas.base import MailAddress
+from smtp_discovery.schemas.address import AddressError, is_plain_address, parse_address
+from smtp_discovery.schemas.base import MailAddress
 
 pieces = st.sampled_from(
     ["a", "Z", "9", ".", "..", "@", "-", "--", "xn--", "XN--", "+t", "_", "'", "!", "~", '"',

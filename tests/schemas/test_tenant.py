@@ -4,9 +4,8 @@ import ipaddress
 
 import pytest
 from pydantic import ValidationError
-
-from schemas.state import UserRole
-from schemas.tenant import (
+from smtp_discovery.schemas.state import UserRole
+from smtp_discovery.schemas.tenant import (
     BUILT_IN,
     Destination,
     DiscoverySettings,
@@ -17,6 +16,7 @@ from schemas.tenant import (
     provider_own,
     validate_overrides,
 )
+
 from tests.schemas.samples import T0
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from schemas.topics import ADDRESS_STATE
-from sinks.columns import SOURCES
-from sinks.migrate import migrate
-from sinks.schema import ADDRESS_STATE_V2, MIGRATIONS, Layout
+from smtp_discovery.schemas.topics import ADDRESS_STATE
+from smtp_discovery.sinks.columns import SOURCES
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.schema import ADDRESS_STATE_V2, MIGRATIONS, Layout
 
 
 def _ddl(layout: Layout) -> list[str]:

@@ -10,15 +10,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import smtp_discovery.sinks.once
+import smtp_discovery.sinks.sink
 from aiokafka import AIOKafkaProducer
-
-import sinks.once
-import sinks.sink
-from schemas.base import Message
-from schemas.codec import decode, encode
-from schemas.mail import RecipientDelivered
-from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus, StateChange
-from schemas.topics import (
+from smtp_discovery.schemas.base import Message
+from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.schemas.mail import RecipientDelivered
+from smtp_discovery.schemas.state import (
+    AddressRecord,
+    AddressStateSnapshot,
+    AddressStatus,
+    StateChange,
+)
+from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
     DEAD_LETTER,
     MAIL,
@@ -26,10 +30,11 @@ from schemas.topics import (
     STATE_CHANGES,
     TopicNames,
 )
-from sinks.migrate import migrate
-from sinks.schema import Layout
-from sinks.sink import Sink, SinkSettings
-from smtp_discovery.kafka import ensure_topics
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.schema import Layout
+from smtp_discovery.sinks.sink import Sink, SinkSettings
+
+from smtp_discovery.platform.kafka import ensure_topics
 from tests.smtp_discovery.kafka_helpers import consume_until
 
 pytestmark = pytest.mark.kafka
@@ -214,11 +219,13 @@ async def test_a_repeated_event_is_one_row_and_one_count(
     ids whose hashes collide are told apart (only exact matches are repeats)."""
     if hashes == "all colliding":
         # Every stored id in the window comes back as if its hash matched one of the batch's.
-        def colliding(table: str, events: sinks.once.Events) -> list[tuple[str, Any]]:
-            queries = sinks.once.stored_queries(table, events)
+        def colliding(
+            table: str, events: smtp_discovery.sinks.once.Events
+        ) -> list[tuple[str, Any]]:
+            queries = smtp_discovery.sinks.once.stored_queries(table, events)
             return [(sql.replace("AND halfMD5", "OR halfMD5"), p) for sql, p in queries]
 
-        monkeypatch.setattr(sinks.sink, "stored_queries", colliding)
+        monkeypatch.setattr(smtp_discovery.sinks.sink, "stored_queries", colliding)
     names, layout, make = world
     first, second = delivered(2)
     later = [m.model_copy(update={"event_time": m.event_time + timedelta(hours=1),
@@ -359,4 +366,4 @@ def test_the_sink_hashes_an_id_as_clickhouse_does(clickhouse: Any) -> None:
         (stored,) = clickhouse.query(
             "SELECT halfMD5({id:String})", parameters={"id": event_id}
         ).result_rows[0]
-        assert stored == sinks.once.id_hash(event_id), event_id
+        assert stored == smtp_discovery.sinks.once.id_hash(event_id), event_id

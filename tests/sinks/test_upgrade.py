@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.mail import (
+from smtp_discovery.schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
     CalloutVerified,
@@ -15,11 +15,12 @@ from schemas.mail import (
     OutboundSent,
     RecipientDelivered,
 )
-from schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
-from schemas.topics import ADDRESS_STATE, MAIL
-from sinks.migrate import migrate
-from sinks.schema import ADDRESS_STATE as ADDRESS_STATE_V1
-from sinks.schema import MIGRATIONS, MIGRATIONS_TABLE, Layout
+from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
+from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.schema import ADDRESS_STATE as ADDRESS_STATE_V1
+from smtp_discovery.sinks.schema import MIGRATIONS, MIGRATIONS_TABLE, Layout
+
 from tests.jobs.history import History
 
 # Recent: mail events older than their TTL (180 days) are dropped as they are inserted.

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMANDS, REGISTRY, TENANTS
 
-from schemas.topics import ADMIN_TOKENS, COMMANDS, REGISTRY, TENANTS
-from smtp_discovery.access import ROLES, acl_commands, grants, render_table
 from smtp_discovery.cli import main
-from smtp_discovery.config import RuntimeConfig
+from smtp_discovery.platform.access import ROLES, acl_commands, grants, render_table
+from smtp_discovery.platform.config import RuntimeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ def test_the_docs_table_is_the_code_table() -> None:
     start = docs.index("<!-- acl-table")
     table = docs[docs.index("\n", start) + 1 : docs.index("<!-- /acl-table -->")].strip()
     assert table == render_table(RuntimeConfig()), (
-        "docs/operations.md's ACL table is stale: paste smtp_discovery.access.render_table()"
+        "docs/operations.md's ACL table is stale: paste platform.access.render_table()"
     )
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from smtp_discovery.schemas.topics import REGISTRY
 
-from schemas.topics import REGISTRY
 from smtp_discovery.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

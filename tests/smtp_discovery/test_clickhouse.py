@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from smtp_discovery.clickhouse import ClickHouseTarget, parse_clickhouse_url, redact_url
-from smtp_discovery.errors import ConfigError
+from smtp_discovery.platform.clickhouse import ClickHouseTarget, parse_clickhouse_url, redact_url
+from smtp_discovery.platform.errors import ConfigError
 
 
 def test_chdb_url() -> None:

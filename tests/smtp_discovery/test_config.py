@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from smtp_discovery.config import VARIABLES, RuntimeConfig
-from smtp_discovery.errors import ConfigError
+from smtp_discovery.platform.config import VARIABLES, RuntimeConfig
+from smtp_discovery.platform.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

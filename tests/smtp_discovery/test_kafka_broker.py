@@ -10,11 +10,11 @@ from collections import defaultdict
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
+from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.schemas.topics import REGISTRY, TopicSpec
 
-from schemas.codec import decode, encode
-from schemas.topics import REGISTRY, TopicSpec
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.kafka import (
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import (
     client_options,
     ensure_topics,
     ensure_visible,
@@ -174,7 +174,7 @@ async def test_compacted_topics_are_created_compacted(kafka_bootstrap: str, uniq
 
 
 async def test_replication_beyond_the_cluster_is_refused(kafka_bootstrap: str, unique: str) -> None:
-    from smtp_discovery.errors import InfrastructureError
+    from smtp_discovery.platform.errors import InfrastructureError
 
     with pytest.raises(InfrastructureError, match="needs at least 3 brokers"):
         await ensure_topics(

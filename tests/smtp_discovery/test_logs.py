@@ -6,7 +6,7 @@ import json
 import logging
 import re
 
-from smtp_discovery.logs import JsonFormatter, RepeatFilter, TextFormatter
+from smtp_discovery.platform.logs import JsonFormatter, RepeatFilter, TextFormatter
 
 
 def _record(**extra: object) -> logging.LogRecord:

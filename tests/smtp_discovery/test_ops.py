@@ -7,7 +7,7 @@ from collections import Counter
 
 from prometheus_client import CollectorRegistry
 
-from smtp_discovery.ops import CounterView, OpsServer
+from smtp_discovery.platform.ops import CounterView, OpsServer
 
 
 async def _get(address: str, path: str) -> tuple[int, str]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from smtp_discovery.config import RuntimeConfig
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.localkafka.node import free_port
+from smtp_discovery.platform.config import RuntimeConfig
 from tests.smtp_discovery.ops_helpers import ready
 
 pytestmark = pytest.mark.kafka

@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
+from smtp_discovery.sinks.schema import MIGRATIONS
 
-from sinks.schema import MIGRATIONS
 from smtp_discovery.localkafka.node import free_port
-from smtp_discovery.running import embedded_login
+from smtp_discovery.platform.running import embedded_login
 from tests.smtp_discovery.terminal import Terminal, processes_using, wait_until_gone
 
 pytestmark = pytest.mark.kafka
@@ -39,7 +39,7 @@ READY = "ready; press Ctrl-C to stop"
 
 SNAPSHOT = """
 import json, sys
-from smtp_discovery.clickhouse import connect
+from smtp_discovery.platform.clickhouse import connect
 client = connect(sys.argv[1])
 def rows(sql):
     return sorted([[str(v) for v in row] for row in client.query(sql).result_rows])
@@ -215,7 +215,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def _api(system: System, path: str, token: str | None = None) -> Any:
-    from smtp_discovery.running import RunningSystem
+    from smtp_discovery.platform.running import RunningSystem
 
     api = RunningSystem(system.data_dir)
     api.token = token or api.token

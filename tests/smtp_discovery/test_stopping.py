@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import pytest
 
-from smtp_discovery.stopping import Children, Stopper
+from smtp_discovery.platform.stopping import Children, Stopper
 
 
 class Exited(Exception):
@@ -109,7 +109,7 @@ def test_a_child_dies_with_its_parent() -> None:
     """The parent here is a middle process that starts a grandchild and is then SIGKILLed."""
     script = (
         "import subprocess, sys, time\n"
-        "from smtp_discovery.stopping import die_with_parent\n"
+        "from smtp_discovery.platform.stopping import die_with_parent\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
         "                         preexec_fn=die_with_parent(), start_new_session=True)\n"
         "print(child.pid, flush=True)\n"

@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from schemas.commands import (
+from smtp_discovery.schemas.commands import (
     AddAlias,
     CreateFunctional,
     CreateUser,
@@ -22,7 +22,8 @@ from schemas.commands import (
     RemoveInvalid,
     Tick,
 )
-from schemas.tenant import DiscoverySettings, TenantConfig
+from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
+
 from tests.streams.world import T0, World
 
 DAYS = 45

@@ -7,20 +7,20 @@ from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from smtp_discovery.schemas.address import parse_address
+from smtp_discovery.schemas.commands import CreateUser, Tick
+from smtp_discovery.schemas.state import AddressRecord, AddressStatus
+from smtp_discovery.schemas.tenant import DiscoverySettings
+from smtp_discovery.streams import rules
+from smtp_discovery.streams.app import StreamsSettings, Topology
+from smtp_discovery.streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
+from smtp_discovery.streams.due import DueIndex
+from smtp_discovery.streams.partitioning import partition_for
+from smtp_discovery.streams.recovery import HandOverRecovery
+from smtp_discovery.streams.rewind import RewindingConsumerThread
+from smtp_discovery.streams.rules import Context, Policy
+from smtp_discovery.streams.store import GroupStore
 
-from schemas.address import parse_address
-from schemas.commands import CreateUser, Tick
-from schemas.state import AddressRecord, AddressStatus
-from schemas.tenant import DiscoverySettings
-from streams import rules
-from streams.app import StreamsSettings, Topology
-from streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
-from streams.due import DueIndex
-from streams.partitioning import partition_for
-from streams.recovery import HandOverRecovery
-from streams.rewind import RewindingConsumerThread
-from streams.rules import Context, Policy
-from streams.store import GroupStore
 from tests.streams.world import T0, World
 
 DAY = timedelta(days=1)
@@ -214,7 +214,7 @@ def test_only_waiting_records_are_decoded_to_rebuild_the_due_index(
             decoded.append(record.address)
             return record
 
-    monkeypatch.setattr("streams.store.AddressRecord", Counting)
+    monkeypatch.setattr("smtp_discovery.streams.store.AddressRecord", Counting)
     waiting = {key: record.status.value for key, record in GroupStore(records, {}).waiting()}
     assert waiting == {"acme:other@a.example": "pending", "acme:carol@a.example": "discovered"}
     # The user named "discovered" looked like a candidate: decoded, then dropped. The other

@@ -8,15 +8,16 @@ from collections.abc import Iterator, MutableMapping
 from datetime import timedelta
 from typing import Any
 
-from schemas.codec import encode
-from schemas.tenant import TenantConfig
-from schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES
-from smtp_discovery.views import TenantDirectory
-from streams.clock import EventTimeClock
-from streams.due import DueIndex
-from streams.processor import Incoming, Processor
-from streams.rules import Policy
-from streams.store import GroupStore
+from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.tenant import TenantConfig
+from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES
+from smtp_discovery.streams.clock import EventTimeClock
+from smtp_discovery.streams.due import DueIndex
+from smtp_discovery.streams.processor import Incoming, Processor
+from smtp_discovery.streams.rules import Policy
+from smtp_discovery.streams.store import GroupStore
+
+from smtp_discovery.platform.views import TenantDirectory
 from tests.streams.world import T0, World
 
 

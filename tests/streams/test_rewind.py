@@ -7,8 +7,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-from streams.rewind import RewindingConsumerThread
+from smtp_discovery.streams.rewind import RewindingConsumerThread
 
 pytestmark = pytest.mark.kafka
 

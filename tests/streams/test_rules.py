@@ -6,8 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from pydantic import ValidationError
-
-from schemas.commands import (
+from smtp_discovery.schemas.commands import (
     AddAlias,
     CreateFunctional,
     CreateUser,
@@ -18,10 +17,11 @@ from schemas.commands import (
     RemoveInvalid,
     Tick,
 )
-from schemas.mail import CalloutTempfailed
-from schemas.state import UserRole, expires_at
-from schemas.tenant import DiscoverySettings
-from streams.rules import expiry_deadline
+from smtp_discovery.schemas.mail import CalloutTempfailed
+from smtp_discovery.schemas.state import UserRole, expires_at
+from smtp_discovery.schemas.tenant import DiscoverySettings
+from smtp_discovery.streams.rules import expiry_deadline
+
 from tests.streams.world import T0, World
 
 DAY = timedelta(days=1)

@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from schemas.commands import (
+from smtp_discovery.schemas.commands import (
     AddAlias,
     CreateFunctional,
     CreateUser,
@@ -15,9 +14,10 @@ from schemas.commands import (
     MarkInvalid,
     Tick,
 )
-from schemas.state import AddressStatus
-from schemas.tenant import DiscoverySettings
-from streams.rules import Policy
+from smtp_discovery.schemas.state import AddressStatus
+from smtp_discovery.schemas.tenant import DiscoverySettings
+from smtp_discovery.streams.rules import Policy
+
 from tests.streams.world import T0, World
 
 GRACE = Policy().late_grace

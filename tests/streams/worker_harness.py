@@ -15,13 +15,20 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.schemas.state import AddressStateSnapshot, StateChange
+from smtp_discovery.schemas.topics import (
+    ADDRESS_STATE,
+    COMMANDS,
+    MAIL,
+    STATE_CHANGES,
+    TENANTS,
+    TopicNames,
+)
+from smtp_discovery.schemas.topics import topic as spec_of
 
-from schemas.codec import decode, encode
-from schemas.state import AddressStateSnapshot, StateChange
-from schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, STATE_CHANGES, TENANTS, TopicNames
-from schemas.topics import topic as spec_of
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.kafka import client_options, ensure_topics
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import client_options, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4

@@ -13,12 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.address import parse_address
-from schemas.commands import CommandResult
-from schemas.mail import CalloutRejected, CalloutVerified, OutboundSent, RecipientDelivered
-from schemas.state import AddressRecord, StateChange
-from schemas.tenant import DiscoverySettings, TenantConfig
-from streams.rules import Context, Outcome, Policy, apply
+from smtp_discovery.schemas.address import parse_address
+from smtp_discovery.schemas.commands import CommandResult
+from smtp_discovery.schemas.mail import (
+    CalloutRejected,
+    CalloutVerified,
+    OutboundSent,
+    RecipientDelivered,
+)
+from smtp_discovery.schemas.state import AddressRecord, StateChange
+from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
+from smtp_discovery.streams.rules import Context, Outcome, Policy, apply
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from smtp_discovery.schemas.topics import topic
 
-from schemas.topics import topic
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.kafka import client_options, ensure_topics, idempotent_producer, topic_configs
 from smtp_discovery.localkafka import LocalKafka
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import (
+    client_options,
+    ensure_topics,
+    idempotent_producer,
+    topic_configs,
+)
 from tests.smtp_discovery.kafka_helpers import consume_until
 
 pytestmark = pytest.mark.cluster

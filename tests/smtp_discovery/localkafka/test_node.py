@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from smtp_discovery.errors import MissingToolError
 from smtp_discovery.localkafka import jars, node
 from smtp_discovery.localkafka.cluster import new_cluster_id
-from smtp_discovery.localkafka.login import KafkaLogin
 from smtp_discovery.localkafka.node import NodePorts, render_properties
+from smtp_discovery.platform.errors import MissingToolError
+from smtp_discovery.platform.kafka_login import KafkaLogin
 
 
 def _props(text: str) -> dict[str, str]:

@@ -16,8 +16,8 @@ _FAULT = os.environ.get("DISCOVERY_TEST_FAULT", "")
 
 
 def _inject(kind: str, after: int) -> None:
-    from streams.app import Topology
-    from streams.store import GroupStore
+    from smtp_discovery.streams.app import Topology
+    from smtp_discovery.streams.store import GroupStore
 
     calls = 0
 

@@ -25,9 +25,10 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.topics import TopicNames
-from sinks.schema import Layout
-from smtp_discovery.errors import ConfigError
+from smtp_discovery.platform.clickhouse import Layout, analytics_database, redact_url
+from smtp_discovery.platform.errors import ConfigError
+from smtp_discovery.schemas.address import AddressError, parse_address
+from smtp_discovery.schemas.topics import TopicNames
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,8 +472,6 @@ class RuntimeConfig(BaseModel):
     @field_validator("report_sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        from schemas.address import AddressError, parse_address
-
         try:
             parse_address(value)
         except AddressError as exc:
@@ -514,8 +513,6 @@ class RuntimeConfig(BaseModel):
     @property
     def analytics_layout(self) -> Layout:
         """Where the analytics tables live: the URL's database, else ``discovery``."""
-        from smtp_discovery.clickhouse import analytics_database
-
         return Layout(
             database=analytics_database(self.effective_clickhouse_url),
             cluster=self.clickhouse_cluster or None,
@@ -566,8 +563,6 @@ class RuntimeConfig(BaseModel):
 
     def redacted(self) -> dict[str, str]:
         """What ``smtp-discovery config`` prints: every variable, secrets masked."""
-        from smtp_discovery.clickhouse import redact_url
-
         out = {}
         for var in VARIABLES:
             value = getattr(self, var.field)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from smtp_discovery.errors import ConfigError, InfrastructureError
+from smtp_discovery.platform.errors import ConfigError, InfrastructureError
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +137,30 @@ def connect(url: str, **client_options: Any) -> Any:
         raise InfrastructureError(
             f"cannot open ClickHouse at {redact_url(url)}: {type(exc).__name__}: {exc}"
         ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    database: str
+    cluster: str | None = None
+    mail_events_ttl_days: int = 180
+
+    def local(self, table: str) -> str:
+        """The table that stores rows (``_local`` behind a Distributed table on a cluster)."""
+        return f"{self.database}.{table}_local" if self.cluster else f"{self.database}.{table}"
+
+    def unsharded(self, table: str) -> str:
+        """A table kept whole on every replica (no Distributed table in front)."""
+        return self.local(table)
+
+    def name(self, table: str) -> str:
+        """The table queries and inserts address."""
+        return f"{self.database}.{table}"
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER {quote_ident(self.cluster)}" if self.cluster else ""
+
+
+def quote_ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"

@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from smtp_discovery.config import RuntimeConfig, split_host_port
-from smtp_discovery.errors import ConfigError, OperatorError
-from smtp_discovery.localkafka.login import KafkaLogin, load_login
+from smtp_discovery.platform.config import RuntimeConfig, split_host_port
+from smtp_discovery.platform.errors import ConfigError, OperatorError
+from smtp_discovery.platform.kafka_login import KafkaLogin, load_login
 
 LOCK = ".lock"
 

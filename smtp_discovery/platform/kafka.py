@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from schemas.topics import REGISTRY, TopicSpec
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.errors import ConfigError, InfrastructureError
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.errors import ConfigError, InfrastructureError
+from smtp_discovery.schemas.topics import REGISTRY, TopicSpec
 
 
 def client_options(config: RuntimeConfig, bootstrap: str | None = None) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from smtp_discovery.config import split_host_port
+from smtp_discovery.platform.config import split_host_port
 
-log = logging.getLogger("smtp_discovery.ops")
+log = logging.getLogger("smtp_discovery.platform.ops")
 
 
 class OpsServer:

@@ -16,7 +16,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.topics import (
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.tenant_writes import writer_id
+from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
     ADMIN_TOKENS,
     COMMAND_RESULTS,
@@ -28,8 +30,6 @@ from schemas.topics import (
     STATE_CHANGES,
     TENANTS,
 )
-from smtp_discovery.config import RuntimeConfig
-from smtp_discovery.tenant_writes import writer_id
 
 Resource = Literal["topic", "group", "transactional-id", "cluster"]
 

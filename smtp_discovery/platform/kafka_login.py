@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from smtp_discovery.errors import InfrastructureError
+from smtp_discovery.platform.errors import InfrastructureError
 
 MECHANISM = "SCRAM-SHA-512"
 """For clients and between brokers. A KRaft controller cannot use SCRAM (its credentials live in

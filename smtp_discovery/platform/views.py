@@ -16,12 +16,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.address import display_form
-from schemas.codec import MessageDecodeError, decode
-from schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings, ProviderDefaults, TenantConfig
-from schemas.topics import TENANTS
+from smtp_discovery.schemas.address import display_form
+from smtp_discovery.schemas.codec import MessageDecodeError, decode
+from smtp_discovery.schemas.tenant import (
+    PROVIDER_DEFAULTS_KEY,
+    DiscoverySettings,
+    ProviderDefaults,
+    TenantConfig,
+)
+from smtp_discovery.schemas.topics import TENANTS
 
-log = logging.getLogger("smtp_discovery.views")
+log = logging.getLogger("smtp_discovery.platform.views")
 
 
 class CompactedTopicFollower:
@@ -30,7 +35,7 @@ class CompactedTopicFollower:
     ``ready`` is set once everything that existed when the follower started has been applied,
     so a process can refuse work until its view is complete. No consumer group: every process
     reads the whole topic. Only committed records are read: a transactional writer that lost a
-    race (``smtp_discovery.tenant_writes``) is never seen.
+    race (``smtp_discovery.platform.tenant_writes``) is never seen.
     """
 
     def __init__(

@@ -27,13 +27,13 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from schemas.base import Message
-from schemas.codec import encode
-from smtp_discovery.errors import InfrastructureError
-from smtp_discovery.kafka import transactional_producer
-from smtp_discovery.views import CompactedTopicFollower, TenantDirectory
+from smtp_discovery.platform.errors import InfrastructureError
+from smtp_discovery.platform.kafka import transactional_producer
+from smtp_discovery.platform.views import CompactedTopicFollower, TenantDirectory
+from smtp_discovery.schemas.base import Message
+from smtp_discovery.schemas.codec import encode
 
-log = logging.getLogger("smtp_discovery.tenant_writes")
+log = logging.getLogger("smtp_discovery.platform.tenant_writes")
 
 ATTEMPTS = 8
 """Turns a writer tries before it gives up (each lost only to another writer's turn)."""
