@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
+
 from smtp_discovery.admin import errors
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.erasure import erase_address
@@ -30,9 +31,11 @@ from smtp_discovery.admin.offboarding import remove_tenant
 from smtp_discovery.admin.tokens import Principal, TokenInfo, new_token
 from smtp_discovery.jobs.render import FORMATS, as_csv
 from smtp_discovery.jobs.reports import Kind, Tenant, build
-from smtp_discovery.jobs.weeks import Week
+from smtp_discovery.platform.tenant_writes import Change, WriteContended
+from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import AddressError, display_form, parse_address
 from smtp_discovery.schemas.admin import AdminToken
+from smtp_discovery.schemas.calendar import Week
 from smtp_discovery.schemas.commands import (
     AddAlias,
     CreateFunctional,
@@ -52,9 +55,6 @@ from smtp_discovery.schemas.tenant import (
     revised,
 )
 from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMANDS
-
-from smtp_discovery.platform.tenant_writes import Change, WriteContended
-from smtp_discovery.platform.views import TenantDirectory
 
 MAX_BATCH = 1000
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import load_key, new_token
-
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import OperatorError
@@ -215,6 +215,12 @@ async def run(config: RuntimeConfig, args: argparse.Namespace) -> int:
         return await _erase(config, args)
     if args.command == "tenant" and args.tenant_command == "remove":
         return await _remove(config, args)
+    if args.command == "cache":
+        async with api(config) as (client, _ctx):
+            path = f"/v1/tenants/{args.tenant}/verification-cache/clear"
+            epoch = _check(await client.post(path))["verification_cache_epoch"]
+        print(f"{args.tenant}: verification cache cleared (epoch {epoch})")
+        return 0
     if args.command == "users":
         if not args.file.is_file():
             raise OperatorError(f"{args.file} is not a file")

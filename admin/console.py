@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
+
 from smtp_discovery.admin.errors import ApiError
 from smtp_discovery.schemas.tenant import DiscoverySettings
 

@@ -11,19 +11,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from smtp_discovery.admin.tokens import Principal, TokenDirectory
-from smtp_discovery.jobs.weeks import Schedule
-from smtp_discovery.schemas.admin import AdminTokenUsed, used_key
-from smtp_discovery.schemas.base import Message
-from smtp_discovery.schemas.codec import MessageDecodeError, decode, encode
-from smtp_discovery.schemas.commands import CommandResult
-from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMAND_RESULTS, TENANTS, TopicNames
-from smtp_discovery.sinks.schema import Layout
 
+from smtp_discovery.admin.tokens import Principal, TokenDirectory
 from smtp_discovery.platform.kafka import idempotent_producer
 from smtp_discovery.platform.ops import CounterView
 from smtp_discovery.platform.tenant_writes import TenantWriter
 from smtp_discovery.platform.views import CompactedTopicFollower, TenantDirectory
+from smtp_discovery.schemas.admin import AdminTokenUsed, used_key
+from smtp_discovery.schemas.base import Message
+from smtp_discovery.schemas.calendar import Schedule
+from smtp_discovery.schemas.codec import MessageDecodeError, decode, encode
+from smtp_discovery.schemas.commands import CommandResult
+from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMAND_RESULTS, TENANTS, TopicNames
+from smtp_discovery.sinks.schema import Layout
 
 log = logging.getLogger("smtp_discovery.admin")
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.errors import ApiError
 from smtp_discovery.schemas.address import parse_address

@@ -27,11 +27,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from smtp_discovery.admin import errors
-from smtp_discovery.admin.tokens import Principal
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from smtp_discovery.admin import errors
+from smtp_discovery.admin.tokens import Principal
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -23,10 +23,9 @@ from typing import Any
 
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.erasure import caught_up, mutate, sink_caught_up, worker_erases
+from smtp_discovery.platform.tenant_writes import Removal
 from smtp_discovery.schemas.commands import EraseAddress
 from smtp_discovery.schemas.topics import COMMANDS, MAIL
-
-from smtp_discovery.platform.tenant_writes import Removal
 
 log = logging.getLogger("smtp_discovery.admin")
 

@@ -7,17 +7,17 @@ import contextlib
 from typing import Any
 
 import uvicorn
+
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import load_key
-from smtp_discovery.jobs.weeks import Schedule
-
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.errors import ConfigError
 from smtp_discovery.platform.kafka import client_options
 from smtp_discovery.platform.ops import OpsServer
 from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.schemas.calendar import Schedule
 
 
 async def serve_admin(

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from smtp_discovery.platform.errors import ConfigError
 from smtp_discovery.schemas.admin import USE_RESOLUTION_S, AdminToken, AdminTokenUsed, used_key
 from smtp_discovery.schemas.codec import MessageDecodeError, decode
 from smtp_discovery.schemas.topics import ADMIN_TOKENS
-
-from smtp_discovery.platform.errors import ConfigError
 
 log = logging.getLogger("smtp_discovery.admin")
 

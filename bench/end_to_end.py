@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+
+from bench.harness import run_with_kafka
+from bench.ingest import MESSAGE, send_load, serve_accept_all
+from bench.kafka_baseline import emit
 from smtp_discovery.ingest.node import IngestNode
+from smtp_discovery.platform.clickhouse import connect
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import ensure_topics, idempotent_producer
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.tenant import Destination, TenantConfig
 from smtp_discovery.schemas.topics import TENANTS
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.run import sink_settings
 from smtp_discovery.sinks.sink import Sink
-
-from bench.harness import run_with_kafka
-from bench.ingest import MESSAGE, send_load, serve_accept_all
-from bench.kafka_baseline import emit
-from smtp_discovery.platform.clickhouse import connect
-from smtp_discovery.platform.config import RuntimeConfig
-from smtp_discovery.platform.kafka import ensure_topics, idempotent_producer
 
 ROOT = Path(__file__).resolve().parents[1]
 

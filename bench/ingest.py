@@ -37,17 +37,17 @@ from typing import Any
 import aiosmtplib
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP
+
+from bench.harness import run_with_kafka
+from bench.kafka_baseline import emit
 from smtp_discovery.ingest.node import IngestNode
 from smtp_discovery.ingest.state_view import AddressStateView
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.state import AddressState, AddressStateSnapshot, AddressStatus
 from smtp_discovery.schemas.tenant import Destination, TenantConfig
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, TENANTS
-
-from bench.harness import run_with_kafka
-from bench.kafka_baseline import emit
-from smtp_discovery.platform.config import RuntimeConfig
-from smtp_discovery.platform.kafka import ensure_topics
 
 MESSAGE = b"From: someone@outside.example\r\nSubject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 25
 

@@ -36,16 +36,16 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiosmtpd.controller import Controller
-from smtp_discovery.schemas.codec import encode
-from smtp_discovery.schemas.mail import RecipientDelivered
-from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
-from smtp_discovery.schemas.tenant import Destination, TenantConfig
-from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL_SETTLED, TENANTS, TopicNames
 
 from bench.harness import run_with_kafka
 from bench.kafka_baseline import emit
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.platform.kafka import ensure_topics
+from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.mail import RecipientDelivered
+from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
+from smtp_discovery.schemas.tenant import Destination, TenantConfig
+from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL_SETTLED, TENANTS, TopicNames
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 USERS = 100

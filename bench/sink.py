@@ -29,8 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.harness import run_with_kafka
+from bench.kafka_baseline import emit
 from smtp_discovery.jobs.reports import Kind, Tenant, build
-from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.platform.clickhouse import connect
+from smtp_discovery.platform.kafka import ensure_topics
+from smtp_discovery.schemas.calendar import Schedule, Week
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.state import AddressStatus, StateChange
 from smtp_discovery.schemas.tenant import DiscoverySettings
@@ -39,11 +44,6 @@ from smtp_discovery.sinks.columns import SOURCES, Columns
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
-
-from bench.harness import run_with_kafka
-from bench.kafka_baseline import emit
-from smtp_discovery.platform.clickhouse import connect
-from smtp_discovery.platform.kafka import ensure_topics
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 BLOCK = 10_000

@@ -47,6 +47,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
+from bench.harness import run_with_kafka
+from bench.kafka_baseline import emit, pass_through
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import client_options, ensure_topics
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.commands import ImportUser
 from smtp_discovery.schemas.mail import CalloutVerified, RecipientDelivered
@@ -61,11 +66,6 @@ from smtp_discovery.schemas.topics import (
     TopicNames,
 )
 from smtp_discovery.streams.partitioning import partition_for
-
-from bench.harness import run_with_kafka
-from bench.kafka_baseline import emit, pass_through
-from smtp_discovery.platform.config import RuntimeConfig
-from smtp_discovery.platform.kafka import client_options, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4

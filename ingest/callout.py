@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiosmtplib
+
 from smtp_discovery.ingest.callout_guard import CONNECTION_FAILURES, DestinationGuard
 from smtp_discovery.ingest.policy import CalloutResult, read_rcpt_reply
 from smtp_discovery.ingest.smtp_client import Target, open_client, opportunistic_tls

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
+
 from smtp_discovery.ingest.smtp_client import Target
 from smtp_discovery.schemas.tenant import TenantConfig
 

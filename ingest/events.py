@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+
 from smtp_discovery.ingest.spool import Position, Spool, SpoolRecord
 
 log = logging.getLogger("smtp_discovery.ingest")

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import Counter
+
 from smtp_discovery.ingest.dha import Action, HarvestGuard
 from smtp_discovery.ingest.events import EventPublisher
 from smtp_discovery.ingest.metrics import IngestMetrics
@@ -31,14 +32,13 @@ from smtp_discovery.ingest.relay import Downstream, Reply
 from smtp_discovery.ingest.smtp_client import Target
 from smtp_discovery.ingest.spool import SpoolFull, SpoolRecord
 from smtp_discovery.ingest.verdict import VerdictStep
+from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import Address, AddressError, parse_address
 from smtp_discovery.schemas.base import AddressMessage
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.mail import OutboundSent, RecipientDelivered
 from smtp_discovery.schemas.tenant import TenantConfig
 from smtp_discovery.schemas.topics import MAIL, MAIL_SETTLED, TopicNames, mail_route
-
-from smtp_discovery.platform.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.ingest")
 

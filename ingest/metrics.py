@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from smtp_discovery.ingest.callout_guard import DestinationGuard
 
+from smtp_discovery.ingest.callout_guard import DestinationGuard
 from smtp_discovery.platform.ops import CounterView, GaugeView
 
 PREFIX = "smtp_discovery_ingest"

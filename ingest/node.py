@@ -33,12 +33,11 @@ from smtp_discovery.ingest.smtp_client import Target, opportunistic_tls
 from smtp_discovery.ingest.spool import Spool
 from smtp_discovery.ingest.state_view import AddressStateView
 from smtp_discovery.ingest.verdict import load_verdict_step
-from smtp_discovery.schemas.state import AddressStatus
-from smtp_discovery.schemas.topics import ADDRESS_STATE, TENANTS
-
 from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.ops import OpsServer
 from smtp_discovery.platform.views import CompactedTopicFollower, TenantDirectory
+from smtp_discovery.schemas.state import AddressStatus
+from smtp_discovery.schemas.topics import ADDRESS_STATE, TENANTS
 
 log = logging.getLogger("smtp_discovery.ingest")
 

@@ -26,6 +26,7 @@ from smtp_discovery.ingest.policy import (
 )
 from smtp_discovery.ingest.smtp_client import Target
 from smtp_discovery.ingest.state_view import AddressStateView
+from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import Address
 from smtp_discovery.schemas.base import Message
 from smtp_discovery.schemas.mail import (
@@ -35,8 +36,6 @@ from smtp_discovery.schemas.mail import (
     CatchAllChecked,
 )
 from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
-
-from smtp_discovery.platform.views import TenantDirectory
 
 Clock = Callable[[], datetime]
 

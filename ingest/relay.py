@@ -15,6 +15,7 @@ import ssl
 from dataclasses import dataclass
 
 import aiosmtplib
+
 from smtp_discovery.ingest.smtp_client import Target, open_client
 
 log = logging.getLogger("smtp_discovery.ingest")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.errors import KafkaError
-from smtp_discovery.ingest.node import IngestNode
 
+from smtp_discovery.ingest.node import IngestNode
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError, InfrastructureError
 from smtp_discovery.platform.kafka import client_options

@@ -9,6 +9,7 @@ import logging
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
+
 from smtp_discovery.ingest.envelope_syntax import path_problem, plain_path
 from smtp_discovery.ingest.handler import IngestHandler
 

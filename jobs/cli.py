@@ -8,18 +8,18 @@ import socket
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
+
 from smtp_discovery.jobs.render import FORMATS
 from smtp_discovery.jobs.reports import Kind
 from smtp_discovery.jobs.runner import Jobs, one_report
 from smtp_discovery.jobs.send import Mailer, ReportLog, deliver_once
-from smtp_discovery.jobs.weeks import Schedule, Week
-
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.errors import ConfigError, OperatorError
 from smtp_discovery.platform.ops import CounterView, OpsServer
 from smtp_discovery.platform.running import RunningSystem, data_dir_in_use
 from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.schemas.calendar import Schedule, Week
 
 
 def mailer(config: RuntimeConfig) -> Mailer:

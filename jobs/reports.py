@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.schemas.calendar import Schedule, Week
 from smtp_discovery.schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings
 from smtp_discovery.sinks.schema import Layout
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from smtp_discovery.jobs.reports import Kind, Report, build, tenants
 from smtp_discovery.jobs.send import Mailer, ReportLog, deliver_once
-from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.schemas.calendar import Schedule, Week
 from smtp_discovery.sinks.schema import Layout
 
 log = logging.getLogger("smtp_discovery.jobs")

@@ -17,6 +17,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import aiosmtplib
+
 from smtp_discovery.jobs.render import as_html, text
 from smtp_discovery.jobs.reports import Report
 from smtp_discovery.sinks.schema import Layout

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field
+
 from smtp_discovery.schemas.base import Message, TenantId
 
 

@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+
 from smtp_discovery.schemas.deadletter import DeadLetter, b64
 from smtp_discovery.schemas.tenant import describe_errors
 from smtp_discovery.schemas.topics import Cleanup, topic

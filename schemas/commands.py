@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
+
 from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.base import AddressMessage, MailAddress
 from smtp_discovery.schemas.state import UserRole

@@ -6,6 +6,7 @@ import base64
 from typing import Literal
 
 from pydantic import Field
+
 from smtp_discovery.schemas.base import Message
 
 

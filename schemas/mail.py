@@ -10,6 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Literal
 
 from pydantic import Field
+
 from smtp_discovery.schemas.base import AddressMessage
 
 

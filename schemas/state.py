@@ -8,11 +8,12 @@ append-only ``discovery.state-changes`` topic.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
+
 from smtp_discovery.schemas.address import parse_address, record_key
 from smtp_discovery.schemas.base import AddressMessage, Contract, MailAddress, TenantId, UtcDatetime
 
@@ -32,19 +33,6 @@ MANAGED_STATUSES = frozenset({AddressStatus.USER, AddressStatus.FUNCTIONAL, Addr
 SETTLED_STATUSES = MANAGED_STATUSES | {AddressStatus.INVALID}
 """Statuses mail changes nothing about: the worker skips mail to and from these addresses,
 and ingest sends their deliveries and outbound mail past it (``schemas.topics.mail_route``)."""
-
-
-def expires_at(discovered_at: datetime, notices_before_expiry: int) -> datetime:
-    """When a discovered address expires: at the end of the UTC day N weeks after the day it
-    was discovered (N, the tenant's Notices before expiry, read when asked, so that a settings
-    change applies to addresses already waiting).
-
-    Whole days, because the day of discovery is what event time determines exactly whatever
-    order messages arrive in; the time within it is not. The one place this rule lives: the
-    worker's timer, the admin API and the weekly warning report all call it.
-    """
-    day = discovered_at.astimezone(UTC).date() + timedelta(weeks=notices_before_expiry, days=1)
-    return datetime.combine(day, time.min, UTC)
 
 
 class UserRole(StrEnum):

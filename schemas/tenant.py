@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+
 from smtp_discovery.schemas.address import AddressError, normalize_domain, parse_address
 from smtp_discovery.schemas.base import Contract, Envelope, MailAddress, Message, new_event_id
 from smtp_discovery.schemas.state import UserRole

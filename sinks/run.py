@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from smtp_discovery.sinks.migrate import migrate
-from smtp_discovery.sinks.sink import Sink, SinkSettings
-
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError
 from smtp_discovery.platform.kafka import client_options
 from smtp_discovery.platform.ops import OpsServer
 from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.sink import Sink, SinkSettings
 
 
 def run_migrate(config: RuntimeConfig) -> list[int]:

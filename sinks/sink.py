@@ -25,6 +25,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
+
+from smtp_discovery.platform.kafka import idempotent_producer
+from smtp_discovery.platform.ops import CounterView, GaugeView
 from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, decode_all, encode
 from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
@@ -38,9 +41,6 @@ from smtp_discovery.schemas.topics import (
 from smtp_discovery.sinks.columns import SOURCES, Columns, Taken
 from smtp_discovery.sinks.once import first_of_each, not_stored, stored_queries
 from smtp_discovery.sinks.schema import Layout
-
-from smtp_discovery.platform.kafka import idempotent_producer
-from smtp_discovery.platform.ops import CounterView, GaugeView
 
 log = logging.getLogger("smtp_discovery.sink")
 

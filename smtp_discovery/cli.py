@@ -140,16 +140,10 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
         asyncio.run(run_admin(config))
         return 0
-    if args.command in ("token", "tenant", "users", "erase"):
+    if args.command in ("token", "tenant", "users", "erase", "cache"):
         from smtp_discovery.admin.cli import run
 
         return asyncio.run(run(config, args))
-    if args.command == "cache":
-        from smtp_discovery.ingest.admin import clear_cache
-
-        epoch = asyncio.run(clear_cache(config, args.tenant))
-        print(f"{args.tenant}: verification cache cleared (epoch {epoch})")
-        return 0
     if args.command == "topics":
         return _topics(args, config)
     if args.command == "kafka":

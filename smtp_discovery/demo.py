@@ -19,11 +19,11 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.smtp import SMTP
 
-from smtp_discovery.jobs.weeks import Week
 from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.errors import OperatorError
 from smtp_discovery.platform.kafka import client_options, idempotent_producer
 from smtp_discovery.platform.running import RunningSystem, on_cluster
+from smtp_discovery.schemas.calendar import Week
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.mail import CalloutVerified, RecipientDelivered
 from smtp_discovery.schemas.topics import MAIL, TopicNames

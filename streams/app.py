@@ -21,6 +21,9 @@ import faust
 from aiokafka.admin import NewTopic
 from mode.utils.times import want_seconds
 from prometheus_client import CollectorRegistry
+
+from smtp_discovery.platform.ops import CounterView, OpsServer
+from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.commands import Tick
 from smtp_discovery.schemas.topics import (
@@ -40,9 +43,6 @@ from smtp_discovery.streams.recovery import StreamsTableManager
 from smtp_discovery.streams.rewind import RewindingApp
 from smtp_discovery.streams.rules import Policy
 from smtp_discovery.streams.store import CACHED_GROUPS, GroupStore
-
-from smtp_discovery.platform.ops import CounterView, OpsServer
-from smtp_discovery.platform.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.streams")
 

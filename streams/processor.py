@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, decode, encode
 from smtp_discovery.schemas.commands import AliasRelease, EraseAddress
@@ -39,8 +40,6 @@ from smtp_discovery.streams import rules
 from smtp_discovery.streams.clock import Clock
 from smtp_discovery.streams.due import DueIndex
 from smtp_discovery.streams.store import GroupStore
-
-from smtp_discovery.platform.views import TenantDirectory
 
 log = logging.getLogger("smtp_discovery.streams")
 

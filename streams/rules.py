@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from smtp_discovery.schemas.address import Address, parse_address
 from smtp_discovery.schemas.base import SCHEMA_VERSION
+from smtp_discovery.schemas.calendar import expires_at
 from smtp_discovery.schemas.commands import (
     AddAlias,
     AliasGrant,
@@ -49,7 +50,6 @@ from smtp_discovery.schemas.state import (
     AddressStatus,
     StateChange,
     UserRole,
-    expires_at,
     same_state,
     state_of,
 )
@@ -303,7 +303,7 @@ class Timed(Protocol):
 
 
 def expiry_deadline(record: Timed, settings: DiscoverySettings) -> datetime | None:
-    """When a discovered address expires (``schemas.state.expires_at``)."""
+    """When a discovered address expires (``schemas.calendar.expires_at``)."""
     if record.status is not S.DISCOVERED or record.discovered_at is None:
         return None
     return expires_at(record.discovered_at, settings.notices_before_expiry)

@@ -10,15 +10,15 @@ from typing import Any, TypeVar
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
-from smtp_discovery.schemas.topics import COMMANDS, MAIL, TopicNames
-from smtp_discovery.streams.app import StreamsSettings, Topology
-from smtp_discovery.streams.clock import make_clock
 
 from smtp_discovery.platform.access import topics_of
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError, InfrastructureError
 from smtp_discovery.platform.kafka import client_options, ensure_topics, ensure_visible
 from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.schemas.topics import COMMANDS, MAIL, TopicNames
+from smtp_discovery.streams.app import StreamsSettings, Topology
+from smtp_discovery.streams.clock import make_clock
 
 log = logging.getLogger("smtp_discovery.streams")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from smtp_discovery.streams.partitioning import partition_for
 
 from bench.streams_worker import (
     MARK,
@@ -15,6 +14,7 @@ from bench.streams_worker import (
     note_marker,
     window_rate,
 )
+from smtp_discovery.streams.partitioning import partition_for
 
 
 @pytest.mark.parametrize("kind", ["head", "tail"])

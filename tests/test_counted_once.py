@@ -16,6 +16,11 @@ from typing import Any
 
 import aiosmtplib
 import pytest
+
+from smtp_discovery.localkafka import LocalKafka
+from smtp_discovery.localkafka.node import free_port
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.codec import decode
 from smtp_discovery.schemas.mail import RecipientDelivered
 from smtp_discovery.schemas.state import AddressStatus
@@ -23,11 +28,6 @@ from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, TEN
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
-
-from smtp_discovery.localkafka import LocalKafka
-from smtp_discovery.localkafka.node import free_port
-from smtp_discovery.platform.config import RuntimeConfig
-from smtp_discovery.platform.kafka import ensure_topics
 from tests.ingest.harness import _publish, running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 from tests.smtp_discovery.kafka_helpers import drain_for

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from smtp_discovery.admin.tokens import KEY_BYTES, load_key
 
+from smtp_discovery.admin.tokens import KEY_BYTES, load_key
 from smtp_discovery.cli import build_parser
 from smtp_discovery.platform.access import ROLES, acl_commands
 from smtp_discovery.platform.config import VARIABLES, RuntimeConfig, split_host_port

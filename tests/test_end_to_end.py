@@ -22,19 +22,19 @@ import aiosmtplib
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP
+
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import new_token
 from smtp_discovery.ingest.node import IngestNode
 from smtp_discovery.jobs.runner import Jobs
 from smtp_discovery.jobs.send import Mailer
-from smtp_discovery.jobs.weeks import Schedule
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.schemas.calendar import Schedule
 from smtp_discovery.schemas.topics import ADMIN_TOKENS
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
-
-from smtp_discovery.platform.config import RuntimeConfig
 from tests.ingest.postfix import PostfixServer
 from tests.streams.worker_harness import WorkerRun
 from tests.token_key import KEY

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.erasure import subject_of
@@ -26,7 +27,6 @@ from smtp_discovery.schemas.topics import ADMIN_TOKENS, MAIL
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
-
 from tests.streams.worker_harness import WorkerRun
 from tests.token_key import KEY
 

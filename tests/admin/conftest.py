@@ -8,14 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
+
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import new_token
+from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.topics import ADMIN_TOKENS, TopicNames
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
-
-from smtp_discovery.platform.kafka import ensure_topics
 from tests.jobs.history import History
 from tests.token_key import KEY
 

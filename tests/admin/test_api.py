@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from smtp_discovery.jobs.weeks import Week
+
+from smtp_discovery.schemas.calendar import Week
 from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.commands import CommandResult
 from smtp_discovery.schemas.mail import (
@@ -24,7 +25,6 @@ from smtp_discovery.schemas.mail import (
 from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
 from smtp_discovery.schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, MAIL
 from smtp_discovery.streams.rules import expiry_deadline
-
 from tests.admin.conftest import Admin
 from tests.smtp_discovery.kafka_helpers import consume_until
 

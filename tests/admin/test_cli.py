@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import smtp_discovery.admin.cli
-from smtp_discovery.schemas.topics import TopicNames
 
+import smtp_discovery.admin.cli
 from smtp_discovery.cli import main
 from smtp_discovery.platform.kafka import ensure_topics
+from smtp_discovery.schemas.topics import TopicNames
 
 pytestmark = pytest.mark.kafka
 

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import new_token
@@ -33,7 +34,6 @@ from smtp_discovery.schemas.topics import ADMIN_TOKENS
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
-
 from tests.streams.worker_harness import WorkerRun
 from tests.token_key import KEY
 

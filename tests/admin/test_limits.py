@@ -23,6 +23,7 @@ import httpx
 import pytest
 import uvicorn
 from pydantic import BaseModel, ValidationError, field_validator
+
 from smtp_discovery.admin import api, errors
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.limits import (
@@ -34,7 +35,6 @@ from smtp_discovery.admin.limits import (
     body_limit,
     client_key,
 )
-
 from tests.admin.conftest import Admin
 
 HUGE = 400 * MIB

@@ -25,15 +25,15 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
+
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import new_token
+from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.tenant import TenantConfig
 from smtp_discovery.schemas.topics import ADMIN_TOKENS, TopicNames
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
-
-from smtp_discovery.platform.kafka import ensure_topics
 from tests.token_key import KEY
 
 pytestmark = pytest.mark.kafka

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from smtp_discovery.admin.tokens import new_token
-from smtp_discovery.schemas.codec import encode
-from smtp_discovery.schemas.topics import ADMIN_TOKENS, TENANTS, TopicNames
 
+from smtp_discovery.admin.tokens import new_token
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.platform.kafka import ensure_topics, idempotent_producer
 from smtp_discovery.platform.views import TenantDirectory
+from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.topics import ADMIN_TOKENS, TENANTS, TopicNames
 from tests.smtp_discovery.kafka_helpers import run
 from tests.token_key import KEY, key_file
 

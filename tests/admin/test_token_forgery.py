@@ -7,12 +7,12 @@ import asyncio
 import secrets
 
 import pytest
+
 from smtp_discovery.admin.tokens import new_token
+from smtp_discovery.platform.kafka import idempotent_producer
 from smtp_discovery.schemas.admin import AdminToken
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.topics import ADMIN_TOKENS
-
-from smtp_discovery.platform.kafka import idempotent_producer
 from tests.admin.conftest import Admin
 from tests.token_key import KEY
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from smtp_discovery.admin.tokens import Principal, TokenDirectory, new_token
 from smtp_discovery.schemas.admin import AdminTokenUsed, used_key
 from smtp_discovery.schemas.codec import encode
-
 from tests.admin.conftest import Admin
 from tests.token_key import KEY
 

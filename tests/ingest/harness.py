@@ -17,15 +17,15 @@ from typing import Any
 
 import aiosmtplib
 from aiokafka import AIOKafkaProducer
+
 from smtp_discovery.ingest.node import IngestNode
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.base import Message
 from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
 from smtp_discovery.schemas.tenant import Destination, TenantConfig
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, TENANTS
-
-from smtp_discovery.platform.config import RuntimeConfig
-from smtp_discovery.platform.kafka import ensure_topics
 from tests.smtp_discovery.kafka_helpers import consume_until
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

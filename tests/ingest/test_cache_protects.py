@@ -11,11 +11,11 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
 from smtp_discovery.ingest.node import IngestNode
+from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.schemas.state import AddressStatus
 from smtp_discovery.schemas.topics import ADDRESS_STATE
-
-from smtp_discovery.localkafka.node import free_port
 from tests.ingest.harness import Ingest, running_ingest, state, tenant
 
 pytestmark = pytest.mark.kafka

@@ -7,9 +7,9 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+
 from smtp_discovery.ingest.callout import Prober, Target
 from smtp_discovery.ingest.policy import CalloutResult
-
 from smtp_discovery.localkafka.node import free_port
 from tests.ingest.postfix import PostfixServer
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from smtp_discovery.ingest.callout_guard import FAILURES_TO_OPEN
 
+from smtp_discovery.ingest.callout_guard import FAILURES_TO_OPEN
 from tests.ingest.harness import running_ingest, tenant
 
 pytestmark = pytest.mark.kafka

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -12,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from smtp_discovery.ingest.admin import clear_cache
 
+from smtp_discovery.admin.cli import run as run_operator_command
 from smtp_discovery.cli import main
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.platform.config import RuntimeConfig
@@ -100,7 +101,8 @@ async def test_clearing_a_tenants_cache_makes_every_node_verify_again(
         config = RuntimeConfig.model_validate(
             {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": ingest.config.topic_prefix}
         )
-        assert await clear_cache(config, "acme") == 1
+        clear = argparse.Namespace(command="cache", cache_command="clear", tenant="acme")
+        assert await run_operator_command(config, clear) == 0  # through the admin API's route
         deadline = time.monotonic() + 30
         while ingest.node.tenants.tenant("acme").verification_cache_epoch != 1:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the node never saw the new epoch"

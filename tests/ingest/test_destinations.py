@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dns.asyncresolver
+
 from smtp_discovery.ingest.destinations import DestinationResolver, DnsMxLookup
 from smtp_discovery.ingest.smtp_client import Target
 from smtp_discovery.schemas.tenant import Destination
-
 from tests.ingest.dns_server import DnsServer
 from tests.ingest.harness import tenant
 

@@ -7,6 +7,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+
 from smtp_discovery.ingest.envelope_syntax import plain_path
 
 AIOSMTPD = SMTP(object())  # only its path reader is used

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from smtp_discovery.ingest.events import EventPublisher
 from smtp_discovery.ingest.spool import Spool, SpoolFull, SpoolRecord
-
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.platform.config import RuntimeConfig
 from tests.smtp_discovery.kafka_helpers import consume_until

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
@@ -19,8 +21,6 @@ from smtp_discovery.schemas.mail import (
     RecipientDelivered,
 )
 from smtp_discovery.schemas.tenant import TenantConfig
-
-from smtp_discovery.localkafka.node import free_port
 from tests.ingest.harness import Ingest, running_ingest, tenant
 from tests.ingest.postfix import PostfixServer
 from tests.streams.world import World

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+
 from smtp_discovery.schemas.mail import (
     CalloutRejected,
     CalloutTempfailed,
@@ -15,7 +16,6 @@ from smtp_discovery.schemas.mail import (
 )
 from smtp_discovery.schemas.state import AddressStatus
 from smtp_discovery.schemas.topics import MAIL, MAIL_SETTLED
-
 from tests.ingest.harness import running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 
@@ -223,9 +223,8 @@ async def test_a_greylisting_destination_defers_and_is_not_asked_again_at_once(
 async def test_an_unreachable_destination_tempfails_after_trying_every_host(
     kafka_bootstrap: str, tmp_path: Path, postfix_servers: dict[str, PostfixServer]
 ) -> None:
-    from smtp_discovery.schemas.tenant import Destination
-
     from smtp_discovery.localkafka.node import free_port
+    from smtp_discovery.schemas.tenant import Destination
 
     dead = tenant("dead", ["a.example"], free_port())
     dead = dead.model_copy(

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from smtp_discovery.schemas.state import AddressStatus
 
+from smtp_discovery.schemas.state import AddressStatus
 from tests.ingest.harness import Ingest, running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 

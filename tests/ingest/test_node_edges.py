@@ -9,10 +9,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from smtp_discovery.schemas.mail import OutboundSent
-from smtp_discovery.schemas.state import AddressStatus
 
 from smtp_discovery.localkafka.node import free_port
+from smtp_discovery.schemas.mail import OutboundSent
+from smtp_discovery.schemas.state import AddressStatus
 from tests.ingest.harness import running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 

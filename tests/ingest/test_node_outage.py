@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from smtp_discovery.schemas.mail import RecipientDelivered
-from smtp_discovery.schemas.state import AddressStatus
-from smtp_discovery.schemas.topics import MAIL_SETTLED
 
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.schemas.mail import RecipientDelivered
+from smtp_discovery.schemas.state import AddressStatus
+from smtp_discovery.schemas.topics import MAIL_SETTLED
 from tests.ingest.harness import running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 from tests.smtp_discovery.kafka_helpers import drain_for

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from smtp_discovery.ingest.outbound import OutboundIndex
-from smtp_discovery.schemas.codec import encode
-
 from smtp_discovery.platform.views import TenantDirectory
+from smtp_discovery.schemas.codec import encode
 from tests.ingest.harness import tenant
 
 

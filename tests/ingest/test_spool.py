@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from smtp_discovery.ingest.spool import Spool, SpoolFull, SpoolRecord
 
 

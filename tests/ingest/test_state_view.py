@@ -4,11 +4,11 @@ import random
 from pathlib import Path
 
 import pytest
+
 from smtp_discovery.ingest.policy import verification_still_applies
 from smtp_discovery.ingest.state_view import AddressStateView
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.state import AddressStateSnapshot, AddressStatus
-
 from tests.ingest.harness import running_ingest, state, tenant
 from tests.ingest.postfix import PostfixServer
 from tests.schemas.samples import RECORD, T0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from smtp_discovery.ingest.verdict import SpamHeaderVerdict, load_verdict_step
 
 

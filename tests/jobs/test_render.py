@@ -7,7 +7,7 @@ import io
 
 from smtp_discovery.jobs.render import as_csv
 from smtp_discovery.jobs.reports import Kind, Report, Tenant
-from smtp_discovery.jobs.weeks import Week
+from smtp_discovery.schemas.calendar import Week
 from smtp_discovery.schemas.tenant import DiscoverySettings
 
 PLANTED = [

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
+
 from smtp_discovery.jobs.render import FORMATS
 from smtp_discovery.jobs.reports import Kind, build, tenants
 from smtp_discovery.jobs.runner import Jobs
 from smtp_discovery.jobs.send import Mailer
-from smtp_discovery.jobs.weeks import Schedule, Week
+from smtp_discovery.schemas.calendar import Schedule, Week
 from smtp_discovery.schemas.mail import CatchAllChecked
 from smtp_discovery.schemas.state import (
     AddressRecord,
@@ -27,7 +28,6 @@ from smtp_discovery.schemas.tenant import ProviderDefaults, TenantConfig
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES, TENANTS
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
-
 from tests.jobs.history import History
 
 WEEK = Week.parse("2026-W47")  # Monday 16 to Sunday 22 November 2026

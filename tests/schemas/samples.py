@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from pydantic import BaseModel
+
 from smtp_discovery.schemas.admin import AdminToken, AdminTokenUsed
 from smtp_discovery.schemas.commands import (
     AddAlias,

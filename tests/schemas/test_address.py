@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from smtp_discovery.schemas.address import (
     MAX_DOMAIN_OCTETS,
     MAX_LOCAL_OCTETS,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
+
 from smtp_discovery.schemas.address import AddressError, is_plain_address, parse_address
 from smtp_discovery.schemas.base import MailAddress
 

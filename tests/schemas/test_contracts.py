@@ -6,11 +6,11 @@ from datetime import datetime
 
 import pytest
 from pydantic import BaseModel, ValidationError
+
 from smtp_discovery.schemas.codec import MessageDecodeError, decode, encode
 from smtp_discovery.schemas.mail import RecipientDelivered
 from smtp_discovery.schemas.state import AddressStateSnapshot, StateChange
 from smtp_discovery.schemas.topics import REGISTRY, Cleanup, KeyKind, topic
-
 from tests.schemas.samples import SAMPLES, T0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from smtp_discovery.schemas.mail import (
     CalloutRejected,
     CalloutVerified,
@@ -14,7 +15,6 @@ from smtp_discovery.schemas.mail import (
 from smtp_discovery.schemas.state import AddressStatus
 from smtp_discovery.schemas.topics import MAIL, MAIL_SETTLED, mail_route
 from smtp_discovery.streams import rules
-
 from tests.streams.world import World
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)

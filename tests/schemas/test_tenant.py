@@ -4,6 +4,7 @@ import ipaddress
 
 import pytest
 from pydantic import ValidationError
+
 from smtp_discovery.schemas.state import UserRole
 from smtp_discovery.schemas.tenant import (
     BUILT_IN,
@@ -16,7 +17,6 @@ from smtp_discovery.schemas.tenant import (
     provider_own,
     validate_overrides,
 )
-
 from tests.schemas.samples import T0
 
 

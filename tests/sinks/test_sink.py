@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+
 import smtp_discovery.sinks.once
 import smtp_discovery.sinks.sink
-from aiokafka import AIOKafkaProducer
+from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.base import Message
 from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.mail import RecipientDelivered
@@ -33,8 +35,6 @@ from smtp_discovery.schemas.topics import (
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
-
-from smtp_discovery.platform.kafka import ensure_topics
 from tests.smtp_discovery.kafka_helpers import consume_until
 
 pytestmark = pytest.mark.kafka

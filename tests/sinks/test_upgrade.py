@@ -20,7 +20,6 @@ from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import ADDRESS_STATE as ADDRESS_STATE_V1
 from smtp_discovery.sinks.schema import MIGRATIONS, MIGRATIONS_TABLE, Layout
-
 from tests.jobs.history import History
 
 # Recent: mail events older than their TTL (180 days) are dropped as they are inserted.

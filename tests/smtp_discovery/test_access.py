@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMANDS, REGISTRY, TENANTS
 
 from smtp_discovery.cli import main
 from smtp_discovery.platform.access import ROLES, acl_commands, grants, render_table
 from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMANDS, REGISTRY, TENANTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

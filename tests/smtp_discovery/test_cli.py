@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from smtp_discovery.schemas.topics import REGISTRY
 
 from smtp_discovery.cli import main
+from smtp_discovery.schemas.topics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 

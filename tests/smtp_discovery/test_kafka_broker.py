@@ -10,8 +10,6 @@ from collections import defaultdict
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from smtp_discovery.schemas.codec import decode, encode
-from smtp_discovery.schemas.topics import REGISTRY, TopicSpec
 
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.kafka import (
@@ -22,6 +20,8 @@ from smtp_discovery.platform.kafka import (
     topic_configs,
     transactional_producer,
 )
+from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.schemas.topics import REGISTRY, TopicSpec
 from tests.schemas.samples import SAMPLES
 from tests.smtp_discovery.kafka_helpers import consume_until, drain_for
 

@@ -22,13 +22,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiosmtpd.controller import Controller
-from smtp_discovery.schemas.topics import ADDRESS_STATE, ADMIN_TOKENS, COMMANDS, MAIL, TENANTS
 
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.platform.access import ROLES, acl_arguments
 from smtp_discovery.platform.config import KAFKA_FIELDS, RuntimeConfig
 from smtp_discovery.platform.kafka_login import KafkaLogin
+from smtp_discovery.schemas.topics import ADDRESS_STATE, ADMIN_TOKENS, COMMANDS, MAIL, TENANTS
 from tests.smtp_discovery.ops_helpers import ready
 from tests.token_key import key_file
 

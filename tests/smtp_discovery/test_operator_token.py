@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from smtp_discovery.admin.tokens import TokenDirectory, load_key, parse_bearer, token_record
-from smtp_discovery.schemas.codec import encode
-from smtp_discovery.schemas.topics import ADMIN_TOKENS, TopicNames
 
+from smtp_discovery.admin.tokens import TokenDirectory, load_key, parse_bearer, token_record
 from smtp_discovery.embedded import OPERATOR_LABEL, _operator_token
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.kafka import ensure_topics, idempotent_producer
 from smtp_discovery.platform.views import CompactedTopicFollower
+from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.topics import ADMIN_TOKENS, TopicNames
 
 pytestmark = pytest.mark.kafka
 

@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
-from smtp_discovery.sinks.schema import MIGRATIONS
 
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.platform.running import embedded_login
+from smtp_discovery.sinks.schema import MIGRATIONS
 from tests.smtp_discovery.terminal import Terminal, processes_using, wait_until_gone
 
 pytestmark = pytest.mark.kafka

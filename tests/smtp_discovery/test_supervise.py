@@ -23,12 +23,12 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer import AIOKafkaConsumer
 from aiosmtpd.controller import Controller
-from smtp_discovery.schemas.topics import MAIL, TopicNames
 
 from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.platform.errors import OperatorError
 from smtp_discovery.platform.running import embedded_login
 from smtp_discovery.platform.stopping import Children
+from smtp_discovery.schemas.topics import MAIL, TopicNames
 from smtp_discovery.supervise import RestartPolicy, Supervised
 from tests.smtp_discovery.terminal import Terminal
 

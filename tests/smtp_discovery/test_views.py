@@ -4,6 +4,11 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaProducer
+
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import client_options, ensure_topics, transactional_producer
+from smtp_discovery.platform.tenant_writes import TenantWriter
+from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.tenant import (
     PROVIDER_DEFAULTS_KEY,
@@ -13,11 +18,6 @@ from smtp_discovery.schemas.tenant import (
     revised,
 )
 from smtp_discovery.schemas.topics import TENANTS, TopicNames
-
-from smtp_discovery.platform.config import RuntimeConfig
-from smtp_discovery.platform.kafka import client_options, ensure_topics, transactional_producer
-from smtp_discovery.platform.tenant_writes import TenantWriter
-from smtp_discovery.platform.views import TenantDirectory
 from tests.schemas.samples import T0
 
 

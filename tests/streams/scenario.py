@@ -23,7 +23,6 @@ from smtp_discovery.schemas.commands import (
     Tick,
 )
 from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
-
 from tests.streams.world import T0, World
 
 DAYS = 45

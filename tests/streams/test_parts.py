@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+
 from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.commands import CreateUser, Tick
 from smtp_discovery.schemas.state import AddressRecord, AddressStatus
@@ -20,7 +21,6 @@ from smtp_discovery.streams.recovery import HandOverRecovery
 from smtp_discovery.streams.rewind import RewindingConsumerThread
 from smtp_discovery.streams.rules import Context, Policy
 from smtp_discovery.streams.store import GroupStore
-
 from tests.streams.world import T0, World
 
 DAY = timedelta(days=1)

@@ -8,6 +8,7 @@ from collections.abc import Iterator, MutableMapping
 from datetime import timedelta
 from typing import Any
 
+from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.tenant import TenantConfig
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES
@@ -16,8 +17,6 @@ from smtp_discovery.streams.due import DueIndex
 from smtp_discovery.streams.processor import Incoming, Processor
 from smtp_discovery.streams.rules import Policy
 from smtp_discovery.streams.store import GroupStore
-
-from smtp_discovery.platform.views import TenantDirectory
 from tests.streams.world import T0, World
 
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from smtp_discovery.streams.rewind import RewindingConsumerThread
 
 pytestmark = pytest.mark.kafka

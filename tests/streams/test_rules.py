@@ -6,6 +6,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from pydantic import ValidationError
+
+from smtp_discovery.schemas.calendar import expires_at
 from smtp_discovery.schemas.commands import (
     AddAlias,
     CreateFunctional,
@@ -18,10 +20,9 @@ from smtp_discovery.schemas.commands import (
     Tick,
 )
 from smtp_discovery.schemas.mail import CalloutTempfailed
-from smtp_discovery.schemas.state import UserRole, expires_at
+from smtp_discovery.schemas.state import UserRole
 from smtp_discovery.schemas.tenant import DiscoverySettings
 from smtp_discovery.streams.rules import expiry_deadline
-
 from tests.streams.world import T0, World
 
 DAY = timedelta(days=1)

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from smtp_discovery.schemas.commands import (
     AddAlias,
     CreateFunctional,
@@ -17,7 +18,6 @@ from smtp_discovery.schemas.commands import (
 from smtp_discovery.schemas.state import AddressStatus
 from smtp_discovery.schemas.tenant import DiscoverySettings
 from smtp_discovery.streams.rules import Policy
-
 from tests.streams.world import T0, World
 
 GRACE = Policy().late_grace

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.state import AddressState, StateChange
 from smtp_discovery.schemas.topics import ADDRESS_STATE, DEAD_LETTER, MAIL
 from smtp_discovery.streams.app import EXIT_INFRASTRUCTURE
-
 from tests.streams.scenario import Scenario, tenants
 from tests.streams.worker_harness import WorkerRun
 

@@ -15,6 +15,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
+from smtp_discovery.platform.config import RuntimeConfig
+from smtp_discovery.platform.kafka import client_options, ensure_topics
 from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.state import AddressStateSnapshot, StateChange
 from smtp_discovery.schemas.topics import (
@@ -26,9 +29,6 @@ from smtp_discovery.schemas.topics import (
     TopicNames,
 )
 from smtp_discovery.schemas.topics import topic as spec_of
-
-from smtp_discovery.platform.config import RuntimeConfig
-from smtp_discovery.platform.kafka import client_options, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4

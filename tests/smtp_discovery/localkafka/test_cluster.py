@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from smtp_discovery.schemas.topics import topic
 
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.platform.config import RuntimeConfig
@@ -15,6 +14,7 @@ from smtp_discovery.platform.kafka import (
     idempotent_producer,
     topic_configs,
 )
+from smtp_discovery.schemas.topics import topic
 from tests.smtp_discovery.kafka_helpers import consume_until
 
 pytestmark = pytest.mark.cluster

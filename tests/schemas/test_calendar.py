@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from smtp_discovery.jobs.weeks import Schedule, Week
+
+from smtp_discovery.schemas.calendar import Schedule, Week
 
 
 def test_weeks_parse_and_bound_in_a_zone() -> None:

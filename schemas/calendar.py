@@ -1,4 +1,6 @@
-"""Report weeks and the Thursday schedule, as pure functions of an injected time.
+"""The lifecycle's calendar, as pure functions of an injected time: the day a discovered address
+expires, report weeks, the Thursday schedule, and the notices (warning reports) an address has
+left. The one module behind the worker's expiry timer, the reports, the console and the admin API.
 
 A report sent in ISO week W covers the previous ISO week (Monday 00:00 to Monday 00:00 in the
 provider's time zone). Reports go out on Thursday at the provider's configured time; a missed
@@ -9,13 +11,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
-
-from smtp_discovery.schemas.state import expires_at
 
 THURSDAY = 3
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+def expires_at(discovered_at: datetime, notices_before_expiry: int) -> datetime:
+    """When a discovered address expires: at the end of the UTC day N weeks after the day it
+    was discovered (N, the tenant's Notices before expiry, read when asked, so that a settings
+    change applies to addresses already waiting).
+
+    Whole days, because the day of discovery is what event time determines exactly whatever
+    order messages arrive in; the time within it is not. The one place this rule lives: the
+    worker's timer, the admin API and the weekly warning report all call it.
+    """
+    day = discovered_at.astimezone(UTC).date() + timedelta(weeks=notices_before_expiry, days=1)
+    return datetime.combine(day, time.min, UTC)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -84,7 +97,7 @@ class Schedule:
 
         The one computation behind the console's Discovered list (as of now), the admin API and
         the warning report (as of its own sending, so it counts itself): at any one moment they
-        say the same. The day comes from ``schemas.state.expires_at``, as the worker's timer's.
+        say the same. The day comes from ``expires_at`` above, as the worker's timer's.
         """
         expires = expires_at(discovered_at, notices_before_expiry)
         return expires, self.slots_from(as_of, expires)
