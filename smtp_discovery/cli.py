@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from smtp_discovery import __version__
 from smtp_discovery.platform.access import ROLES, acl_commands
-from smtp_discovery.platform.config import VARIABLES, RuntimeConfig
+from smtp_discovery.platform.config import SECTIONS, RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError, OperatorError
 from smtp_discovery.platform.kafka import client_options, ensure_topics
 from smtp_discovery.platform.logs import configure as configure_logs
@@ -154,8 +154,12 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         return 0
     if args.command == "config":
         values = config.redacted()
-        for var in VARIABLES:
-            print(f"{var.env}={values[var.env]}")
+        for number, section in enumerate(SECTIONS):
+            if number:
+                print()
+            print(f"# {section.section_title}")
+            for var in section.variables():
+                print(f"{var.env}={values[var.env]}")
         return 0
     raise AssertionError(args.command)
 
