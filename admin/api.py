@@ -4,14 +4,17 @@ Invalid lists, actions, users, reports and history for a tenant's admins.
 Writes are published: tenants and provider defaults to ``discovery.tenants`` (their source of
 truth), actions to ``discovery.commands`` (answered 202 with command ids; the streams topology
 applies them and the status endpoint reports the result). Reads come from the views and from
-ClickHouse. Every tenant route checks the token's tenant first.
+ClickHouse, through the queries of ``sinks.queries``. Every tenant route checks the token's
+tenant first.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
@@ -33,7 +36,7 @@ from smtp_discovery.jobs.render import FORMATS, as_csv
 from smtp_discovery.jobs.reports import Kind, Tenant, build
 from smtp_discovery.platform.tenant_writes import Change, WriteContended
 from smtp_discovery.platform.views import TenantDirectory
-from smtp_discovery.schemas.address import AddressError, display_form, parse_address
+from smtp_discovery.schemas.address import AddressError, parse_address
 from smtp_discovery.schemas.admin import AdminToken
 from smtp_discovery.schemas.calendar import Week
 from smtp_discovery.schemas.commands import (
@@ -55,6 +58,7 @@ from smtp_discovery.schemas.tenant import (
     revised,
 )
 from smtp_discovery.schemas.topics import ADMIN_TOKENS, COMMANDS
+from smtp_discovery.sinks import queries
 
 MAX_BATCH = 1000
 
@@ -168,6 +172,12 @@ def _tenant_config(
             # A domain the contract validated (at most 255 octets, no control characters).
             raise ApiError(409, "domain_taken", f"{domain} is registered by another tenant")
     return tenant
+
+
+async def _ask(ctx: AdminContext, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The answer of one of ``sinks.queries``, asked off the event loop with the context's
+    client and layout (one ClickHouse call at a time: ``AdminContext.run``)."""
+    return await ctx.run(partial(query, ctx.clickhouse, ctx.layout, *args, **kwargs))
 
 
 def _etag(revision: int) -> str:
@@ -390,8 +400,8 @@ async def discovered(
     caller: Caller,
     weeks: Annotated[int, Query(ge=1, le=52)] = 3,
     q: Search = "",
-    sort: Literal["address", "discovered_at", "last_seen", "messages"] = "discovered_at",
-    order: Literal["asc", "desc"] = "desc",
+    sort: queries.DiscoveredSort = "discovered_at",
+    order: queries.Order = "desc",
     page: Page = 1,
     per_page: PerPage = 50,
 ) -> dict[str, Any]:
@@ -399,48 +409,31 @@ async def discovered(
     settings = ctx.tenants.settings(tenant_id)
     assert settings is not None
     since = ctx.clock() - timedelta(weeks=weeks)
-    layout = ctx.layout
-    # First and last seen and the counts come from the per-address rollup of the mail events
-    # (``address_activity``, rows of one key not necessarily merged yet: aggregated here), so
-    # the query reads one row per address the tenant has seen, not its events.
-    rows = await ctx.query(
-        f"SELECT s.address, s.discovered_at, s.discovered_reason, m.fs AS first_seen, "
-        f"m.ls AS last_seen, m.n AS messages, m.clean AS clean_messages, count() OVER () AS total "
-        f"FROM (SELECT * FROM {layout.name('address_state')} FINAL "
-        "WHERE tenant_id = {t:String} AND status = 'discovered' AND is_deleted = 0 "
-        "AND discovered_at >= {since:DateTime64(3, 'UTC')} "
-        "AND positionCaseInsensitiveUTF8(address, {q:String}) > 0) AS s "
-        "LEFT JOIN (SELECT address_key, toNullable(min(first_seen)) AS fs, "
-        "toNullable(max(last_seen)) AS ls, sum(messages) AS n, sum(clean_messages) AS clean "
-        f"FROM {layout.name('address_activity')} WHERE tenant_id = {{t:String}} "
-        "GROUP BY address_key) AS m ON m.address_key = lower(s.address) "
-        f"ORDER BY {sort} {order}, s.address LIMIT {{n:UInt32}} OFFSET {{o:UInt32}}",
-        {"t": tenant_id, "since": since.replace(tzinfo=None), "q": display_form(q), "n": per_page,
-         "o": (page - 1) * per_page},
-    )  # fmt: skip
+    offset = (page - 1) * per_page
+    found = await _ask(ctx, queries.discovered_page, tenant_id, since=since, search=q,
+                       sort=sort, order=order, limit=per_page, offset=offset)  # fmt: skip
     schedule = ctx.schedule
     now = ctx.clock()
     items = []
-    for address, found, how, first, last, messages, clean, _total in rows:
-        at = found.replace(tzinfo=UTC) if found and found.tzinfo is None else found
+    for row in found.rows:
+        at = row.discovered_at
         ends, left = (
             schedule.expiry(at, settings.notices_before_expiry, now) if at else (None, None)
         )
         items.append(
             {
-                "address": address,
+                "address": row.address,
                 "discovered_at": at,
-                "discovered_how": how,
-                "first_seen": first,
-                "last_seen": last,
-                "messages": int(messages or 0),
-                "clean_messages": int(clean or 0),
+                "discovered_how": row.discovered_reason,
+                "first_seen": row.first_seen,
+                "last_seen": row.last_seen,
+                "messages": row.messages,
+                "clean_messages": row.clean_messages,
                 "notices_left": left,
                 "expires_at": ends,
             }
         )
-    total = int(rows[0][-1]) if rows else 0
-    return {"tenant": tenant.tenant_id, "total": total, "page": page, "per_page": per_page,
+    return {"tenant": tenant.tenant_id, "total": found.total, "page": page, "per_page": per_page,
             "items": items}  # fmt: skip
 
 
@@ -454,17 +447,11 @@ async def invalid_list(
     per_page: PerPage = 50,
 ) -> dict[str, Any]:
     tenant_of(ctx, caller, tenant_id)
-    rows = await ctx.query(
-        f"SELECT address, status_since, status_reason, count() OVER () FROM "
-        f"{ctx.layout.name('address_state')} FINAL WHERE tenant_id = {{t:String}} "
-        "AND status = 'invalid' AND is_deleted = 0 "
-        "AND positionCaseInsensitiveUTF8(address, {q:String}) > 0 "
-        "ORDER BY address LIMIT {n:UInt32} OFFSET {o:UInt32}",
-        {"t": tenant_id, "q": display_form(q), "n": per_page, "o": (page - 1) * per_page},
-    )
+    found = await _ask(ctx, queries.invalid_page, tenant_id, search=q, limit=per_page,
+                       offset=(page - 1) * per_page)  # fmt: skip
     return {
-        "total": int(rows[0][3]) if rows else 0,
-        "items": [{"address": a, "since": s, "reason": r} for a, s, r, _ in rows],
+        "total": found.total,
+        "items": [{"address": r.address, "since": r.since, "reason": r.reason} for r in found.rows],
     }
 
 
@@ -477,19 +464,12 @@ async def users(
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[dict[str, Any]]:
     tenant_of(ctx, caller, tenant_id)
-    rows = await ctx.query(
-        f"SELECT address, first_name, surname, status, role FROM "
-        f"{ctx.layout.name('address_state')} FINAL WHERE tenant_id = {{t:String}} "
-        "AND status IN ('user', 'functional') AND is_deleted = 0 AND ("
-        "positionCaseInsensitiveUTF8(address, {q:String}) > 0 OR "
-        "positionCaseInsensitiveUTF8(concat(first_name, ' ', surname), {q:String}) > 0) "
-        "ORDER BY address LIMIT {n:UInt32}",
-        {"t": tenant_id, "q": display_form(q), "n": limit},
-    )
+    found = await _ask(ctx, queries.users_matching, tenant_id, search=q, limit=limit)
     return [
-        {"address": a, "first_name": f, "surname": s, "status": st, "role": r or None}
-        for a, f, s, st, r in rows
-    ]
+        {"address": u.address, "first_name": u.first_name, "surname": u.surname,
+         "status": u.status, "role": u.role or None}
+        for u in found
+    ]  # fmt: skip
 
 
 @router.post("/tenants/{tenant_id}/actions", status_code=202, tags=["actions"])
@@ -750,16 +730,9 @@ async def history(
     days: Annotated[int, Query(ge=1, le=3660)] = 30,
 ) -> list[dict[str, Any]]:
     tenant_of(ctx, caller, tenant_id)
-    columns = ("messages", "clean_messages", "outbound_messages", "verifications", "rejections",
-               "tempfails", "new_pending", "new_discovered", "new_users", "new_aliases",
-               "new_invalid")  # fmt: skip
-    rows = await ctx.query(
-        f"SELECT day, {', '.join(f'sum({c})' for c in columns)} FROM "
-        f"{ctx.layout.name('tenant_daily')} WHERE tenant_id = {{t:String}} "
-        "AND day >= {since:Date} GROUP BY day ORDER BY day",
-        {"t": tenant_id, "since": (ctx.clock() - timedelta(days=days)).date()},
-    )
-    return [{"day": row[0], **dict(zip(columns, map(int, row[1:]), strict=True))} for row in rows]
+    since = (ctx.clock() - timedelta(days=days)).date()
+    found = await _ask(ctx, queries.daily_counts, tenant_id, since)
+    return [{"day": d.day, **d.counts} for d in found]
 
 
 API_HEADERS = {

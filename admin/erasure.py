@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,33 +38,13 @@ from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.commands import EraseAddress
 from smtp_discovery.schemas.tenant import TenantConfig, revised
 from smtp_discovery.schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, MAIL_SETTLED, STATE_CHANGES
+from smtp_discovery.sinks import queries
 
 log = logging.getLogger("smtp_discovery.admin")
 
 SINK_TOPICS = (ADDRESS_STATE, STATE_CHANGES, MAIL, MAIL_SETTLED)
 """What the sink must have stored before ClickHouse is cleaned (not the tenants topic: it is
 written in transactions, and its end offset is a marker no consumer commits past)."""
-
-ABOUT = {
-    # table: the rows about the address (``{forms}``: its lowercase forms; ``{key}``: its key)
-    "address_state": "record_key = {key:String}",
-    "state_changes": "has({forms:Array(String)}, lower(address))",
-    "mail_events": "has({forms:Array(String)}, lower(address))",
-    "address_activity": "has({forms:Array(String)}, address_key)",
-}
-"""The one table of where an address's own rows are; every such table is in it."""
-
-NAMING = {
-    # table: (the assignment that forgets the address, the rows that name it)
-    "address_state": (
-        "`primary` = if(has({forms:Array(String)}, lower(`primary`)), '', `primary`), "
-        "aliases = arrayFilter(x -> NOT has({forms:Array(String)}, lower(x)), aliases)",
-        "has({forms:Array(String)}, lower(`primary`)) "
-        "OR hasAny(arrayMap(x -> lower(x), aliases), {forms:Array(String)})",
-    ),
-    "state_changes": ("`primary` = ''", "has({forms:Array(String)}, lower(`primary`))"),
-}
-"""Rows of other addresses that name this one."""
 
 
 @dataclass
@@ -98,16 +79,7 @@ async def erase_address(
     # not yet from ClickHouse: a re-run must find them. The state history has every address
     # that became its alias (address_state may have merged such a version away behind a
     # tombstone); of those, the ones alive as something else now are not its aliases any more.
-    state = ctx.layout.name("address_state")
-    aliases = [row[0] for row in await ctx.query(
-        f"SELECT DISTINCT address FROM {ctx.layout.name('state_changes')} "
-        "WHERE tenant_id = {t:String} AND to_status = 'alias' "
-        "AND has({forms:Array(String)}, lower(`primary`)) AND lower(address) NOT IN ("
-        f"SELECT lower(address) FROM {state} FINAL WHERE tenant_id = {{t:String}} "
-        "AND is_deleted = 0 AND NOT (status = 'alias' "
-        "AND has({forms:Array(String)}, lower(`primary`)))) ORDER BY address",
-        {"t": tenant.tenant_id, "forms": forms},
-    )]  # fmt: skip
+    aliases = await ask(ctx, queries.aliases_to_erase, tenant.tenant_id, forms)
     done.aliases = len(aliases)
     commands = [
         EraseAddress(tenant_id=tenant.tenant_id, event_time=ctx.clock(), actor=actor, address=a)
@@ -123,13 +95,14 @@ async def erase_address(
     await ctx.tenant_writer.write(bump)
     await sink_caught_up(ctx, deadline)
     for erased in [parsed, *(parse_address(a) for a in aliases)]:
-        parameters = {"t": tenant.tenant_id, "key": erased.record_key(tenant.tenant_id),
-                      "forms": sorted({erased.display.lower(), erased.normalized})}  # fmt: skip
-        for table, where in ABOUT.items():
-            rows = await mutate(ctx, table, "DELETE", where, parameters)
+        key = erased.record_key(tenant.tenant_id)
+        its_forms = sorted({erased.display.lower(), erased.normalized})
+        for table in queries.ADDRESS_ROWS:
+            rows = await ask(ctx, queries.delete_address_rows, table, tenant.tenant_id, key,
+                             its_forms)  # fmt: skip
             done.rows[table] = done.rows.get(table, 0) + rows
-        for table, (assignment, where) in NAMING.items():
-            rows = await mutate(ctx, table, f"UPDATE {assignment}", where, parameters)
+        for table in queries.NAMING_ROWS:
+            rows = await ask(ctx, queries.unname_address, table, tenant.tenant_id, its_forms)
             done.rows[f"{table} (naming it)"] = done.rows.get(f"{table} (naming it)", 0) + rows
     log.info("erasure %s of tenant %s: done, %d aliases, rows %s", done.subject,
              tenant.tenant_id, done.aliases, done.rows)  # fmt: skip
@@ -147,21 +120,10 @@ async def worker_erases(ctx: AdminContext, commands: list[EraseAddress], deadlin
                        f"erasures ({refused[0].reason_code}: {refused[0].message})")  # fmt: skip
 
 
-async def mutate(
-    ctx: AdminContext, table: str, action: str, where: str, parameters: dict[str, Any]
-) -> int:
-    """Count the rows, then change them with a mutation that is done when it returns."""
-    layout = ctx.layout
-    condition = f"tenant_id = {{t:String}} AND ({where})"
-    (count,) = (await ctx.query(
-        f"SELECT count() FROM {layout.name(table)} WHERE {condition}", parameters))[0]  # fmt: skip
-    if count:
-        await ctx.query(
-            f"ALTER TABLE {layout.local(table)}{layout.on_cluster} {action} WHERE {condition} "
-            "SETTINGS mutations_sync = 2",
-            parameters,
-        )
-    return int(count)
+async def ask(ctx: AdminContext, query: Callable[..., Any], *args: Any) -> Any:
+    """The answer of one of ``sinks.queries``, asked off the event loop with the context's
+    client and layout (one ClickHouse call at a time: ``AdminContext.run``)."""
+    return await ctx.run(query, ctx.clickhouse, ctx.layout, *args)
 
 
 async def sink_caught_up(ctx: AdminContext, deadline: float) -> None:

@@ -22,28 +22,16 @@ import time
 from typing import Any
 
 from smtp_discovery.admin.context import AdminContext
-from smtp_discovery.admin.erasure import caught_up, mutate, sink_caught_up, worker_erases
+from smtp_discovery.admin.erasure import ask, caught_up, sink_caught_up, worker_erases
 from smtp_discovery.platform.tenant_writes import Removal
 from smtp_discovery.schemas.commands import EraseAddress
 from smtp_discovery.schemas.topics import COMMANDS, MAIL
+from smtp_discovery.sinks import queries
 
 log = logging.getLogger("smtp_discovery.admin")
 
 BATCH = 1000
 """Erase commands published at a time."""
-
-
-async def tenant_tables(ctx: AdminContext) -> list[str]:
-    """Every table of the analytics database with a ``tenant_id`` column, by the name queries
-    use (on a cluster, the one in front of its ``_local`` table); views hold no data of their
-    own. Found, not listed: a table a later migration adds is covered without a change here."""
-    rows = await ctx.query(
-        "SELECT c.table FROM system.columns AS c INNER JOIN system.tables AS t "
-        "ON t.database = c.database AND t.name = c.table WHERE c.database = {d:String} "
-        "AND c.name = 'tenant_id' AND t.engine NOT LIKE '%View%'",
-        {"d": ctx.layout.database},
-    )
-    return sorted({row[0].removesuffix("_local") for row in rows})
 
 
 async def remove_tenant(
@@ -54,9 +42,9 @@ async def remove_tenant(
     deadline = time.monotonic() + ctx.erasure_wait_s
     registered = ctx.tenants.tenant(tenant_id) is not None
     tokens = [t.token_id for t in ctx.tokens.listing(tenant_id)]
-    tables = await tenant_tables(ctx)
-    addresses = await _addresses(ctx, tenant_id)
-    rows = {t: await _count(ctx, t, tenant_id) for t in tables}
+    tables = await ask(ctx, queries.tenant_tables)
+    addresses = await ask(ctx, queries.tenant_addresses, tenant_id)
+    rows = {t: await ask(ctx, queries.count_tenant_rows, t, tenant_id) for t in tables}
     plan = {"tenant": tenant_id, "registered": registered, "tokens": len(tokens),
             "addresses": len(addresses), "rows": rows, "dry_run": dry_run}  # fmt: skip
     if dry_run:
@@ -73,7 +61,7 @@ async def remove_tenant(
     # every record it holds (later mail for the tenant is refused, or dead-lettered unapplied).
     await caught_up(ctx, ctx.streams_group, (MAIL, COMMANDS), deadline, "the streams workers")
     await sink_caught_up(ctx, deadline)
-    addresses = await _addresses(ctx, tenant_id)
+    addresses = await ask(ctx, queries.tenant_addresses, tenant_id)
     for start in range(0, len(addresses), BATCH):
         commands = [EraseAddress(tenant_id=tenant_id, event_time=ctx.clock(), actor=actor,
                                  address=a) for a in addresses[start : start + BATCH]]  # fmt: skip
@@ -81,24 +69,7 @@ async def remove_tenant(
     await sink_caught_up(ctx, deadline)
     removed = {}
     for table in tables:
-        removed[table] = await mutate(ctx, table, "DELETE", "1", {"t": tenant_id})
+        removed[table] = await ask(ctx, queries.delete_tenant_rows, table, tenant_id)
     log.info("removed tenant %s: %d addresses erased, %d tokens revoked, rows %s", tenant_id,
              len(addresses), len(tokens), removed)  # fmt: skip
     return {**plan, "rows": removed}
-
-
-async def _addresses(ctx: AdminContext, tenant_id: str) -> list[str]:
-    rows = await ctx.query(
-        f"SELECT address FROM {ctx.layout.name('address_state')} FINAL "
-        "WHERE tenant_id = {t:String} AND is_deleted = 0 ORDER BY address",
-        {"t": tenant_id},
-    )
-    return [row[0] for row in rows]
-
-
-async def _count(ctx: AdminContext, table: str, tenant_id: str) -> int:
-    rows = await ctx.query(
-        f"SELECT count() FROM {ctx.layout.name(table)} WHERE tenant_id = {{t:String}}",
-        {"t": tenant_id},
-    )
-    return int(rows[0][0])

@@ -1,20 +1,20 @@
-"""The three weekly reports: what each contains, read from ClickHouse.
-
-Exactness: the address-state table is a ReplacingMergeTree, so the warning report reads it with
-FINAL (one row per address, the newest version, deleted ones gone). The history tables are
-append-only and need no FINAL.
-"""
+"""The three weekly reports: what each contains, read from ClickHouse with the queries of
+``sinks.queries`` (which also says how they stay exact over the ReplacingMergeTree tables)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from smtp_discovery.schemas.calendar import Schedule, Week
-from smtp_discovery.schemas.tenant import PROVIDER_DEFAULTS_KEY, DiscoverySettings
+from smtp_discovery.schemas.tenant import (
+    PROVIDER_DEFAULTS_KEY,
+    DiscoverySettings,
+    effective_settings,
+)
+from smtp_discovery.sinks import queries
 from smtp_discovery.sinks.schema import Layout
 
 
@@ -84,23 +84,17 @@ class Report:
 
 def tenants(client: Any, layout: Layout) -> dict[str, Tenant]:
     """Every tenant of the tenants snapshot, with its effective settings."""
-    rows = client.query(
-        f"SELECT tenant_id, name, tech_contact, admin_contact, settings "
-        f"FROM {layout.name('tenants')} FINAL WHERE is_deleted = 0"
-    ).result_rows
+    rows = queries.tenant_rows(client, layout)
     defaults = DiscoverySettings()
-    for tenant_id, _name, _tech, _admin, settings in rows:
-        if tenant_id == PROVIDER_DEFAULTS_KEY:
-            defaults = DiscoverySettings.model_validate(json.loads(settings))
-    out = {}
-    for tenant_id, name, tech, admin, settings in rows:
-        if tenant_id == PROVIDER_DEFAULTS_KEY:
-            continue
-        effective = DiscoverySettings.model_validate(
-            {**defaults.model_dump(), **json.loads(settings)}
-        )
-        out[tenant_id] = Tenant(tenant_id, name, tech, admin, effective)
-    return out
+    for row in rows:
+        if row.tenant_id == PROVIDER_DEFAULTS_KEY:
+            defaults = DiscoverySettings.model_validate(row.settings)
+    return {
+        row.tenant_id: Tenant(row.tenant_id, row.name, row.tech_contact, row.admin_contact,
+                              effective_settings(defaults, row.settings))
+        for row in rows
+        if row.tenant_id != PROVIDER_DEFAULTS_KEY
+    }  # fmt: skip
 
 
 def build(
@@ -117,55 +111,32 @@ def build(
     return _warning(client, layout, tenant, week, schedule, sent_at)
 
 
-def _changes(client: Any, layout: Layout, tenant: Tenant, status: str, start: datetime,
-             end: datetime) -> list[tuple[Any, ...]]:  # fmt: skip
-    return client.query(
-        f"SELECT address, role, primary, reason, event_time FROM {layout.name('state_changes')} "
-        "WHERE tenant_id = {t:String} AND to_status = {s:String} AND from_status != {s:String} "
-        "AND event_time >= {a:DateTime64(3, 'UTC')} AND event_time < {b:DateTime64(3, 'UTC')} "
-        "ORDER BY event_time, address",
-        parameters={"t": tenant.tenant_id, "s": status, "a": _utc(start), "b": _utc(end)},
-    ).result_rows
-
-
 def _new_users(client: Any, layout: Layout, tenant: Tenant, start: datetime,
                end: datetime) -> list[tuple[Any, ...]]:  # fmt: skip
     return [
-        (address, role or "end_user", HOW.get(reason, reason), _when(at))
-        for address, role, _primary, reason, at in _changes(client, layout, tenant, "user",
-                                                            start, end)
-    ]  # fmt: skip
+        (c.address, c.role or "end_user", HOW.get(c.reason, c.reason), _when(c.event_time))
+        for c in queries.changes_into(client, layout, tenant.tenant_id, "user", start, end)
+    ]
 
 
 def _new_aliases(client: Any, layout: Layout, tenant: Tenant, start: datetime,
                  end: datetime) -> list[tuple[Any, ...]]:  # fmt: skip
     return [
-        (address, primary, HOW.get(reason, reason), _when(at))
-        for address, _role, primary, reason, at in _changes(client, layout, tenant, "alias",
-                                                            start, end)
-    ]  # fmt: skip
+        (c.address, c.primary, HOW.get(c.reason, c.reason), _when(c.event_time))
+        for c in queries.changes_into(client, layout, tenant.tenant_id, "alias", start, end)
+    ]
 
 
 def _warning(client: Any, layout: Layout, tenant: Tenant, week: Week, schedule: Schedule,
              sent_at: datetime) -> Report:  # fmt: skip
-    discovered = client.query(
-        f"SELECT address, discovered_at FROM {layout.name('address_state')} FINAL "
-        "WHERE tenant_id = {t:String} AND status = 'discovered' AND is_deleted = 0 "
-        "ORDER BY discovered_at, address",
-        parameters={"t": tenant.tenant_id},
-    ).result_rows
+    discovered = queries.discovered_addresses(client, layout, tenant.tenant_id)
     weeks = tenant.settings.notices_before_expiry
     rows = []
     for address, discovered_at in discovered:
         at = _aware(discovered_at)
         expires, left = schedule.expiry(at, weeks, sent_at)
         rows.append((address, _when(at), left, expires.date().isoformat()))
-    catch_all = client.query(
-        f"SELECT destination, max(event_time) FROM {layout.name('mail_events')} "
-        "WHERE tenant_id = {t:String} AND type = 'catch_all_checked' "
-        "GROUP BY destination HAVING argMax(catch_all, event_time) = 1 ORDER BY destination",
-        parameters={"t": tenant.tenant_id},
-    ).result_rows
+    catch_all = queries.catch_all_destinations(client, layout, tenant.tenant_id)
     notes = [
         f"Your mail server {destination} accepts mail for any address (last checked "
         f"{_when(_aware(at))}): callouts to it cannot tell which addresses exist."
@@ -173,10 +144,6 @@ def _warning(client: Any, layout: Layout, tenant: Tenant, week: Week, schedule: 
     ]
     return Report(Kind.WARNING, tenant, week,
                   ("address", "discovered", "notices left", "expires on"), rows, notes)  # fmt: skip
-
-
-def _utc(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(tzinfo=None)
 
 
 def _aware(at: datetime) -> datetime:

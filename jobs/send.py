@@ -20,6 +20,7 @@ import aiosmtplib
 
 from smtp_discovery.jobs.render import as_html, text
 from smtp_discovery.jobs.reports import Report
+from smtp_discovery.sinks import queries
 from smtp_discovery.sinks.schema import Layout
 
 DONE = ("sent", "empty", "no_recipient")
@@ -67,19 +68,12 @@ def compose(report: Report, mailer: Mailer, now: datetime) -> EmailMessage:
 class ReportLog:
     def __init__(self, client: Any, layout: Layout) -> None:
         self.client = client
+        self.layout = layout
         self.table = layout.name("report_log")
 
     def state(self, report: Report) -> str | None:
-        rows = self.client.query(
-            f"SELECT state FROM {self.table} FINAL WHERE tenant_id = {{t:String}} "
-            "AND report = {r:String} AND week = {w:String}",
-            parameters={
-                "t": report.tenant.tenant_id,
-                "r": report.kind.value,
-                "w": str(report.week),
-            },
-        ).result_rows
-        return str(rows[0][0]) if rows else None
+        return queries.report_state(self.client, self.layout, report.tenant.tenant_id,
+                                    report.kind.value, str(report.week))  # fmt: skip
 
     def record(self, report: Report, state: str, message: str, at: datetime) -> None:
         self.client.insert(

@@ -8,6 +8,7 @@ the provider's default when the provider changes it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -176,6 +177,19 @@ BUILT_IN = DiscoverySettings()
 """The vendor's values: what a provider default is until the provider changes it."""
 
 
+def effective_settings(
+    defaults: DiscoverySettings, overrides: Mapping[str, Any]
+) -> DiscoverySettings:
+    """The one merge of the two layers: the settings a tenant runs with. Each of its
+    ``overrides`` wins; every setting it did not override is the provider's default
+    (``defaults``), so a provider change reaches it. The overrides are checked and typed as the
+    contract checks them (a stored ``"silent_user"`` becomes ``UserRole.SILENT_USER``; an invalid
+    value raises ``ValidationError``). A name that is no setting is ignored, as the contract
+    ignores fields it does not know; a tenant's record refuses one when it is written
+    (``validate_overrides``)."""
+    return DiscoverySettings.model_validate({**defaults.model_dump(), **overrides})
+
+
 def changed_settings(changes: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """The one rule for changing settings, at the provider's level and at a tenant's: each
     named setting takes its new value, and ``None`` removes what this level set, so the level
@@ -303,7 +317,8 @@ class TenantConfig(Envelope):
         return value
 
     def effective_settings(self, defaults: DiscoverySettings) -> DiscoverySettings:
-        return defaults.model_copy(update=self.settings)
+        """This tenant's overrides on the provider ``defaults`` (``effective_settings``)."""
+        return effective_settings(defaults, self.settings)
 
     def owns_domain(self, domain: str) -> bool:
         return domain in self.domains

@@ -14,6 +14,7 @@ from smtp_discovery.schemas.tenant import (
     TenantConfig,
     changed_settings,
     describe_errors,
+    effective_settings,
     provider_own,
     validate_overrides,
 )
@@ -65,6 +66,30 @@ def test_overrides_layer_on_provider_defaults() -> None:
     # A provider change reaches tenants that did not override the setting.
     changed = provider.model_copy(update={"discovery_enabled": False})
     assert t.effective_settings(changed).discovery_enabled is False
+
+
+def test_one_merge_of_provider_defaults_and_tenant_overrides() -> None:
+    """``effective_settings`` is the merge every role uses (the views, the reports, through them
+    the admin API): an override wins, a setting not overridden is the provider's default, the
+    stored (JSON) form of a value is typed, a name that is no setting is ignored."""
+    provider = DiscoverySettings(notices_before_expiry=5, monitor_mode=True)
+    merged = effective_settings(
+        provider,
+        {"notices_before_expiry": 2, "default_new_user_role": "silent_user", "no_such": 1},
+    )
+    assert merged.notices_before_expiry == 2  # the override wins over the provider's 5
+    assert merged.monitor_mode is True  # not overridden: the provider's default
+    assert merged.detection_period_days == BUILT_IN.detection_period_days  # set by neither
+    assert merged.default_new_user_role is UserRole.SILENT_USER
+    assert not hasattr(merged, "no_such")
+    assert effective_settings(provider, {}) == provider
+    with pytest.raises(ValidationError):
+        effective_settings(provider, {"notices_before_expiry": 0})
+    # A tenant's record merges by the same function, and refuses an unknown name when written.
+    t = tenant(settings={"notices_before_expiry": 2})
+    assert t.effective_settings(provider) == effective_settings(provider, t.settings)
+    with pytest.raises(ValidationError, match="unknown setting"):
+        tenant(settings={"no_such": 1})
 
 
 def test_overrides_are_coerced_to_their_types() -> None:
