@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from schemas.address import Address, AddressError, is_plain_address, parse_address
+from smtp_discovery.schemas.address import Address, AddressError, is_plain_address, parse_address
 
 SCHEMA_VERSION = 1
 

@@ -64,10 +64,23 @@ def _dockerfile_stages() -> list[list[str]]:
 
 
 def _packages() -> list[str]:
-    """Top-level packages the wheel installs (pyproject's packages.find include)."""
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    return sorted({pattern.rstrip("*") for pattern in include})
+    """Top-level folders the wheel installs: smtp_discovery and the folders pyproject maps into it
+    (smtp_discovery.schemas from schemas/, ...)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return sorted({"smtp_discovery", *setuptools["package-dir"].values()})
+
+
+def test_the_wheel_lists_every_package_under_its_one_import_name() -> None:
+    """pyproject lists packages by hand (the folders are mapped, so setuptools cannot find them):
+    a package folder missing from the list would be missing from the installed distribution."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folder_of = {"smtp_discovery": "smtp_discovery", **setuptools["package-dir"]}
+    listed = set(setuptools["packages"])
+    for name, folder in folder_of.items():
+        assert name.split(".")[0] == "smtp_discovery", f"{name}: one import name"
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            assert ".".join((name, *parts)) in listed, f"pyproject does not list {init.parent}"
 
 
 def test_dockerfile_is_multi_stage_non_root_without_build_tools() -> None:
@@ -107,7 +120,7 @@ def test_dockerfile_copies_every_package_and_installs_it_with_its_data() -> None
     }
     assert re.search(r"pip install --no-deps \.", build), "a regular (non-editable) install"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    for pattern in pyproject["tool"]["setuptools"]["package-data"]["admin"]:
+    for pattern in pyproject["tool"]["setuptools"]["package-data"]["smtp_discovery.admin"]:
         assert list((ROOT / "admin").glob(pattern)), f"admin package data {pattern} matches nothing"
 
 
