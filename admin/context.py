@@ -179,20 +179,6 @@ class AdminContext:
         for key in keys:
             self.tokens.apply(key, None)
 
-    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
-        """ClickHouse reads off the event loop (one at a time: chDB clients are not reentrant)."""
-        async with self._clickhouse_lock:
-            result = await asyncio.to_thread(self.clickhouse.query, sql, parameters=parameters)
-        return [tuple(map(_zoned, row)) for row in result.result_rows]
-
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
         async with self._clickhouse_lock:
             return await asyncio.to_thread(call, *args)
-
-
-def _zoned(value: Any) -> Any:
-    """Every time the system keeps is UTC, but ClickHouse hands DateTime64 values back without
-    their zone: give them theirs, so that every timestamp the API returns says it is UTC."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value

@@ -16,7 +16,7 @@ from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.errors import ConfigError
 from smtp_discovery.platform.kafka import client_options
 from smtp_discovery.platform.ops import OpsServer
-from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.platform.stopping import role_process
 from smtp_discovery.schemas.calendar import Schedule
 
 
@@ -77,9 +77,8 @@ async def run_admin(config: RuntimeConfig) -> None:
     """``smtp-discovery admin`` on its own: Kafka from KAFKA_BOOTSTRAP, ClickHouse from its URL."""
     if not config.kafka_bootstrap:
         raise ConfigError("the admin API needs KAFKA_BOOTSTRAP (`smtp-discovery up` runs one)")
-    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery admin")
-    stopper.install()
-    try:
+    async with role_process("smtp-discovery admin", config.stop_timeout_s) as stopper:
+        # serve_admin serves the ops endpoint itself, once the API listens, and closes it.
         await serve_admin(
             config,
             client_options(config),
@@ -87,5 +86,3 @@ async def run_admin(config: RuntimeConfig) -> None:
             stopper.event,
             ops=True,
         )
-    finally:
-        stopper.cancel()

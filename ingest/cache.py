@@ -5,20 +5,19 @@ Positive and negative answers live for the tenant's own lifetimes; a tempfail fo
 the tenant's server could not confirm does not make it ask again and again.
 An entry dies early when the address's state changes (the address-state view says so) or when
 an admin clears the tenant's cache (a new ``verification_cache_epoch`` on the tenants topic).
-Time comes from an injected clock so tests can age entries without waiting.
+Time comes from an injected clock (``platform.clock``) so tests can age entries without waiting.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from smtp_discovery.ingest.policy import CalloutResult
+from smtp_discovery.platform.clock import Clock
 from smtp_discovery.schemas.tenant import DiscoverySettings
 
-Clock = Callable[[], datetime]
 CATCH_ALL_RECHECK = timedelta(days=1)
 TEMPFAIL_TTL_S = 30
 
@@ -40,7 +39,7 @@ class VerificationCache:
 
     def get(self, record_key: str, epoch: int) -> CalloutResult | None:
         entry = self._entries.get(record_key)
-        if entry is None or entry.epoch != epoch or entry.expires <= self.clock():
+        if entry is None or entry.epoch != epoch or entry.expires <= self.clock.now():
             if entry is not None:
                 del self._entries[record_key]
             self.misses += 1
@@ -60,7 +59,7 @@ class VerificationCache:
             ttl = min(TEMPFAIL_TTL_S, settings.negative_cache_ttl_s)
         if ttl <= 0:
             return
-        self._entries[record_key] = Entry(result, self.clock() + timedelta(seconds=ttl), epoch)
+        self._entries[record_key] = Entry(result, self.clock.now() + timedelta(seconds=ttl), epoch)
         self._entries.move_to_end(record_key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -81,12 +80,12 @@ class CatchAllTracker:
 
     def needs_check(self, destination: str) -> bool:
         last = self._checked.get(destination)
-        return last is None or self.clock() - last[0] >= CATCH_ALL_RECHECK
+        return last is None or self.clock.now() - last[0] >= CATCH_ALL_RECHECK
 
     def record(self, destination: str, accepts_anything: bool) -> bool:
         """Store a check's result; True when the flag changed (worth an event)."""
         previous = self._checked.get(destination)
-        self._checked[destination] = (self.clock(), accepts_anything)
+        self._checked[destination] = (self.clock.now(), accepts_anything)
         return accepts_anything if previous is None else previous[1] != accepts_anything
 
     def is_catch_all(self, destination: str | None) -> bool:

@@ -3,19 +3,24 @@
 A sender guessing addresses collects rejections. Past the tenant's limit within its sliding
 window, further RCPTs are deferred (450) after a delay that grows with the excess; at twice the
 limit the connection is closed (421). Counting is per tenant because the limits are tenant
-settings; the clock is injected.
+settings.
+
+The clock is injected (``platform.clock``, the one the rest of the node uses), and the window
+reads its ``monotonic()`` seconds, not its ``now()``: the window measures elapsed time, which a
+stepped wall clock (NTP, an operator's ``date``) would stretch or cut short, freeing a guesser
+early or keeping an honest client deferred. Seconds as floats also keep the window cheap (one
+float per rejection), as it was when the guard took a bare monotonic function.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from smtp_discovery.platform.clock import Clock
 from smtp_discovery.schemas.tenant import DiscoverySettings
 
-Clock = Callable[[], float]
 MAX_DELAY_S = 10.0
 
 
@@ -46,13 +51,13 @@ class HarvestGuard:
 
     def _window(self, key: tuple[str, str], settings: DiscoverySettings) -> deque[float]:
         window = self._rejections[key]
-        horizon = self.clock() - settings.dha_window_s
+        horizon = self.clock.monotonic() - settings.dha_window_s
         while window and window[0] <= horizon:
             window.popleft()
         return window
 
     def rejected(self, client_ip: str, tenant_id: str, settings: DiscoverySettings) -> None:
-        self._window((client_ip, tenant_id), settings).append(self.clock())
+        self._window((client_ip, tenant_id), settings).append(self.clock.monotonic())
 
     def check(self, client_ip: str, tenant_id: str, settings: DiscoverySettings) -> Verdict:
         window = self._window((client_ip, tenant_id), settings)

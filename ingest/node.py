@@ -10,10 +10,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 import weakref
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from smtp_discovery.ingest.cache import CatchAllTracker, VerificationCache
@@ -33,6 +32,7 @@ from smtp_discovery.ingest.smtp_client import Target, opportunistic_tls
 from smtp_discovery.ingest.spool import Spool
 from smtp_discovery.ingest.state_view import AddressStateView
 from smtp_discovery.ingest.verdict import load_verdict_step
+from smtp_discovery.platform.clock import Clock, as_clock
 from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.ops import OpsServer
 from smtp_discovery.platform.views import CompactedTopicFollower, TenantDirectory
@@ -58,14 +58,17 @@ class IngestNode:
         config: RuntimeConfig,
         kafka_options: dict[str, Any],
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | Callable[[], datetime] | None = None,
         mx_lookup: MxLookup | None = None,
         tarpit: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         serve_metrics: bool = True,
     ) -> None:
+        # One clock for the node's times and windows (the system's by default); a function
+        # returning now is taken too, as the admin context and the report jobs take one.
+        clock = as_clock(clock)
         self.config = config
         self.kafka_options = kafka_options
+        self.clock = clock
         self.metrics = IngestMetrics()
         self.tenants = TenantDirectory()
         self.cache = VerificationCache(clock)
@@ -78,7 +81,7 @@ class IngestNode:
         self.spool = Spool(config.effective_spool_dir, max_bytes=config.ingest_spool_max_bytes)
         self.publisher = EventPublisher(kafka_options, self.spool)
         self.callout_guard = DestinationGuard(
-            monotonic, rate_per_s=config.ingest_callouts_per_s / config.ingest_nodes
+            clock.monotonic, rate_per_s=config.ingest_callouts_per_s / config.ingest_nodes
         )
         self.prober = Prober(
             helo_name=config.ingest_hostname,
@@ -92,7 +95,7 @@ class IngestNode:
             cache=self.cache,
             catch_all=CatchAllTracker(clock),
             prober=self.prober,
-            destinations=DestinationResolver(mx_lookup),
+            destinations=DestinationResolver(mx_lookup, clock=clock.monotonic),
             clock=clock,
             node_id=config.ingest_node_id,
         )
@@ -104,7 +107,7 @@ class IngestNode:
             checker=self.checker,
             tenants=self.tenants,
             outbound=OutboundIndex(self.tenants),
-            guard=HarvestGuard(monotonic),
+            guard=HarvestGuard(clock),
             publisher=self.publisher,
             topics=topics,
             verdict=load_verdict_step(config.ingest_verdict, config.ingest_spam_header),
@@ -113,7 +116,7 @@ class IngestNode:
             smarthost=smarthost,
             hostname=config.ingest_hostname,
             node_id=config.ingest_node_id,
-            clock=clock,
+            clock=clock.now,
             max_recipients=config.ingest_max_recipients,
             tarpit=tarpit,
             proxy_networks=config.proxy_networks,

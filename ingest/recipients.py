@@ -8,9 +8,7 @@ The SMTP handler adds what depends on the connection (harvest protection, relayi
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from smtp_discovery.ingest.cache import CatchAllTracker, VerificationCache
 from smtp_discovery.ingest.callout import ProbeOutcome, Prober
@@ -26,6 +24,7 @@ from smtp_discovery.ingest.policy import (
 )
 from smtp_discovery.ingest.smtp_client import Target
 from smtp_discovery.ingest.state_view import AddressStateView
+from smtp_discovery.platform.clock import Clock
 from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import Address
 from smtp_discovery.schemas.base import Message
@@ -36,8 +35,6 @@ from smtp_discovery.schemas.mail import (
     CatchAllChecked,
 )
 from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
-
-Clock = Callable[[], datetime]
 
 
 @dataclass(slots=True)
@@ -153,7 +150,7 @@ class RecipientChecker:
         return CatchAllChecked(
             tenant_id=tenant.tenant_id,
             address=random_address,
-            event_time=self.clock(),
+            event_time=self.clock.now(),
             node_id=self.node_id,
             destination=check.probe.destination,
             catch_all=accepts,
@@ -165,7 +162,7 @@ class RecipientChecker:
         common = {
             "tenant_id": tenant.tenant_id,
             "address": address.display,
-            "event_time": self.clock(),
+            "event_time": self.clock.now(),
             "node_id": self.node_id,
             "latency_ms": round(outcome.latency_ms, 3),
         }

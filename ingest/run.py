@@ -11,7 +11,7 @@ from smtp_discovery.ingest.node import IngestNode
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError, InfrastructureError
 from smtp_discovery.platform.kafka import client_options
-from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.platform.stopping import role_process
 
 
 async def run_ingest(
@@ -26,23 +26,17 @@ async def run_ingest(
             "the ingest node needs Kafka: set KAFKA_BOOTSTRAP (or run `smtp-discovery up`, "
             "which starts an embedded broker and an ingest node)"
         )
-    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery ingest")
-    stopper.install()
-    stop = stop or stopper.event
-    node = IngestNode(config, client_options(config, servers))
-    try:
-        await node.start()
-    except OSError as exc:
-        await node.stop()
-        raise InfrastructureError(
-            f"cannot listen on {config.ingest_listen}: {exc.strerror or exc}"
-        ) from None
-    except (RuntimeError, KafkaError) as exc:  # a missing topic, an unreachable cluster
-        await node.stop()
-        raise InfrastructureError(f"the ingest node could not start: {exc}") from None
-    try:
-        await stop.wait()
-    finally:
-        stopper.begin()
-        await node.stop()
-        stopper.cancel()
+    async with role_process("smtp-discovery ingest", config.stop_timeout_s) as stopper:
+        node = IngestNode(config, client_options(config, servers))
+        try:
+            await node.start()
+        except OSError as exc:
+            await node.stop()
+            raise InfrastructureError(
+                f"cannot listen on {config.ingest_listen}: {exc.strerror or exc}"
+            ) from None
+        except (RuntimeError, KafkaError) as exc:  # a missing topic, an unreachable cluster
+            await node.stop()
+            raise InfrastructureError(f"the ingest node could not start: {exc}") from None
+        stopper.on_stop(node.stop)  # no new mail, the spool flushed, the ops endpoint last
+        await (stop or stopper.event).wait()

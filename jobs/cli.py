@@ -18,7 +18,7 @@ from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.errors import ConfigError, OperatorError
 from smtp_discovery.platform.ops import CounterView, OpsServer
 from smtp_discovery.platform.running import RunningSystem, data_dir_in_use
-from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.platform.stopping import role_process
 from smtp_discovery.schemas.calendar import Schedule, Week
 
 
@@ -34,29 +34,22 @@ def schedule(config: RuntimeConfig) -> Schedule:
 
 
 async def jobs_command(config: RuntimeConfig) -> None:
-    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery jobs")
-    stopper.install()
-    jobs = Jobs(
-        connect(config.effective_clickhouse_url),
-        config.analytics_layout,
-        schedule(config),
-        mailer(config),
-    )
-    registry = CollectorRegistry()
-    registry.register(
-        CounterView(
-            "smtp_discovery_jobs_reports", "Weekly reports by outcome.", "outcome",
-            lambda: dict(jobs.outcomes),
+    async with role_process("smtp-discovery jobs", config.stop_timeout_s) as stopper:
+        jobs = Jobs(
+            connect(config.effective_clickhouse_url),
+            config.analytics_layout,
+            schedule(config),
+            mailer(config),
         )
-    )  # fmt: skip
-    ops = OpsServer(registry, ready=lambda: True)
-    await ops.start(config.ops_listen)
-    try:
+        registry = CollectorRegistry()
+        registry.register(
+            CounterView(
+                "smtp_discovery_jobs_reports", "Weekly reports by outcome.", "outcome",
+                lambda: dict(jobs.outcomes),
+            )
+        )  # fmt: skip
+        await stopper.serve_ops(OpsServer(registry, ready=lambda: True), config.ops_listen)
         await jobs.run(stopper.event)
-    finally:
-        stopper.begin()
-        await ops.stop()
-        stopper.cancel()
 
 
 def report_command(config: RuntimeConfig, args: argparse.Namespace) -> int:

@@ -54,7 +54,7 @@ class TenantRow:
 def tenant_rows(client: Any, layout: Layout) -> list[TenantRow]:
     """Every record of the tenants snapshot that is not deleted: the tenants and the provider
     defaults' row, in no particular order."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT tenant_id, name, tech_contact, admin_contact, settings "
         f"FROM {layout.name('tenants')} FINAL WHERE is_deleted = 0",
@@ -82,7 +82,7 @@ def changes_into(
 ) -> list[Change]:
     """The tenant's addresses that moved into ``status`` from another status in
     ``[start, end)``, by event time, then address (the new users and new aliases reports)."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT address, role, primary, reason, event_time FROM {layout.name('state_changes')} "
         "WHERE tenant_id = {t:String} AND to_status = {s:String} AND from_status != {s:String} "
@@ -100,7 +100,7 @@ def aliases_to_erase(client: Any, layout: Layout, tenant_id: str, forms: list[st
     already erased from the worker (``address_state`` may have merged such a version away
     behind a tombstone) but not yet from ClickHouse."""
     state = layout.name("address_state")
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT DISTINCT address FROM {layout.name('state_changes')} "
         "WHERE tenant_id = {t:String} AND to_status = 'alias' "
@@ -150,7 +150,7 @@ def discovered_page(
     here, so the query reads one row per address the tenant has seen, not its events."""
     if sort not in get_args(DiscoveredSort) or order not in get_args(Order):
         raise ValueError(f"cannot sort the Discovered list by {sort!r} {order!r}")
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT s.address, s.discovered_at, s.discovered_reason, m.fs AS first_seen, "
         f"m.ls AS last_seen, m.n AS messages, m.clean AS clean_messages, count() OVER () AS total "
@@ -187,7 +187,7 @@ def invalid_page(
 ) -> Page[InvalidAddress]:
     """The tenant's Marked Invalid list, a page at a time by address: its invalid addresses
     whose address contains ``search`` (ignoring case; an A-label finds its U-label)."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT address, status_since, status_reason, count() OVER () FROM "
         f"{layout.name('address_state')} FINAL WHERE tenant_id = {{t:String}} "
@@ -218,7 +218,7 @@ def users_matching(
 ) -> list[UserEntry]:
     """The first ``limit`` of the tenant's users and functional accounts, by address, whose
     address or name ("first surname") contains ``search`` (ignoring case): the typeahead."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT address, first_name, surname, status, role FROM "
         f"{layout.name('address_state')} FINAL WHERE tenant_id = {{t:String}} "
@@ -236,7 +236,7 @@ def discovered_addresses(client: Any, layout: Layout, tenant_id: str) -> list[tu
     discovery time, then address (the warning report)."""
     return [
         (address, discovered_at)
-        for address, discovered_at in _rows(
+        for address, discovered_at in select(
             client,
             f"SELECT address, discovered_at FROM {layout.name('address_state')} FINAL "
             "WHERE tenant_id = {t:String} AND status = 'discovered' AND is_deleted = 0 "
@@ -248,7 +248,7 @@ def discovered_addresses(client: Any, layout: Layout, tenant_id: str) -> list[tu
 
 def tenant_addresses(client: Any, layout: Layout, tenant_id: str) -> list[str]:
     """Every address the tenant has a live record of, whatever its status, by address."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT address FROM {layout.name('address_state')} FINAL "
         "WHERE tenant_id = {t:String} AND is_deleted = 0 ORDER BY address",
@@ -267,7 +267,7 @@ def catch_all_destinations(
     address, with when they were last checked, by destination (the warning report)."""
     return [
         (destination, at)
-        for destination, at in _rows(
+        for destination, at in select(
             client,
             f"SELECT destination, max(event_time) FROM {layout.name('mail_events')} "
             "WHERE tenant_id = {t:String} AND type = 'catch_all_checked' "
@@ -295,7 +295,7 @@ class DayCounts:
 def daily_counts(client: Any, layout: Layout, tenant_id: str, since: date) -> list[DayCounts]:
     """The tenant's counts per day from ``since`` on, by day (days without a row are left
     out)."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT day, {', '.join(f'sum({c})' for c in DAILY_COUNTS)} FROM "
         f"{layout.name('tenant_daily')} WHERE tenant_id = {{t:String}} "
@@ -313,7 +313,7 @@ def daily_counts(client: Any, layout: Layout, tenant_id: str, since: date) -> li
 def report_state(client: Any, layout: Layout, tenant_id: str, report: str, week: str) -> str | None:
     """Where sending the tenant's ``report`` of ``week`` got to (``sending``, ``sent``,
     ``empty``, ``no_recipient``), or None if it was never tried."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT state FROM {layout.name('report_log')} FINAL WHERE tenant_id = {{t:String}} "
         "AND report = {r:String} AND week = {w:String}",
@@ -374,7 +374,7 @@ def delete_tenant_rows(client: Any, layout: Layout, table: str, tenant_id: str) 
 
 def count_tenant_rows(client: Any, layout: Layout, table: str, tenant_id: str) -> int:
     """How many rows of ``table`` belong to the tenant."""
-    rows = _rows(
+    rows = select(
         client,
         f"SELECT count() FROM {layout.name(table)} WHERE tenant_id = {{t:String}}",
         {"t": tenant_id},
@@ -386,7 +386,7 @@ def tenant_tables(client: Any, layout: Layout) -> list[str]:
     """Every table of the analytics database with a ``tenant_id`` column, by the name queries
     use (on a cluster, the one in front of its ``_local`` table), sorted; views hold no data of
     their own. Found, not listed: a table a later migration adds is covered without a change."""
-    rows = _rows(
+    rows = select(
         client,
         "SELECT c.table FROM system.columns AS c INNER JOIN system.tables AS t "
         "ON t.database = c.database AND t.name = c.table WHERE c.database = {d:String} "
@@ -402,11 +402,11 @@ def _mutate(
     """Count the tenant's rows of ``table`` that ``where`` picks, then change them with a
     mutation that is done when it returns (none if there are none)."""
     condition = f"tenant_id = {{t:String}} AND ({where})"
-    ((count,),) = _rows(
+    ((count,),) = select(
         client, f"SELECT count() FROM {layout.name(table)} WHERE {condition}", parameters
     )
     if count:
-        _rows(
+        select(
             client,
             f"ALTER TABLE {layout.local(table)}{layout.on_cluster} {action} WHERE {condition} "
             "SETTINGS mutations_sync = 2",
@@ -418,7 +418,10 @@ def _mutate(
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _rows(client: Any, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+def select(
+    client: Any, sql: str, parameters: dict[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
+    """Rows of any read, with every timestamp in UTC (the tests' own checks use it too)."""
     return [tuple(map(_zoned, row)) for row in client.query(sql, parameters=parameters).result_rows]
 
 

@@ -10,7 +10,7 @@ from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError
 from smtp_discovery.platform.kafka import client_options
 from smtp_discovery.platform.ops import OpsServer
-from smtp_discovery.platform.stopping import Stopper
+from smtp_discovery.platform.stopping import role_process
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.sink import Sink, SinkSettings
 
@@ -39,23 +39,16 @@ async def run_sink(
         raise ConfigError(
             "the sink needs Kafka: set KAFKA_BOOTSTRAP (`smtp-discovery up` runs one in-process)"
         )
-    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery sink")
-    stopper.install()
-    stop = stop or stopper.event
-    client = client or connect(config.effective_clickhouse_url)
-    await asyncio.to_thread(migrate, client, config.analytics_layout)
-    sink = Sink(
-        client_options(config, servers),
-        client,
-        config.analytics_layout,
-        config.topics,
-        sink_settings(config),
-    )
-    ops = OpsServer(sink.metrics(), ready=sink.ready.is_set)
-    await ops.start(config.ops_listen)
-    try:
-        await sink.run(stop)
-    finally:
-        stopper.begin()
-        await ops.stop()
-        stopper.cancel()
+    async with role_process("smtp-discovery sink", config.stop_timeout_s) as stopper:
+        client = client or connect(config.effective_clickhouse_url)
+        await asyncio.to_thread(migrate, client, config.analytics_layout)
+        sink = Sink(
+            client_options(config, servers),
+            client,
+            config.analytics_layout,
+            config.topics,
+            sink_settings(config),
+        )
+        ops = OpsServer(sink.metrics(), ready=sink.ready.is_set)
+        await stopper.serve_ops(ops, config.ops_listen)
+        await sink.run(stop or stopper.event)

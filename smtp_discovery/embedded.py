@@ -36,7 +36,7 @@ from smtp_discovery.platform.errors import OperatorError
 from smtp_discovery.platform.kafka import client_options, ensure_topics, idempotent_producer
 from smtp_discovery.platform.kafka_login import MECHANISM
 from smtp_discovery.platform.running import LOCK, embedded_kafka_dir, embedded_login, on_embedded
-from smtp_discovery.platform.stopping import Children, Stopper, die_with_parent
+from smtp_discovery.platform.stopping import Children, Stopper, die_with_parent, role_process
 from smtp_discovery.platform.views import CompactedTopicFollower
 from smtp_discovery.schemas.codec import MessageDecodeError, decode, encode
 from smtp_discovery.schemas.topics import ADMIN_TOKENS
@@ -89,23 +89,23 @@ async def run_up(config: RuntimeConfig) -> None:
     parent-death signal ends them if `up` is killed outright.
     """
     children = Children()
-    stopper = Stopper(config.stop_timeout_s, name="smtp-discovery up", children=children)
     progress = _Progress()
-    running = asyncio.create_task(_run(config, stopper, children, progress), name="up")
+    running: asyncio.Task[None] | None = None
 
     def first_signal() -> None:
         print("stopping …", flush=True)
-        if progress.phase == "starting":
+        if progress.phase == "starting" and running is not None:
             running.cancel()
 
-    stopper.install(first_signal)
-    try:
-        await running
-    except asyncio.CancelledError:
-        if not stopper.signals:
-            raise
-    finally:
-        stopper.cancel()
+    async with role_process(
+        "smtp-discovery up", config.stop_timeout_s, children=children, on_first_signal=first_signal
+    ) as stopper:
+        running = asyncio.create_task(_run(config, stopper, children, progress), name="up")
+        try:
+            await running
+        except asyncio.CancelledError:
+            if not stopper.signals:
+                raise
     print("stopped", flush=True)
 
 

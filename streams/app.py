@@ -36,7 +36,7 @@ from smtp_discovery.schemas.topics import (
     TENANTS,
     TopicNames,
 )
-from smtp_discovery.streams.clock import Clock
+from smtp_discovery.streams.clock import PartitionClock
 from smtp_discovery.streams.due import DueIndex
 from smtp_discovery.streams.processor import Incoming, Processor
 from smtp_discovery.streams.recovery import StreamsTableManager
@@ -82,7 +82,7 @@ class Topology:
         self,
         settings: StreamsSettings,
         *,
-        clock: Clock,
+        clock: PartitionClock,
         kafka_options: dict[str, Any],
         policy: Policy | None = None,
     ) -> None:

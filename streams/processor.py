@@ -37,7 +37,7 @@ from smtp_discovery.schemas.topics import (
     STATE_CHANGES,
 )
 from smtp_discovery.streams import rules
-from smtp_discovery.streams.clock import Clock
+from smtp_discovery.streams.clock import PartitionClock
 from smtp_discovery.streams.due import DueIndex
 from smtp_discovery.streams.store import GroupStore
 
@@ -85,7 +85,7 @@ class Processor:
         *,
         store: GroupStore,
         directory: TenantDirectory,
-        clock: Clock,
+        clock: PartitionClock,
         send: Send,
         due: DueIndex,
         policy: rules.Policy,

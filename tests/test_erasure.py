@@ -25,6 +25,7 @@ from smtp_discovery.admin.tokens import new_token
 from smtp_discovery.schemas.mail import CalloutVerified, RecipientDelivered
 from smtp_discovery.schemas.topics import ADMIN_TOKENS, MAIL
 from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.queries import select
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
 from tests.streams.worker_harness import WorkerRun
@@ -136,13 +137,17 @@ async def test_an_erased_address_is_gone_from_everywhere(
                    "primary": "ann@acme.example"})  # fmt: skip
 
         async def stored() -> bool:
-            rows = await ctx.query(
+            rows = await ctx.run(
+                select,
+                ctx.clickhouse,
                 f"SELECT count() FROM {layout.name('mail_events')} "
-                "WHERE address = 'ann@acme.example'"
+                "WHERE address = 'ann@acme.example'",
             )
-            aliased = await ctx.query(
+            aliased = await ctx.run(
+                select,
+                ctx.clickhouse,
                 f"SELECT count() FROM {layout.name('address_state')} FINAL "
-                "WHERE address = 'jdoe@acme.example' AND status = 'alias' AND is_deleted = 0"
+                "WHERE address = 'jdoe@acme.example' AND status = 'alias' AND is_deleted = 0",
             )
             return rows[0][0] >= 3 and aliased[0][0] == 1
 
@@ -162,9 +167,11 @@ async def test_an_erased_address_is_gone_from_everywhere(
         sink_task = asyncio.create_task(sink.run(stop))
 
         async def tombstones_stored() -> bool:  # jdoe is no longer an alias in the latest view
-            rows = await ctx.query(
+            rows = await ctx.run(
+                select,
+                ctx.clickhouse,
                 f"SELECT argMax(is_deleted, kafka_offset) FROM {layout.name('address_state')} "
-                "WHERE record_key = 'acme:jdoe@acme.example'"
+                "WHERE record_key = 'acme:jdoe@acme.example'",
             )
             return rows[0][0] == 1
 
@@ -263,9 +270,11 @@ async def test_a_removed_tenant_leaves_nothing_behind(
                            *mail_for("beta", "cy@beta.example", now)], topic=MAIL)  # fmt: skip
 
         async def stored() -> bool:
-            rows = await ctx.query(
+            rows = await ctx.run(
+                select,
+                ctx.clickhouse,
                 f"SELECT tenant_id, count() FROM {layout.name('address_state')} FINAL "
-                "WHERE is_deleted = 0 GROUP BY tenant_id"
+                "WHERE is_deleted = 0 GROUP BY tenant_id",
             )
             return dict(rows) == {"acme": 2, "beta": 1}
 

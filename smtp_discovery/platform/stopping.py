@@ -9,6 +9,11 @@ or compose.
 Children run in sessions of their own, so a terminal's Ctrl-C (SIGINT to the whole foreground
 process group) reaches only the parent, which alone decides the order. A parent-death signal
 ends them when the parent is killed outright.
+
+Every role's run function is one :func:`role_process` block: it starts the role, registers what
+must be stopped (its ops endpoint, its node) and waits for the stop; the block arms the deadline
+and stops those parts in order, last started first. (The streams worker is the exception: Faust
+owns its loop and signals, and tells the worker's :class:`Stopper` of them.)
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
-from typing import NoReturn, TextIO
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+if TYPE_CHECKING:
+    from smtp_discovery.platform.ops import OpsServer
 
 _PR_SET_PDEATHSIG = 1
 
@@ -80,8 +88,8 @@ class Stopper:
     """The stop of one process: an event to wait on, a deadline, and the forced way out.
 
     ``install`` makes SIGINT and SIGTERM set :attr:`event`; a role awaits it and then stops in
-    its own order. Roles that own their signal handling (Faust's worker) call :meth:`signalled`
-    from their handlers instead.
+    its own order (:func:`role_process` runs the steps given to :meth:`on_stop`). Roles that own
+    their signal handling (Faust's worker) call :meth:`signalled` from their handlers instead.
     """
 
     def __init__(
@@ -102,6 +110,7 @@ class Stopper:
         self._exit = exit_process
         self._timer: threading.Timer | None = None
         self._on_first: Callable[[], None] | None = None
+        self._steps: list[Callable[[], Awaitable[object]]] = []
 
     def install(self, on_first: Callable[[], None] | None = None) -> None:
         """Handle SIGINT and SIGTERM on the running loop; ``on_first`` runs at the first one."""
@@ -134,6 +143,20 @@ class Stopper:
         if self._timer is not None:
             self._timer.cancel()
 
+    def on_stop(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Await ``step`` at the stop, before the steps registered earlier."""
+        self._steps.append(step)
+
+    async def serve_ops(self, ops: OpsServer, listen: str) -> None:
+        """Start the ops endpoint on ``listen`` (empty: none) and close it at the stop."""
+        await ops.start(listen)
+        self.on_stop(ops.stop)
+
+    async def run_stop_steps(self) -> None:
+        """The registered steps, last registered first."""
+        while self._steps:
+            await self._steps.pop()()
+
     def _expired(self) -> None:
         self.force(f"did not stop within {self.timeout_s:g} s", 1)
 
@@ -142,3 +165,31 @@ class Stopper:
         suffix = f"; killed {', '.join(killed)}" if killed else ""
         print(f"{self.name}: {why}{suffix}", file=self.out or sys.stderr, flush=True)
         self._exit(code)
+
+
+@contextlib.asynccontextmanager
+async def role_process(
+    name: str,
+    timeout_s: float,
+    *,
+    children: Children | None = None,
+    on_first_signal: Callable[[], None] | None = None,
+) -> AsyncIterator[Stopper]:
+    """One role's process, from its start to its stop, as an ``async with`` block.
+
+    On entry SIGINT and SIGTERM are handled (:meth:`Stopper.install`, ``on_first_signal``
+    running at the first). The block starts the role, registers what the stop must close
+    (:meth:`Stopper.serve_ops`, :meth:`Stopper.on_stop`) and waits on :attr:`Stopper.event` or
+    until its work ends. However it ends, the deadline (``timeout_s``) is then armed, the
+    registered steps run, last registered first, and the deadline is disarmed.
+    """
+    stopper = Stopper(timeout_s, name=name, children=children)
+    stopper.install(on_first_signal)
+    try:
+        yield stopper
+    finally:
+        stopper.begin()
+        try:
+            await stopper.run_stop_steps()
+        finally:
+            stopper.cancel()

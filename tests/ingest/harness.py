@@ -19,6 +19,7 @@ import aiosmtplib
 from aiokafka import AIOKafkaProducer
 
 from smtp_discovery.ingest.node import IngestNode
+from smtp_discovery.platform.clock import Clock
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.base import Message
@@ -113,9 +114,8 @@ async def running_ingest(
     tenants: Sequence[TenantConfig],
     states: Sequence[AddressStateSnapshot] = (),
     env: dict[str, str] | None = None,
-    clock: Any = None,
+    clock: Clock | None = None,
     serve_metrics: bool = False,
-    monotonic: Any = None,
 ) -> AsyncIterator[Ingest]:
     config = RuntimeConfig.from_env(
         {
@@ -141,8 +141,7 @@ async def running_ingest(
     node = IngestNode(
         config,
         options,
-        clock=clock or (lambda: datetime.now(UTC)),
-        **({"monotonic": monotonic} if monotonic else {}),
+        clock=clock,
         tarpit=tarpit,
         serve_metrics=serve_metrics,
     )

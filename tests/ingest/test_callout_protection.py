@@ -10,6 +10,7 @@ import aiosmtplib
 import pytest
 
 from smtp_discovery.ingest.callout_guard import FAILURES_TO_OPEN
+from smtp_discovery.platform.clock import ManualClock
 from tests.ingest.harness import running_ingest, tenant
 
 pytestmark = pytest.mark.kafka
@@ -64,11 +65,11 @@ async def test_guesses_at_a_dead_server_cost_it_a_handful_of_connections(
 ) -> None:
     dead = DeadServer()
     port = await dead.start()
-    frozen = 1000.0  # no breaker backoff and no harvest window runs out during the test
+    frozen = ManualClock()  # no breaker backoff and no harvest window runs out during the test
     try:
         async with running_ingest(
             kafka_bootstrap, tmp_path, [tenant("dead", ["d.example"], port)],
-            monotonic=lambda: frozen,
+            clock=frozen,
         ) as ingest:  # fmt: skip
             codes = await guess(ingest.port, GUESSES)
             held_back = ingest.count(

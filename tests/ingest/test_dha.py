@@ -1,21 +1,14 @@
 from __future__ import annotations
 
 from smtp_discovery.ingest.dha import Action, HarvestGuard
+from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.schemas.tenant import DiscoverySettings
 
 SETTINGS = DiscoverySettings(dha_max_rejections=5, dha_window_s=60)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_rejections_past_the_limit_defer_then_disconnect() -> None:
-    clock = Clock()
+    clock = ManualClock()
     guard = HarvestGuard(clock)
     for _ in range(4):
         guard.rejected("192.0.2.7", "acme", SETTINGS)
@@ -30,7 +23,7 @@ def test_rejections_past_the_limit_defer_then_disconnect() -> None:
 
 
 def test_the_delay_grows_with_the_excess() -> None:
-    guard = HarvestGuard(Clock())
+    guard = HarvestGuard(ManualClock())
     delays = []
     for _ in range(9):
         guard.rejected("192.0.2.7", "acme", SETTINGS)
@@ -40,17 +33,17 @@ def test_the_delay_grows_with_the_excess() -> None:
 
 
 def test_the_window_slides() -> None:
-    clock = Clock()
+    clock = ManualClock()
     guard = HarvestGuard(clock)
     for _ in range(5):
         guard.rejected("192.0.2.7", "acme", SETTINGS)
-    clock.now += 60
+    clock.advance(60)
     assert guard.check("192.0.2.7", "acme", SETTINGS).action is Action.ALLOW
     assert len(guard) == 0  # idle entries are forgotten
 
 
 def test_ips_and_tenants_are_counted_apart() -> None:
-    guard = HarvestGuard(Clock())
+    guard = HarvestGuard(ManualClock())
     for _ in range(5):
         guard.rejected("192.0.2.7", "acme", SETTINGS)
     assert guard.check("192.0.2.8", "acme", SETTINGS).action is Action.ALLOW

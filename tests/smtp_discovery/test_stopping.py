@@ -1,5 +1,5 @@
 """The stop every process shares: a deadline from the first signal, a second signal that ends it
-at once, and children killed on the way out."""
+at once, children killed on the way out, and a role's parts stopped in order."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
-from smtp_discovery.platform.stopping import Children, Stopper
+from smtp_discovery.platform.stopping import Children, Stopper, role_process
 
 
 class Exited(Exception):
@@ -103,6 +103,67 @@ def test_installed_handlers_turn_sigterm_into_the_event() -> None:
                 loop.remove_signal_handler(sig)
 
     assert asyncio.run(main())
+
+
+class Part:
+    """A part of a role (an ops endpoint, a node) that says when it starts and stops."""
+
+    def __init__(self, name: str, said: list[str]) -> None:
+        self.name = name
+        self.said = said
+
+    async def start(self, listen: str) -> None:
+        self.said.append(f"start {self.name} {listen}")
+
+    async def stop(self) -> None:
+        self.said.append(f"stop {self.name}")
+
+
+def _forget_handlers() -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+def test_a_role_process_stops_its_parts_last_started_first_within_the_deadline() -> None:
+    said: list[str] = []
+
+    async def main() -> Stopper:
+        first: list[bool] = []
+        try:
+            async with role_process("role", 30, on_first_signal=lambda: first.append(True)) as s:
+                ops: Any = Part("ops", said)
+                await s.serve_ops(ops, "127.0.0.1:0")
+                s.on_stop(Part("node", said).stop)
+                signal.raise_signal(signal.SIGTERM)
+                await asyncio.wait_for(s.event.wait(), 10)
+                assert first == [True] and said == ["start ops 127.0.0.1:0"]
+                assert s._timer is not None, "the signal armed the deadline"
+            return s
+        finally:
+            _forget_handlers()
+
+    stopper = asyncio.run(main())
+    assert said == ["start ops 127.0.0.1:0", "stop node", "stop ops"]
+    assert stopper._timer is not None
+    stopper._timer.join(1)
+    assert not stopper._timer.is_alive(), "the stop finished in time: the deadline is disarmed"
+
+
+def test_a_role_that_fails_still_stops_its_parts() -> None:
+    said: list[str] = []
+
+    async def main() -> None:
+        try:
+            async with role_process("role", 30) as stopper:
+                stopper.on_stop(Part("node", said).stop)
+                raise RuntimeError("a part failed")
+        finally:
+            _forget_handlers()
+
+    with pytest.raises(RuntimeError, match="a part failed"):
+        asyncio.run(main())
+    assert said == ["stop node"]
 
 
 def test_a_child_dies_with_its_parent() -> None:
