@@ -285,7 +285,7 @@ async def create_tenant(
             raise ApiError(
                 409, "tenant_exists", f"tenant {quoted(body.tenant_id)} exists; PUT to change it"
             )
-        return [_tenant_config(directory, ctx.clock(), body.tenant_id, body, None)]
+        return [_tenant_config(directory, ctx.clock.now(), body.tenant_id, body, None)]
 
     tenant = await _write_tenants(ctx, change, response)
     return _tenant_view(ctx, tenant)
@@ -314,7 +314,7 @@ async def update_tenant(
     def change(directory: TenantDirectory) -> list[TenantConfig]:
         current = _current(directory, tenant_id)
         _check_match(if_match, current.revision, f"tenant {quoted(tenant_id)}")
-        return [_tenant_config(directory, ctx.clock(), tenant_id, body, current)]
+        return [_tenant_config(directory, ctx.clock.now(), tenant_id, body, current)]
 
     tenant = await _write_tenants(ctx, change, response)
     return _tenant_view(ctx, tenant)
@@ -349,7 +349,7 @@ async def set_defaults(
         own = _changed(body, provider_own(directory.defaults))
         revision = directory.defaults_revision + 1
         settings = DiscoverySettings.model_validate(own)
-        return [ProviderDefaults(event_time=ctx.clock(), settings=settings, revision=revision)]
+        return [ProviderDefaults(event_time=ctx.clock.now(), settings=settings, revision=revision)]
 
     defaults = await _write_tenants(ctx, change, response)
     return _settings_view(defaults.settings, provider_own(defaults.settings))
@@ -387,7 +387,7 @@ async def change_settings(
     def change(directory: TenantDirectory) -> list[TenantConfig]:
         current = _current(directory, tenant_id)
         _check_match(if_match, current.revision, f"the settings of {quoted(tenant_id)}")
-        return [revised(current, ctx.clock(), settings=_changed(body, current.settings))]
+        return [revised(current, ctx.clock.now(), settings=_changed(body, current.settings))]
 
     tenant = await _write_tenants(ctx, change, response)
     return _settings_view(ctx.tenants.settings(tenant_id), tenant.settings)  # type: ignore[arg-type]
@@ -408,12 +408,12 @@ async def discovered(
     tenant = tenant_of(ctx, caller, tenant_id)
     settings = ctx.tenants.settings(tenant_id)
     assert settings is not None
-    since = ctx.clock() - timedelta(weeks=weeks)
+    since = ctx.clock.now() - timedelta(weeks=weeks)
     offset = (page - 1) * per_page
     found = await _ask(ctx, queries.discovered_page, tenant_id, since=since, search=q,
                        sort=sort, order=order, limit=per_page, offset=offset)  # fmt: skip
     schedule = ctx.schedule
-    now = ctx.clock()
+    now = ctx.clock.now()
     items = []
     for row in found.rows:
         at = row.discovered_at
@@ -477,7 +477,7 @@ async def act(tenant_id: str, body: Action, ctx: Context, caller: Caller) -> dic
     """Apply one action to many addresses: one command each, answered with their ids."""
     tenant = tenant_of(ctx, caller, tenant_id)
     names = {_address(u.address).lower(): u for u in body.users}
-    common = {"tenant_id": tenant_id, "event_time": ctx.clock(), "actor": caller.actor}
+    common = {"tenant_id": tenant_id, "event_time": ctx.clock.now(), "actor": caller.actor}
     commands = []
     for raw in body.addresses:
         address = _in_tenant(tenant, raw)
@@ -541,7 +541,7 @@ async def import_users(
         try:
             address = _in_tenant(tenant, (row.get("address") or "").strip())
             role = (row.get("role") or "").strip() or None
-            commands.append(ImportUser(tenant_id=tenant_id, event_time=ctx.clock(),
+            commands.append(ImportUser(tenant_id=tenant_id, event_time=ctx.clock.now(),
                                        actor=caller.actor, address=address,
                                        first_name=(row.get("first_name") or "").strip(),
                                        surname=(row.get("surname") or "").strip(),
@@ -563,7 +563,7 @@ async def import_users(
 @router.delete("/tenants/{tenant_id}/users/{address}", status_code=202, tags=["users"])
 async def delete_user(tenant_id: str, address: str, ctx: Context, caller: Caller) -> dict[str, Any]:
     tenant = tenant_of(ctx, caller, tenant_id)
-    command = DeleteAddress(tenant_id=tenant_id, event_time=ctx.clock(), actor=caller.actor,
+    command = DeleteAddress(tenant_id=tenant_id, event_time=ctx.clock.now(), actor=caller.actor,
                             address=_in_tenant(tenant, address))  # fmt: skip
     await ctx.publish(COMMANDS, [command])
     return {"command_id": command.event_id}
@@ -578,7 +578,7 @@ async def clear_cache(
     def change(directory: TenantDirectory) -> list[TenantConfig]:
         current = _current(directory, tenant_id)
         epoch = current.verification_cache_epoch + 1
-        return [revised(current, ctx.clock(), verification_cache_epoch=epoch)]
+        return [revised(current, ctx.clock.now(), verification_cache_epoch=epoch)]
 
     tenant = await _write_tenants(ctx, change, response)
     return {"verification_cache_epoch": tenant.verification_cache_epoch}
@@ -596,7 +596,7 @@ async def report(
     config = tenant_of(ctx, caller, tenant_id)
     schedule = ctx.schedule
     try:
-        covered = Week.parse(week) if week else schedule.latest_slot(ctx.clock())[1]
+        covered = Week.parse(week) if week else schedule.latest_slot(ctx.clock.now())[1]
     except ValueError as exc:
         raise ApiError(422, "invalid_week", errors.clipped(str(exc))) from None
     if not 1970 <= covered.year <= 2299:  # beyond DateTime64 (to 2299) its query failed: a 500
@@ -730,7 +730,7 @@ async def history(
     days: Annotated[int, Query(ge=1, le=3660)] = 30,
 ) -> list[dict[str, Any]]:
     tenant_of(ctx, caller, tenant_id)
-    since = (ctx.clock() - timedelta(days=days)).date()
+    since = (ctx.clock.now() - timedelta(days=days)).date()
     found = await _ask(ctx, queries.daily_counts, tenant_id, since)
     return [{"day": d.day, **d.counts} for d in found]
 

@@ -7,12 +7,12 @@ import asyncio
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from smtp_discovery.admin.tokens import Principal, TokenDirectory
+from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.platform.kafka import idempotent_producer
 from smtp_discovery.platform.ops import CounterView
 from smtp_discovery.platform.tenant_writes import TenantWriter
@@ -57,7 +57,7 @@ class AdminContext:
         clickhouse: Any,
         layout: Layout,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
         schedule: Schedule | None = None,
         token_key: bytes | None = None,
         sink_group: str = "smtp-discovery-sink",
@@ -68,7 +68,7 @@ class AdminContext:
         self.names = names
         self.clickhouse = clickhouse
         self.layout = layout
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.schedule = schedule or Schedule.parse("09:00", "UTC")
         """The provider's report schedule: report weeks and notices left as the jobs count them."""
         self.tenants = TenantDirectory()
@@ -155,7 +155,7 @@ class AdminContext:
         """Publish that ``principal``'s token was used, when its last recorded use is older
         than the resolution; in the background: a request never waits for it, nor fails
         because Kafka could not take it (the next use tries again)."""
-        used = self.tokens.use_to_record(principal, self.clock())
+        used = self.tokens.use_to_record(principal, self.clock.now())
         if used is None:
             return
         task = asyncio.create_task(self._publish_use(used))

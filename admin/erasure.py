@@ -82,7 +82,7 @@ async def erase_address(
     aliases = await ask(ctx, queries.aliases_to_erase, tenant.tenant_id, forms)
     done.aliases = len(aliases)
     commands = [
-        EraseAddress(tenant_id=tenant.tenant_id, event_time=ctx.clock(), actor=actor, address=a)
+        EraseAddress(tenant_id=tenant.tenant_id, event_time=ctx.clock.now(), actor=actor, address=a)
         for a in [*aliases, parsed.display]
     ]
     await worker_erases(ctx, commands, deadline)
@@ -90,7 +90,7 @@ async def erase_address(
     def bump(directory: Any) -> list[TenantConfig]:
         current = directory.tenant(tenant.tenant_id) or tenant
         epoch = current.verification_cache_epoch + 1
-        return [revised(current, ctx.clock(), verification_cache_epoch=epoch)]
+        return [revised(current, ctx.clock.now(), verification_cache_epoch=epoch)]
 
     await ctx.tenant_writer.write(bump)
     await sink_caught_up(ctx, deadline)

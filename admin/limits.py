@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smtp_discovery.admin import errors
 from smtp_discovery.admin.tokens import Principal
+from smtp_discovery.platform.clock import Clock, SystemClock
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -118,19 +118,19 @@ class FailureLimiter:
         refill_seconds: float = FAILURE_REFILL_SECONDS,
         *,
         max_clients: int = MAX_CLIENTS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self.burst = burst
         self.refill_seconds = refill_seconds
         self.max_clients = max_clients
-        self._clock = clock
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """Client -> (failures it may still make, when that was counted)."""
 
     def failed(self, client: str) -> int:
         """Count a failure of ``client``: 0 if it may be answered as usual, or the whole seconds
         (at least 1) until the client may fail again, the answer's ``Retry-After``."""
-        now = self._clock()
+        now = self._clock.monotonic()
         left, then = self._buckets.pop(client, (float(self.burst), now))
         left = min(float(self.burst), left + max(0.0, now - then) / self.refill_seconds)
         wait = 0 if left >= 1 else max(1, math.ceil((1 - left) * self.refill_seconds))

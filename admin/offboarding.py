@@ -63,7 +63,7 @@ async def remove_tenant(
     await sink_caught_up(ctx, deadline)
     addresses = await ask(ctx, queries.tenant_addresses, tenant_id)
     for start in range(0, len(addresses), BATCH):
-        commands = [EraseAddress(tenant_id=tenant_id, event_time=ctx.clock(), actor=actor,
+        commands = [EraseAddress(tenant_id=tenant_id, event_time=ctx.clock.now(), actor=actor,
                                  address=a) for a in addresses[start : start + BATCH]]  # fmt: skip
         await worker_erases(ctx, commands, deadline)
     await sink_caught_up(ctx, deadline)

@@ -31,6 +31,7 @@ import aiosmtplib
 from smtp_discovery.ingest.callout_guard import CONNECTION_FAILURES, DestinationGuard
 from smtp_discovery.ingest.policy import CalloutResult, read_rcpt_reply
 from smtp_discovery.ingest.smtp_client import Target, open_client, opportunistic_tls
+from smtp_discovery.platform.clock import SystemClock
 
 __all__ = ["ProbeOutcome", "Prober", "Target"]
 
@@ -70,7 +71,7 @@ class Prober:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.helo_name = helo_name
-        self.guard = guard or DestinationGuard(time.monotonic, rate_per_s=100.0)
+        self.guard = guard or DestinationGuard(SystemClock(), rate_per_s=100.0)
         self.sleep = sleep
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout

@@ -22,8 +22,9 @@ event is published (nothing was asked). Pure bookkeeping over an injected monoto
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from smtp_discovery.platform.clock import Clock
 
 FAILURES_TO_OPEN = 3
 BACKOFF_S = 10.0
@@ -49,7 +50,7 @@ class _Destination:
 
 
 class DestinationGuard:
-    def __init__(self, clock: Callable[[], float], rate_per_s: float) -> None:
+    def __init__(self, clock: Clock, rate_per_s: float) -> None:
         self.clock = clock
         self.rate_per_s = rate_per_s
         self.burst = max(1.0, rate_per_s)
@@ -59,7 +60,8 @@ class DestinationGuard:
     def _state(self, destination: str) -> _Destination:
         state = self._destinations.get(destination)
         if state is None:
-            state = self._destinations[destination] = _Destination(self.burst, self.clock())
+            state = _Destination(self.burst, self.clock.monotonic())
+            self._destinations[destination] = state
         return state
 
     def admit(self, destination: str) -> tuple[str | None, float]:
@@ -67,7 +69,7 @@ class DestinationGuard:
         (its turn is taken: call ``answered``, ``failed`` or ``abandoned`` afterwards), else
         ``(why not, 0)``: ``PAUSED`` or ``RATE_LIMITED``."""
         state = self._state(destination)
-        now = self.clock()
+        now = self.clock.monotonic()
         if state.open_until is not None:
             if now < state.open_until or state.trial:
                 return self._hold(PAUSED), 0.0
@@ -97,7 +99,7 @@ class DestinationGuard:
         that opened (or reopened) its breaker, else None."""
         state = self._state(destination)
         state.failures += 1
-        now = self.clock()
+        now = self.clock.monotonic()
         if not state.trial and (
             state.failures < FAILURES_TO_OPEN  # not yet
             or (state.open_until is not None and now < state.open_until)  # already open
@@ -115,5 +117,5 @@ class DestinationGuard:
 
     def paused(self) -> int:
         """Destinations whose breaker is open now."""
-        now = self.clock()
+        now = self.clock.monotonic()
         return sum(1 for s in self._destinations.values() if s.open_until and now < s.open_until)

@@ -9,7 +9,6 @@ MX answers are cached for their DNS TTL; when DNS fails, the last good answer is
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import dns.asyncresolver
@@ -17,6 +16,7 @@ import dns.exception
 import dns.resolver
 
 from smtp_discovery.ingest.smtp_client import Target
+from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.schemas.tenant import TenantConfig
 
 log = logging.getLogger("smtp_discovery.ingest")
@@ -54,11 +54,9 @@ class DnsMxLookup:
 
 
 class DestinationResolver:
-    def __init__(
-        self, lookup: MxLookup | None = None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, lookup: MxLookup | None = None, clock: Clock | None = None) -> None:
         self.lookup = lookup or DnsMxLookup()
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self._mx: dict[str, tuple[float, list[tuple[int, str]]]] = {}
 
     async def targets(self, tenant: TenantConfig) -> list[Target]:
@@ -77,12 +75,12 @@ class DestinationResolver:
 
     async def _mx_hosts(self, domain: str) -> list[tuple[int, str]]:
         cached = self._mx.get(domain)
-        if cached is not None and cached[0] > self.clock():
+        if cached is not None and cached[0] > self.clock.monotonic():
             return cached[1]
         try:
             hosts, ttl = await self.lookup(domain)
         except (dns.exception.DNSException, OSError) as exc:
             log.warning("MX lookup for %s failed (%s)", domain, type(exc).__name__)
             return cached[1] if cached is not None else []
-        self._mx[domain] = (self.clock() + max(ttl, 1.0), hosts)
+        self._mx[domain] = (self.clock.monotonic() + max(ttl, 1.0), hosts)
         return hosts

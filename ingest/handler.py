@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -32,6 +31,7 @@ from smtp_discovery.ingest.relay import Downstream, Reply
 from smtp_discovery.ingest.smtp_client import Target
 from smtp_discovery.ingest.spool import SpoolFull, SpoolRecord
 from smtp_discovery.ingest.verdict import VerdictStep
+from smtp_discovery.platform.clock import Clock
 from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import Address, AddressError, parse_address
 from smtp_discovery.schemas.base import AddressMessage
@@ -105,7 +105,7 @@ class IngestHandler:
         smarthost: list[Target],
         hostname: str,
         node_id: str,
-        clock: Callable[[], datetime],
+        clock: Clock,
         max_recipients: int,
         tarpit: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         proxy_networks: Sequence[IPNetwork] = (),
@@ -392,7 +392,7 @@ class IngestHandler:
         recipients: int,
     ) -> list[tuple[AddressMessage, str]]:
         """The message's events, each with its topic (``schemas.topics.mail_route``)."""
-        now = self.clock()
+        now = self.clock.now()
         status = self.checker.states.status
         if transaction.outbound_tenant is not None:
             sender = transaction.sender_address
@@ -482,7 +482,7 @@ class IngestHandler:
 
     def _date(self) -> str:
         """The Received header's date, formatted once a second."""
-        now = self.clock()
+        now = self.clock.now()
         second = int(now.timestamp())
         if second != self._dated[0]:
             self._dated = (second, format_datetime(now))

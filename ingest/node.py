@@ -12,7 +12,6 @@ import logging
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from smtp_discovery.ingest.cache import CatchAllTracker, VerificationCache
@@ -32,7 +31,7 @@ from smtp_discovery.ingest.smtp_client import Target, opportunistic_tls
 from smtp_discovery.ingest.spool import Spool
 from smtp_discovery.ingest.state_view import AddressStateView
 from smtp_discovery.ingest.verdict import load_verdict_step
-from smtp_discovery.platform.clock import Clock, as_clock
+from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.ops import OpsServer
 from smtp_discovery.platform.views import CompactedTopicFollower, TenantDirectory
@@ -58,14 +57,13 @@ class IngestNode:
         config: RuntimeConfig,
         kafka_options: dict[str, Any],
         *,
-        clock: Clock | Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         mx_lookup: MxLookup | None = None,
         tarpit: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         serve_metrics: bool = True,
     ) -> None:
-        # One clock for the node's times and windows (the system's by default); a function
-        # returning now is taken too, as the admin context and the report jobs take one.
-        clock = as_clock(clock)
+        # One clock for the node's times and windows (the system's by default).
+        clock = clock if clock is not None else SystemClock()
         self.config = config
         self.kafka_options = kafka_options
         self.clock = clock
@@ -81,7 +79,7 @@ class IngestNode:
         self.spool = Spool(config.effective_spool_dir, max_bytes=config.ingest_spool_max_bytes)
         self.publisher = EventPublisher(kafka_options, self.spool)
         self.callout_guard = DestinationGuard(
-            clock.monotonic, rate_per_s=config.ingest_callouts_per_s / config.ingest_nodes
+            clock, rate_per_s=config.ingest_callouts_per_s / config.ingest_nodes
         )
         self.prober = Prober(
             helo_name=config.ingest_hostname,
@@ -95,7 +93,7 @@ class IngestNode:
             cache=self.cache,
             catch_all=CatchAllTracker(clock),
             prober=self.prober,
-            destinations=DestinationResolver(mx_lookup, clock=clock.monotonic),
+            destinations=DestinationResolver(mx_lookup, clock=clock),
             clock=clock,
             node_id=config.ingest_node_id,
         )
@@ -116,7 +114,7 @@ class IngestNode:
             smarthost=smarthost,
             hostname=config.ingest_hostname,
             node_id=config.ingest_node_id,
-            clock=clock.now,
+            clock=clock,
             max_recipients=config.ingest_max_recipients,
             tarpit=tarpit,
             proxy_networks=config.proxy_networks,

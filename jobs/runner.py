@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from smtp_discovery.jobs.reports import Kind, Report, build, tenants
 from smtp_discovery.jobs.send import Mailer, ReportLog, deliver_once
+from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.schemas.calendar import Schedule, Week
 from smtp_discovery.sinks.schema import Layout
 
@@ -25,20 +24,20 @@ class Jobs:
         layout: Layout,
         schedule: Schedule,
         mailer: Mailer,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
         self.client = client
         self.layout = layout
         self.schedule = schedule
         self.mailer = mailer
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.log = ReportLog(client, layout)
         self.outcomes: Counter[str] = Counter()
         """Reports by outcome (sent, empty, failed, skipped ...), for the ops endpoint."""
 
     async def run_due(self) -> dict[tuple[str, str], str]:
         """Send every report of the latest Thursday slot not handled yet; what happened."""
-        now = self.clock()
+        now = self.clock.now()
         _slot, week = self.schedule.latest_slot(now)
         outcomes: dict[tuple[str, str], str] = {}
         for tenant in (await asyncio.to_thread(tenants, self.client, self.layout)).values():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.platform.kafka import idempotent_producer
 from smtp_discovery.platform.ops import CounterView, GaugeView
 from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, decode_all, encode
@@ -77,8 +77,7 @@ class Sink:
         names: TopicNames,
         settings: SinkSettings,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         topics: Sequence[str] = SOURCE_TOPICS,
     ) -> None:
         self.kafka_options = kafka_options
@@ -86,8 +85,7 @@ class Sink:
         self.layout = layout
         self.names = names
         self.settings = settings
-        self.clock = clock
-        self.monotonic = monotonic
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.topics = tuple(topics)
         self._batches: dict[TopicPartition, Batch] = {}
         self._taken: dict[TopicPartition, int] = {}
@@ -211,7 +209,7 @@ class Sink:
 
     def _batch(self, tp: TopicPartition, start: int, **replay: Any) -> Batch:
         source = SOURCES[self.names.base_of(tp.topic)]
-        return Batch(start, source.taken(tp.partition), opened=self.monotonic(), **replay)
+        return Batch(start, source.taken(tp.partition), opened=self.clock.monotonic(), **replay)
 
     async def _flush_replays_reached(self, tp: TopicPartition) -> None:
         batch = self._batches.get(tp)
@@ -223,7 +221,7 @@ class Sink:
             await self._flush(tp, batch)
 
     async def _flush_due(self, *, force: bool) -> None:
-        now = self.monotonic()
+        now = self.clock.monotonic()
         for tp, batch in list(self._batches.items()):
             if batch.replay_end is not None:
                 await self._flush_replays_reached(tp)
@@ -248,7 +246,7 @@ class Sink:
         if taken and source.events:
             taken = await self._with_retry(self._first_time, source.table, taken)
         if taken:
-            columns = taken.to_columns(self.clock())
+            columns = taken.to_columns(self.clock.now())
             await self._with_retry(self._insert, source.table, source.columns, columns, token)
         assert self._consumer is not None
         try:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.platform.errors import OperatorError
 from smtp_discovery.platform.stopping import Children
 
@@ -48,7 +48,7 @@ class Supervised:
         *,
         where: str = "",
         policy: RestartPolicy = RestartPolicy(),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         say: Callable[[str], None] = lambda line: print(line, flush=True),
     ) -> None:
         self.name = name
@@ -56,7 +56,7 @@ class Supervised:
         self.children = children
         self.where = where
         self.policy = policy
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.say = say
         self.restarts = 0
         self.process = self._launch()
@@ -64,7 +64,7 @@ class Supervised:
     def _launch(self) -> subprocess.Popen[bytes]:
         process = self._start()
         self.children.add(self.name, process)
-        self.started_at = self.clock()
+        self.started_at = self.clock.monotonic()
         return process
 
     async def watch(self) -> None:
@@ -73,7 +73,8 @@ class Supervised:
         failures = 0
         while True:
             status = await asyncio.to_thread(self.process.wait)
-            failures, pause = self.policy.after_exit(failures, self.clock() - self.started_at)
+            ran_s = self.clock.monotonic() - self.started_at
+            failures, pause = self.policy.after_exit(failures, ran_s)
             if pause is None:
                 raise OperatorError(
                     f"{self.name} exited with status {status} {failures} times in a row, each "

@@ -11,11 +11,11 @@ between the scan and the tick, and the record, unchanged, would never be ticked 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.state import AddressRecord, AddressStatus
 from smtp_discovery.schemas.tenant import DiscoverySettings
@@ -47,12 +47,13 @@ class DueIndex:
         policy: Policy,
         partitions: int,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         retick_after_s: float = RETICK_AFTER_S,
     ) -> None:
         self.policy = policy
         self.partitions = partitions
-        self.monotonic = monotonic
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        """Only its monotonic seconds are read: when a record was last ticked."""
         self.retick_after_s = retick_after_s
         self._waiting: dict[str, Waiting] = {}
         self._ticked: dict[str, tuple[int, float]] = {}
@@ -100,7 +101,7 @@ class DueIndex:
     ) -> Iterator[tuple[str, Waiting]]:
         """Records due by their partition's ``now`` and not ticked at their current version
         (or ticked at it long enough ago that the tick evidently changed nothing)."""
-        clock = self.monotonic()
+        clock = self.clock.monotonic()
         for key, waiting in list(self._waiting.items()):
             settings = settings_for(waiting.tenant_id)
             if settings is None:

@@ -29,10 +29,12 @@ from smtp_discovery.admin.tokens import new_token
 from smtp_discovery.ingest.node import IngestNode
 from smtp_discovery.jobs.runner import Jobs
 from smtp_discovery.jobs.send import Mailer
+from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.schemas.calendar import Schedule
 from smtp_discovery.schemas.topics import ADMIN_TOKENS
 from smtp_discovery.sinks.migrate import migrate
+from smtp_discovery.sinks.queries import select
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
 from tests.ingest.postfix import PostfixServer
@@ -43,14 +45,6 @@ pytestmark = pytest.mark.kafka
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # Monday of ISO week 2026-W45
 BODY = b"From: news@partner.example\r\nSubject: hello\r\n\r\nHi.\r\n"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Inbox:
@@ -81,7 +75,7 @@ async def test_mail_to_reports_through_every_part(
     strict = postfix_servers["strict"]
     run = WorkerRun(kafka_bootstrap, f"e2e{uuid.uuid4().hex[:8]}", tmp_path)
     await run.setup([])
-    clock = Clock(T0)
+    clock = ManualClock(T0)
     env = {k: v for k, v in run.env("node").items() if k.startswith(("KAFKA", "DISCOVERY"))}
     config = RuntimeConfig.from_env(
         {**env, "DISCOVERY_INGEST_LISTEN": "127.0.0.1:0", "DISCOVERY_INGEST_HOSTNAME": "gw.test"}
@@ -129,7 +123,9 @@ async def test_mail_to_reports_through_every_part(
     await node.start()
 
     async def status(address: str) -> str | None:
-        rows = await admin_ctx.query(
+        rows = await admin_ctx.run(
+            select,
+            admin_ctx.clickhouse,
             f"SELECT status FROM {layout.name('address_state')} FINAL "
             "WHERE record_key = {k:String} AND is_deleted = 0",
             {"k": f"acme:{address}"},
@@ -189,7 +185,7 @@ async def test_mail_to_reports_through_every_part(
             layout,
             Schedule.parse("09:00", "UTC"),
             mailer,
-            clock=lambda: datetime(2026, 11, 12, 9, 30, tzinfo=UTC),
+            clock=ManualClock(datetime(2026, 11, 12, 9, 30, tzinfo=UTC)),
         )
         outcomes = await jobs.run_due()
         server.close()
@@ -208,7 +204,7 @@ async def test_mail_to_reports_through_every_part(
         assert "dave@a.example" in mails["Discovery warning"]
 
         # Four weeks later, dave (discovered, never managed) has expired: marked invalid.
-        clock.now = T0 + timedelta(weeks=4)
+        clock.set(T0 + timedelta(weeks=4))
         # Event time moves per partition: mail to dave's own key carries his clock past the end.
         await send("news@partner.example", "dave@a.example")
         await until("dave expired", lambda: _is(status, "dave@a.example", "invalid"), 120)

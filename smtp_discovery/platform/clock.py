@@ -14,7 +14,6 @@ which measure elapsed time and must neither stretch nor shrink when the wall clo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -61,30 +60,6 @@ class ManualClock:
     def advance(self, by: timedelta | float) -> None:
         """Move forward by ``by`` (a timedelta, or seconds)."""
         self._now += by if isinstance(by, timedelta) else timedelta(seconds=by)
-
-
-class FunctionClock:
-    """A :class:`Clock` over a function returning the time (the admin context and the report
-    jobs take such functions; a test may share one between them and an ingest node). Its
-    monotonic seconds are the machine's."""
-
-    def __init__(self, now: Callable[[], datetime]) -> None:
-        self._now = now
-
-    def now(self) -> datetime:
-        return self._now()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
-def as_clock(clock: Clock | Callable[[], datetime] | None) -> Clock:
-    """``clock`` as a :class:`Clock`: the system's if None, a function wrapped."""
-    if clock is None:
-        return SystemClock()
-    if isinstance(clock, Clock):
-        return clock
-    return FunctionClock(clock)
 
 
 def _utc(when: datetime) -> datetime:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from smtp_discovery.platform.clock import Clock, SystemClock
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -74,12 +74,10 @@ class RepeatFilter(logging.Filter):
 
     LIBRARIES = ("aiokafka", "kafka", "faust", "mode")
 
-    def __init__(
-        self, interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, interval_s: float = 30.0, clock: Clock | None = None) -> None:
         super().__init__()
         self.interval_s = interval_s
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self._last: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], int] = {}
 
@@ -87,7 +85,7 @@ class RepeatFilter(logging.Filter):
         if record.levelno < logging.WARNING or not record.name.startswith(self.LIBRARIES):
             return True
         key = (record.name, str(record.msg))
-        now = self.clock()
+        now = self.clock.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.interval_s:
             self._held[key] = self._held.get(key, 0) + 1

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.schemas.calendar import Week
 from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.commands import CommandResult
@@ -349,7 +350,7 @@ async def test_the_worker_the_console_and_the_warning_report_agree_on_expiry_and
     worker = expiry_deadline(_snapshot("x@acme.example", AddressStatus.DISCOVERED, found).record,
                              settings)  # fmt: skip
     for moment, left in ((found, 3), (sent, 2), (sent + timedelta(seconds=1), 1)):
-        admin.ctx.clock = lambda moment=moment: moment  # type: ignore[misc]
+        admin.ctx.clock = ManualClock(moment)
         listed = (await admin.http.get("/v1/tenants/acme/discovered?weeks=52", headers=acme)).json()
         (item,) = listed["items"]
         assert (_at(item["expires_at"]), item["notices_left"]) == (worker, left), moment

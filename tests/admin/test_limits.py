@@ -35,6 +35,7 @@ from smtp_discovery.admin.limits import (
     body_limit,
     client_key,
 )
+from smtp_discovery.platform.clock import ManualClock
 from tests.admin.conftest import Admin
 
 HUGE = 400 * MIB
@@ -43,30 +44,22 @@ HUGE = 400 * MIB
 # ---- the rules, pure ----------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_client_may_fail_a_burst_then_one_every_refill() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = FailureLimiter(burst=10, refill_seconds=5, clock=clock)
     assert [limiter.failed("192.0.2.1") for _ in range(10)] == [0] * 10
     assert limiter.failed("192.0.2.1") == 5  # Retry-After: a whole refill
-    clock.now += 4
+    clock.advance(4)
     assert limiter.failed("192.0.2.1") == 1  # 4 of 5 s refilled: whole seconds, at least one
-    clock.now += 1
+    clock.advance(1)
     assert limiter.failed("192.0.2.1") == 0  # one failure refilled
     assert limiter.failed("192.0.2.1") == 5
-    clock.now += 3600
+    clock.advance(3600)
     assert [limiter.failed("192.0.2.1") for _ in range(11)] == [0] * 10 + [5]  # never > burst
 
 
 def test_clients_are_counted_apart_in_bounded_memory() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = FailureLimiter(burst=2, refill_seconds=60, max_clients=3, clock=clock)
     for client in ("a", "b", "c"):
         limiter.failed(client)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import dns.asyncresolver
 
 from smtp_discovery.ingest.destinations import DestinationResolver, DnsMxLookup
 from smtp_discovery.ingest.smtp_client import Target
+from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.schemas.tenant import Destination
 from tests.ingest.dns_server import DnsServer
 from tests.ingest.harness import tenant
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 ZONE = {
     "mail.acme.example": [(20, "mx2.acme.example"), (10, "mx1.acme.example")],
@@ -56,16 +61,17 @@ async def test_no_mx_means_the_domain_itself_and_null_mx_means_nowhere() -> None
 
 
 async def test_answers_are_cached_for_their_ttl_and_reused_when_dns_fails() -> None:
-    now = [0.0]
+    clock = ManualClock(T0)
     acme = _acme(Destination(kind="mx", domain="mail.acme.example"))
     async with DnsServer(ZONE, ttl=60) as dns_server:
-        resolver = DestinationResolver(_lookup(dns_server), clock=lambda: now[0])
+        resolver = DestinationResolver(_lookup(dns_server), clock=clock)
         first = await resolver.targets(acme)
         await resolver.targets(acme)
         assert dns_server.queries == ["mail.acme.example"], "the second answer came from cache"
-        now[0] = 61.0
+        clock.set(T0 + timedelta(seconds=61))
         await resolver.targets(acme)
         assert len(dns_server.queries) == 2, "expired after the record's TTL"
-    now[0] = 200.0  # the DNS server is gone now: the last good answer still serves
+    # The DNS server is gone now: the last good answer still serves.
+    clock.set(T0 + timedelta(seconds=200))
     assert await resolver.targets(acme) == first
     assert first[0] == Target(first[0].priority, "mx1.acme.example", 25)

@@ -16,6 +16,7 @@ from smtp_discovery.jobs.render import FORMATS
 from smtp_discovery.jobs.reports import Kind, build, tenants
 from smtp_discovery.jobs.runner import Jobs
 from smtp_discovery.jobs.send import Mailer
+from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.schemas.calendar import Schedule, Week
 from smtp_discovery.schemas.mail import CatchAllChecked
 from smtp_discovery.schemas.state import (
@@ -149,7 +150,7 @@ async def test_each_report_is_sent_once_even_when_a_run_fails_halfway(history: H
     port = server.sockets[0].getsockname()[1]
     thursday = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
     mailer = Mailer("127.0.0.1", port, "reports@gateway.example", "gateway.example")
-    jobs = Jobs(history.client, history.layout, SCHEDULE, mailer, clock=lambda: thursday)
+    jobs = Jobs(history.client, history.layout, SCHEDULE, mailer, clock=ManualClock(thursday))
     try:
         inbox.refuse = {"tech@acme.example", "boss@acme.example"}  # acme's mail fails at first
         first = await jobs.run_due()

@@ -1,5 +1,5 @@
-"""The one clock type: the system's, one a test moves, a function taken as a clock, and the
-streams worker's clocks as the same type."""
+"""The one clock type: the system's, one a test moves, and the streams worker's clocks as the
+same type."""
 
 from __future__ import annotations
 
@@ -7,13 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from smtp_discovery.platform.clock import (
-    Clock,
-    FunctionClock,
-    ManualClock,
-    SystemClock,
-    as_clock,
-)
+from smtp_discovery.platform.clock import Clock, ManualClock, SystemClock
 from smtp_discovery.streams.clock import EventTimeClock, make_clock
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC)
@@ -40,22 +34,6 @@ def test_a_manual_clock_moves_only_when_told_and_both_readings_move_together() -
     with pytest.raises(ValueError, match="aware"):
         clock.set(datetime(2026, 3, 2, 9))
     assert ManualClock().now().tzinfo is UTC
-
-
-def test_a_function_is_taken_as_a_clock_and_a_clock_as_itself() -> None:
-    manual = ManualClock(T0)
-    assert as_clock(manual) is manual
-    assert isinstance(as_clock(None), SystemClock)
-    wrapped = as_clock(lambda: T0)
-    assert isinstance(wrapped, FunctionClock) and wrapped.now() == T0
-
-    class Settable:  # a fake with a ``now`` attribute, called for the time
-        now = T0
-
-        def __call__(self) -> datetime:
-            return self.now
-
-    assert as_clock(Settable()).now() == T0
 
 
 def test_the_streams_clocks_are_platform_clocks() -> None:

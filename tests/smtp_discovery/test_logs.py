@@ -6,6 +6,7 @@ import json
 import logging
 import re
 
+from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.platform.logs import JsonFormatter, RepeatFilter, TextFormatter
 
 
@@ -36,16 +37,16 @@ def _kafka_error(msg: str = "Unable connect to node with id %s: %s") -> logging.
 
 
 def test_a_kafka_library_repeating_itself_is_said_once_per_interval() -> None:
-    now = [100.0]
-    repeats = RepeatFilter(interval_s=30, clock=lambda: now[0])
+    clock = ManualClock()
+    repeats = RepeatFilter(interval_s=30, clock=clock)
     assert repeats.filter(_kafka_error())
     held = 0
     for _ in range(500):  # a reconnect loop, many times a second
-        now[0] += 0.02
+        clock.advance(0.02)
         held += not repeats.filter(_kafka_error())
     assert held == 500
     assert repeats.filter(_kafka_error("Unable to update metadata from %s")), "another kind"
-    now[0] += 30
+    clock.advance(30)
     record = _kafka_error()
     assert repeats.filter(record)
     assert record.getMessage() == (
@@ -54,7 +55,7 @@ def test_a_kafka_library_repeating_itself_is_said_once_per_interval() -> None:
 
 
 def test_our_own_lines_and_library_info_are_never_held_back() -> None:
-    repeats = RepeatFilter(interval_s=30, clock=lambda: 0.0)
+    repeats = RepeatFilter(interval_s=30, clock=ManualClock())
     ours = logging.LogRecord("smtp_discovery.jobs", logging.WARNING, __file__, 1, "report failed",
                              None, None)  # fmt: skip
     info = logging.LogRecord("aiokafka.consumer", logging.INFO, __file__, 1, "joined", None, None)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.commands import CreateUser, Tick
 from smtp_discovery.schemas.state import AddressRecord, AddressStatus
@@ -122,8 +123,8 @@ def test_a_tick_made_useless_by_a_settings_change_does_not_lose_the_address() ->
     w = World()
     w.verify_and_deliver("alice@a.example", [0, 1, 2])
     key = "acme:alice@a.example"
-    clock = [0.0]
-    index = DueIndex(Policy(), partitions=4, monotonic=lambda: clock[0], retick_after_s=600)
+    clock = ManualClock()
+    index = DueIndex(Policy(), partitions=4, clock=clock, retick_after_s=600)
     index.update(key, w.record("alice@a.example"))
     one, four = (DiscoverySettings(discovery_enabled=True, notices_before_expiry=n) for n in (1, 4))
     assert [k for k, _ in index.due(lambda _p: T0 + 10 * DAY, lambda _t: one)] == [key]
@@ -131,9 +132,9 @@ def test_a_tick_made_useless_by_a_settings_change_does_not_lose_the_address() ->
     ctx = Context(w.ctx.tenant, four, Policy())
     assert rules.apply({key: w.record("alice@a.example")}, tick, ctx).records == {}
     # The record did not change, so nothing updated the index; the new deadline passes.
-    clock[0] = 300.0
+    clock.advance(300)
     assert list(index.due(lambda _p: T0 + 40 * DAY, lambda _t: four)) == []  # just ticked
-    clock[0] = 900.0
+    clock.advance(600)
     assert [k for k, _ in index.due(lambda _p: T0 + 40 * DAY, lambda _t: four)] == [key]
 
 
