@@ -55,7 +55,8 @@ def _setting(default: Any, description: str, recommended: Any = None, **constrai
 
 
 class DiscoverySettings(Contract):
-    """Every per-tenant setting with its provider default (vendor article and DESIGN.md §3)."""
+    """Every per-tenant setting with its provider default (docs/design.md, "Per-tenant
+    settings")."""
 
     discovery_enabled: bool = _setting(
         False, "SMTP Discovery relays mail for unknown recipients verified by a callout."

@@ -2,7 +2,8 @@
 
 No Faust, no Kafka, no clock reads: every time comes from the message, so the same messages in
 the same order always give the same records, transitions and ids, whether they are played live,
-replayed after a crash, or run by a test. DESIGN.md section 2 is the specification.
+replayed after a crash, or run by a test. docs/design.md, "The address lifecycle", is the
+specification.
 
 A *group* is every record that shares the message's route key (tenant + base local part): the
 address itself and any address that could be its alias. The worker keeps groups on one

@@ -2,9 +2,10 @@
 
 Every setting is a field of one section class below (``KafkaSettings``, ``IngestSettings``, ...),
 declared with ``setting()``: its environment variable, its description, whether it is a secret,
-its type, default and bounds. ``RuntimeConfig`` is all the sections together. The README's table,
-``smtp-discovery config`` and the deployment files' checks are derived from these declarations
-(``RuntimeConfig.variables()``); scripts/readme-config-table rewrites the README's table.
+its type, default and bounds. ``RuntimeConfig`` is all the sections together. The configuration
+tables, ``smtp-discovery config`` and the deployment files' checks are derived from these
+declarations (``RuntimeConfig.variables()``); scripts/config-table rewrites the tables in
+docs/configuration.md.
 
 Only ``from_env()`` reads the environment (through pydantic-settings' environment source):
 constructing a section or ``RuntimeConfig`` takes its arguments and defaults, nothing else.
@@ -61,7 +62,7 @@ def setting(
     """A setting's one declaration: a pydantic Field read from the environment variable ``env``.
 
     ``secret`` settings are never logged: left out of repr and masked by ``redacted()``.
-    ``shown_default`` is how the README states a default computed at run time. The other
+    ``shown_default`` is how the docs state a default computed at run time. The other
     arguments (default, default_factory, bounds, pattern) go to ``Field``.
     """
     extra: dict[str, Any] = {"secret": secret}

@@ -277,19 +277,19 @@ def test_config_command_prints_every_variable_by_section(
 
 
 def test_every_variable_maps_to_a_field_and_is_documented_in_the_readme() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     documented = re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE)
     for var in VARIABLES:
         assert var.field in RuntimeConfig.model_fields
-        assert var.env in documented, f"{var.env} is missing from the README's table"
-    assert sorted(documented) == sorted(v.env for v in VARIABLES), "run scripts/readme-config-table"
+        assert var.env in documented, f"{var.env} is missing from docs/configuration.md's table"
+    assert sorted(documented) == sorted(v.env for v in VARIABLES), "run scripts/config-table"
 
 
 def test_the_readme_tables_are_generated_from_the_declarations() -> None:
-    script = runpy.run_path(str(ROOT / "scripts" / "readme-config-table"))
+    script = runpy.run_path(str(ROOT / "scripts" / "config-table"))
     block = script["render"]()
     for section in SECTIONS:
         assert f"\n### {section.section_title}\n" in block
     for var in VARIABLES:
         assert f"| `{var.env}` |" in block and var.description in block
-    assert block in (ROOT / "README.md").read_text(), "run scripts/readme-config-table"
+    assert block in (ROOT / "docs" / "configuration.md").read_text(), "run scripts/config-table"

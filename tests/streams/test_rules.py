@@ -1,4 +1,5 @@
-"""Every transition and rejection of the lifecycle (DESIGN.md section 2), table by table."""
+"""Every transition and rejection of the lifecycle (docs/design.md, "The address lifecycle"),
+table by table."""
 
 from __future__ import annotations
 
