@@ -7,9 +7,12 @@ whatever bytes the client chose into logs, terminals and the console.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,6 +23,8 @@ QUOTE_LIMIT = 60
 SENTENCE_LIMIT = 300
 """Characters of a sentence written elsewhere (a validator's), which may embed its input."""
 MAX_PROBLEMS = 10
+
+log = logging.getLogger("smtp_discovery.admin")
 
 
 class ApiError(Exception):
@@ -74,7 +79,24 @@ def install(app: FastAPI) -> None:
         message = problems(exc.errors(), nowhere="request")
         return JSONResponse(body("invalid_request", message), status_code=422)
 
+    # Kafka or ClickHouse failing under a request is the service's trouble, not the client's:
+    # 503 with a sentence saying which (the first line of the server's, clipped), never a trace.
+    @app.exception_handler(ClickHouseError)
+    async def _clickhouse(request: Request, exc: ClickHouseError) -> JSONResponse:
+        return _unavailable(request, "clickhouse_unavailable", "ClickHouse", exc)
+
+    @app.exception_handler(KafkaError)
+    async def _kafka(request: Request, exc: KafkaError) -> JSONResponse:
+        return _unavailable(request, "kafka_unavailable", "Kafka", exc)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(body(code, str(exc.detail)), status_code=exc.status_code)
+
+
+def _unavailable(request: Request, code: str, what: str, exc: Exception) -> JSONResponse:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    sentence = f"{what} failed this request: {clipped(first, 200)}"
+    log.error("%s %s: %s", request.method, request.url.path, sentence)
+    return JSONResponse(body(code, sentence), status_code=503)

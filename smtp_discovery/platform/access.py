@@ -91,6 +91,15 @@ def grants(role: str, config: RuntimeConfig) -> list[Grant]:
             *writes(TENANTS, COMMANDS, ADMIN_TOKENS, why="what operators and admins change"),
             Grant("transactional-id", writer_id(t(TENANTS)), ("Write", "Describe"),
                   why="one tenants writer at a time (fencing)"),
+            # An erasure or offboarding waits until the workers and the sinks have processed
+            # what was written before it: their groups' offsets against their topics' ends.
+            *[Grant("topic", t(b), ("Describe",),
+                    why="the end offsets an erasure waits for the workers and sinks to reach")
+              for b in (MAIL, MAIL_SETTLED, COMMANDS, ADDRESS_STATE, STATE_CHANGES)],
+            Grant("group", config.streams_app_id, ("Describe",),
+                  why="how far the workers are (erasure, offboarding)"),
+            Grant("group", config.sink_group, ("Describe",),
+                  why="how far the sinks are (erasure, offboarding)"),
         ]  # fmt: skip
     if role == "setup":
         return [

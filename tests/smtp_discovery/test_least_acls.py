@@ -144,6 +144,10 @@ async def _until(condition: Any, what: str, timeout: float = 90) -> Any:
 async def test_every_role_works_with_only_its_own_grants(locked: Locked) -> None:
     ensured = _cli(locked.env("setup"), "topics", "ensure")
     assert ensured.returncode == 0, ensured.stdout + ensured.stderr
+    # The admin API's ClickHouse (a chDB of its own here: one process per path) gets the schema
+    # as a deployment's migrate job gives it; the erasure below then finds its tables.
+    migrated = _cli(locked.env("admin"), "migrate")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     key = key_file(locked.tmp)
     destination = Controller(Mailboxes(), hostname="127.0.0.1", port=free_port())
     destination.start()
@@ -219,6 +223,11 @@ async def test_every_role_works_with_only_its_own_grants(locked: Locked) -> None
                 return found.json()["status"] != "pending"
 
             await _until(answered, "the worker applied the command and the API read its result")
+            # An erasure waits until the workers and the sinks have processed what was written:
+            # the admin role reads their groups' offsets and the end offsets of their topics.
+            erased = await api.post("/v1/tenants/acme/erasures", headers=headers,
+                                    json={"address": "ann@acme.example"}, timeout=300)  # fmt: skip
+            assert erased.status_code == 200, erased.text
 
         async def sink_committed() -> bool:
             admin = AIOKafkaAdminClient(**sup)
