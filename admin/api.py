@@ -31,6 +31,7 @@ from smtp_discovery.admin.limits import (
     authenticated,
 )
 from smtp_discovery.admin.offboarding import remove_tenant
+from smtp_discovery.admin.overview import router as overview
 from smtp_discovery.admin.tokens import Principal, TokenInfo, new_token
 from smtp_discovery.jobs.render import FORMATS, as_csv
 from smtp_discovery.jobs.reports import Kind, Tenant, build
@@ -472,6 +473,34 @@ async def users(
     ]  # fmt: skip
 
 
+@router.get("/tenants/{tenant_id}/accounts", tags=["users"])
+async def accounts(
+    tenant_id: str,
+    ctx: Context,
+    caller: Caller,
+    q: Annotated[str, Query(max_length=200, description="Address, name or an alias's user")] = "",
+    status: Annotated[
+        queries.AccountStatus | None, Query(description="Only these; none: all three")
+    ] = None,
+    page: Page = 1,
+    per_page: PerPage = 50,
+) -> dict[str, Any]:
+    """The Users list: the tenant's users, functional accounts and aliases (each with its
+    user), by address, a page at a time."""
+    tenant = tenant_of(ctx, caller, tenant_id)
+    statuses = (status,) if status else queries.ACCOUNT_STATUSES
+    found = await _ask(ctx, queries.accounts_page, tenant_id, search=q, statuses=statuses,
+                       limit=per_page, offset=(page - 1) * per_page)  # fmt: skip
+    items = [
+        {"address": a.address, "status": a.status, "role": a.role or None,
+         "first_name": a.first_name, "surname": a.surname, "primary": a.primary or None,
+         "aliases": a.aliases, "since": a.since, "reason": a.reason}
+        for a in found.rows
+    ]  # fmt: skip
+    return {"tenant": tenant.tenant_id, "total": found.total, "page": page, "per_page": per_page,
+            "items": items}  # fmt: skip
+
+
 @router.post("/tenants/{tenant_id}/actions", status_code=202, tags=["actions"])
 async def act(tenant_id: str, body: Action, ctx: Context, caller: Caller) -> dict[str, Any]:
     """Apply one action to many addresses: one command each, answered with their ids."""
@@ -776,6 +805,7 @@ def create_app(ctx: AdminContext, *, docs: bool = False) -> FastAPI:
         return response
 
     app.include_router(router)
+    app.include_router(overview, dependencies=[Depends(operator)])  # operators' figures
     from smtp_discovery.admin.console import (
         router as console,  # the web console: pages calling this API
     )

@@ -25,8 +25,10 @@ TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=
 
 PAGES = {
     "login": "Sign in",
+    "overview": "Overview",
     "discovered": "Discovered",
     "invalid": "Marked Invalid",
+    "users": "Users",
     "settings": "Settings",
     "reports": "Reports",
 }
@@ -36,6 +38,7 @@ STATIC = {
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
     "actions.js": "text/javascript; charset=utf-8",
+    "chart.js": "text/javascript; charset=utf-8",
     **{f"{page}.js": "text/javascript; charset=utf-8" for page in PAGES},
 }
 """The only files served from ``static/``: a fixed list, so no path can reach anything else."""

@@ -231,6 +231,65 @@ def users_matching(
     return [UserEntry(*row) for row in rows]
 
 
+AccountStatus = Literal["user", "functional", "alias"]
+ACCOUNT_STATUSES: tuple[str, ...] = get_args(AccountStatus)
+"""The statuses of the Users list: the addresses an admin (or an import) has decided about."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    address: str
+    status: str
+    """One of ``ACCOUNT_STATUSES``."""
+    role: str
+    """Empty when the address has none (a functional account, an alias)."""
+    first_name: str
+    """A functional account's display name is kept here."""
+    surname: str
+    primary: str
+    """The user an alias belongs to; empty for the others."""
+    aliases: list[str]
+    """A user's aliases, as its record lists them."""
+    since: datetime
+    """When the address got its status."""
+    reason: str
+    """How it got it (``admin:create_user``, ``import``, ``alias_detected``, …)."""
+
+
+def accounts_page(
+    client: Any,
+    layout: Layout,
+    tenant_id: str,
+    *,
+    search: str,
+    statuses: Sequence[str] = ACCOUNT_STATUSES,
+    limit: int,
+    offset: int,
+) -> Page[Account]:
+    """The tenant's Users list, a page at a time by address: its users, functional accounts
+    and aliases (those of ``statuses``) whose address, name ("first surname") or primary
+    contains ``search`` (ignoring case; an A-label typed finds its U-label)."""
+    unknown = set(statuses) - set(ACCOUNT_STATUSES)
+    if unknown or not statuses:
+        raise ValueError(f"the Users list has no status {sorted(unknown)!r}")
+    rows = select(
+        client,
+        f"SELECT address, status, role, first_name, surname, `primary`, aliases, status_since, "
+        f"status_reason, count() OVER () FROM {layout.name('address_state')} FINAL "
+        "WHERE tenant_id = {t:String} AND is_deleted = 0 AND has({s:Array(String)}, status) AND ("
+        "positionCaseInsensitiveUTF8(address, {q:String}) > 0 OR "
+        "positionCaseInsensitiveUTF8(concat(first_name, ' ', surname), {q:String}) > 0 OR "
+        "positionCaseInsensitiveUTF8(`primary`, {q:String}) > 0) "
+        "ORDER BY address LIMIT {n:UInt32} OFFSET {o:UInt32}",
+        {"t": tenant_id, "s": list(statuses), "q": display_form(search), "n": limit,
+         "o": offset},
+    )  # fmt: skip
+    return Page(
+        int(rows[0][-1]) if rows else 0,
+        [Account(*row[:6], list(row[6]), *row[7:9]) for row in rows],
+    )
+
+
 def discovered_addresses(client: Any, layout: Layout, tenant_id: str) -> list[tuple[str, datetime]]:
     """Every address the tenant has in the Discovered list now, with when it was discovered, by
     discovery time, then address (the warning report)."""
@@ -435,3 +494,17 @@ def _zoned(value: Any) -> Any:
 def _utc(at: datetime) -> datetime:
     """A time as a ``DateTime64(3, 'UTC')`` parameter takes it: UTC, without a zone."""
     return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+
+
+# ---- the system in figures (smtp-discovery status) --------------------------------------------
+
+
+def addresses_by_status(client: Any, layout: Layout) -> dict[str, int]:
+    """How many live addresses each status has, over every tenant (a status none has is left
+    out), in status order."""
+    rows = select(
+        client,
+        f"SELECT status, count() FROM {layout.name('address_state')} FINAL "
+        "WHERE is_deleted = 0 GROUP BY status ORDER BY status",
+    )
+    return {str(status): int(count) for status, count in rows}

@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from smtp_discovery import __version__
 from smtp_discovery.platform.access import ROLES, acl_commands
 from smtp_discovery.platform.config import SECTIONS, RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError, OperatorError
 from smtp_discovery.platform.kafka import client_options, ensure_topics
+from smtp_discovery.platform.logs import QUIET, TerminalLevels, role_log, terminal_levels
 from smtp_discovery.platform.logs import configure as configure_logs
+
+ROLES_ALONE = frozenset({"ingest", "worker", "sink", "admin", "jobs"})
+"""The roles an orchestrator runs: they log to stderr at DISCOVERY_LOG_LEVEL (containers log to
+stderr). Every other command (`up`, and the short ones an operator types) is quiet by default."""
+
+
+class _Command(argparse.ArgumentParser):
+    """A sub-command's parser: ``-v`` is taken after the command too (``tenant list -v``), and
+    so is ``--log-file`` (`up` starts ``smtp-discovery worker --log-file …``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="more log lines on stderr: our INFO lines; -vv: DEBUG, the libraries' too",
+        )
+        self.add_argument(
+            "--log-file", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
         "(see `smtp-discovery config`).",
     )
     parser.add_argument("--version", action="version", version=f"smtp-discovery {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log lines on stderr: -v our INFO lines (and the libraries' warnings), -vv "
+        "everything at DEBUG, the libraries' too. Without it `up` and the short commands "
+        "(tenant, token, demo, topics, ...) show only warnings and errors (WARNING, and ERROR "
+        "for the libraries) unless DISCOVERY_LOG_LEVEL is set in the environment; `up` writes "
+        "the rest to DATA_DIR/logs/. A role run on its own (ingest, worker, sink, admin, jobs) "
+        "logs at DISCOVERY_LOG_LEVEL (default INFO) to stderr.",
+    )
+    parser.add_argument("--log-file", type=Path, help=argparse.SUPPRESS)  # `up`'s children
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Command
+    )
 
     sub.add_parser("up", help="run the whole system on this machine (embedded Kafka and chDB)")
     demo = sub.add_parser("demo", help="against a running `up`: a demo tenant and a minute of mail")
@@ -76,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     from smtp_discovery.admin.cli import add_parsers
 
     add_parsers(sub)
+    status = sub.add_parser(
+        "status",
+        help="every role ready or not, Kafka, ClickHouse, lag, spool and counts; exit 0 when "
+        "all is ready, else 1 (a running `up`, or the cluster KAFKA_BOOTSTRAP names)",
+    )
+    status.add_argument(
+        "--ops",
+        action="append",
+        default=[],
+        metavar="ROLE=URL",
+        help="a role's ops endpoint (host:port or URL; several: a comma list or the flag again), "
+        "roles ingest, worker, sink, admin, jobs; in a cluster a role not named is not checked",
+    )
+    status.add_argument("--json", action="store_true", help="the same facts as JSON")
     sub.add_parser("config", help="print the effective configuration (secrets masked)")
     return parser
 
@@ -84,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = RuntimeConfig.from_env()
-        configure_logs(config.log_level, config.log_format)
+        _configure_logs(args, config)
         return _dispatch(args, config)
     except OperatorError as exc:
         print(f"smtp-discovery: {exc.message}", file=sys.stderr)
@@ -93,13 +148,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _configure_logs(args: argparse.Namespace, config: RuntimeConfig) -> None:
+    """A role run on its own logs to stderr at DISCOVERY_LOG_LEVEL, as under an orchestrator;
+    every other command is quiet (``QUIET``) unless DISCOVERY_LOG_LEVEL is set in the
+    environment or ``-v`` is given. `up` and its children (``--log-file``) also log at
+    DISCOVERY_LOG_LEVEL to a file of their own under the data directory."""
+    alone = args.command in ROLES_ALONE and args.log_file is None
+    base = TerminalLevels.every(config.log_level) if alone else QUIET
+    asked = config.log_level if os.environ.get("DISCOVERY_LOG_LEVEL") else None
+    file = args.log_file or (role_log(config.data_dir, "up") if args.command == "up" else None)
+    terminal = terminal_levels(base, args.verbose, asked)
+    configure_logs(config.log_level, config.log_format, terminal=terminal, file=file)
+
+
 def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
     # Each role is imported only when its command runs: `--help` and the small commands stay fast,
     # and a role's heavy libraries (Faust, chDB, uvicorn) load only in the process that runs it.
     if args.command == "up":
         from smtp_discovery.embedded import run_up
 
-        asyncio.run(run_up(config))
+        asyncio.run(run_up(config, verbose=args.verbose))
         return 0
     if args.command == "demo":
         from smtp_discovery.demo import run_demo
@@ -144,6 +212,10 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         from smtp_discovery.admin.cli import run
 
         return asyncio.run(run(config, args))
+    if args.command == "status":
+        from smtp_discovery.status import status_command
+
+        return status_command(config, args.ops, args.json)
     if args.command == "topics":
         return _topics(args, config)
     if args.command == "kafka":

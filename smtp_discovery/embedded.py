@@ -35,6 +35,7 @@ from smtp_discovery.platform.config import KAFKA_FIELDS, RuntimeConfig, split_ho
 from smtp_discovery.platform.errors import OperatorError
 from smtp_discovery.platform.kafka import client_options, ensure_topics, idempotent_producer
 from smtp_discovery.platform.kafka_login import MECHANISM
+from smtp_discovery.platform.logs import role_log
 from smtp_discovery.platform.running import LOCK, embedded_kafka_dir, embedded_login, on_embedded
 from smtp_discovery.platform.stopping import Children, Stopper, die_with_parent, role_process
 from smtp_discovery.platform.views import CompactedTopicFollower
@@ -79,7 +80,7 @@ class _Progress:
     phase: str = "starting"
 
 
-async def run_up(config: RuntimeConfig) -> None:
+async def run_up(config: RuntimeConfig, *, verbose: int = 0) -> None:
     """Start Kafka (unless external), ensure topics, open ClickHouse, run until stopped.
 
     The first SIGINT or SIGTERM stops everything in order within ``DISCOVERY_STOP_TIMEOUT_S``
@@ -87,6 +88,10 @@ async def run_up(config: RuntimeConfig) -> None:
     the deadline, or at a second signal, what is left is killed and `up` exits non-zero. The
     children run in sessions of their own, so a terminal's Ctrl-C reaches `up` alone, and a
     parent-death signal ends them if `up` is killed outright.
+
+    Each process logs to a file of its own under ``<data dir>/logs`` (this one's: set up by the
+    CLI); the terminal shows the summary, warnings and errors. ``verbose``: the ``-v`` count,
+    passed on to the children.
     """
     children = Children()
     progress = _Progress()
@@ -100,7 +105,7 @@ async def run_up(config: RuntimeConfig) -> None:
     async with role_process(
         "smtp-discovery up", config.stop_timeout_s, children=children, on_first_signal=first_signal
     ) as stopper:
-        running = asyncio.create_task(_run(config, stopper, children, progress), name="up")
+        running = asyncio.create_task(_run(config, stopper, children, progress, verbose), name="up")
         try:
             await running
         except asyncio.CancelledError:
@@ -110,7 +115,7 @@ async def run_up(config: RuntimeConfig) -> None:
 
 
 async def _run(
-    config: RuntimeConfig, stopper: Stopper, children: Children, progress: _Progress
+    config: RuntimeConfig, stopper: Stopper, children: Children, progress: _Progress, verbose: int
 ) -> None:
     with data_dir_lock(config.data_dir):
         kafka: LocalKafka | None = None
@@ -155,7 +160,7 @@ async def _run(
                 f"migrations {', '.join(map(str, applied))} applied" if applied else "up to date"
             )
             print(f"schema      {config.analytics_layout.database}: {state}")
-            await _serve(config, clickhouse, stopper, children, progress)
+            await _serve(config, clickhouse, stopper, children, progress, verbose)
         finally:
             progress.phase = "stopping"
             stopper.begin()
@@ -169,27 +174,34 @@ async def _serve(
     stopper: Stopper,
     children: Children,
     progress: _Progress,
+    verbose: int,
 ) -> None:
     """The streams worker, the ingest node, the sink and the report jobs, until stopped.
 
     The sink and the jobs share this process's ClickHouse client (chDB: one process per path).
     """
     options = client_options(config)
-    worker_log = config.data_dir / "worker.log"
+    worker_log = role_log(config.data_dir, "worker")
+    ingest_log = role_log(config.data_dir, "ingest")
     smtp = _listen_address(config.ingest_listen)
     # The children's own deadlines leave `up` time to stop the rest and Kafka after them. The
-    # ingest node keeps this system's ops endpoint (DISCOVERY_OPS_LISTEN) and its terminal.
+    # ingest node keeps this system's ops endpoint (DISCOVERY_OPS_LISTEN) and its terminal; the
+    # streams worker serves its own on a loopback port, the same across its restarts, for
+    # `smtp-discovery status` (endpoints.json lists both).
+    ops = {"ingest": config.ops_listen} if config.ops_listen else {}
+    ops["worker"] = _listen_address("127.0.0.1:0")
     ingest = Supervised(
         "the ingest node",
         lambda: _start_child(
             "ingest",
             config,
             config.stop_timeout_s / 2,
+            verbose=verbose,
             DISCOVERY_INGEST_LISTEN=smtp,
-            DISCOVERY_OPS_LISTEN=config.ops_listen or "off",
+            DISCOVERY_OPS_LISTEN=ops.get("ingest", "off"),
         ),
         children,
-        where="its log is above",
+        where=f"see {ingest_log} (its errors are above)",
     )
     worker = Supervised(
         "the streams worker",
@@ -197,17 +209,18 @@ async def _serve(
             "worker",
             config,
             config.stop_timeout_s / 2,
-            log_file=worker_log,
+            verbose=verbose,
             niceness=WORKER_NICENESS,
+            DISCOVERY_OPS_LISTEN=ops["worker"],
         ),
         children,
-        where=f"see {worker_log}",
+        where=f"see {worker_log} (its errors are above)",
     )
     halt = asyncio.Event()  # stops the in-process roles
     roles: list[asyncio.Task[None]] = []
     watchers: list[asyncio.Task[None]] = []
     try:
-        await _smtp_ready(smtp, ingest.process, INGEST_READY_S)
+        await _smtp_ready(smtp, ingest.process, INGEST_READY_S, ingest_log)
         sink = Sink(options, clickhouse, config.analytics_layout, config.topics,
                     sink_settings(config))  # fmt: skip
         roles.append(asyncio.create_task(sink.run(halt), name="sink"))
@@ -225,7 +238,7 @@ async def _serve(
         print(f"worker      pid {worker.process.pid} (streams, {config.streams_app_id}; "
               f"log {worker_log})")  # fmt: skip
         print(f"smtp        {smtp} (ingest node {config.ingest_node_id}, "
-              f"pid {ingest.process.pid})")  # fmt: skip
+              f"pid {ingest.process.pid}; log {ingest_log})")  # fmt: skip
         if config.ops_listen:
             print(f"metrics     http://{config.ops_listen}/metrics")
         print(f"sink        {config.sink_group} -> {config.analytics_layout.database}")
@@ -249,9 +262,13 @@ async def _serve(
         (config.data_dir / "endpoints.json").write_text(
             json.dumps(
                 {"kafka": config.kafka_bootstrap, "topic_prefix": config.topic_prefix,
-                 "smtp": smtp, "admin": config.admin_listen}
+                 "smtp": smtp, "admin": config.admin_listen, "ops": ops,
+                 "jobs": bool(config.report_smarthost),
+                 "clickhouse": redact_url(config.effective_clickhouse_url)}
             )
         )  # fmt: skip
+        print(f"logs        {worker_log.parent} (up.log, ingest.log, worker.log; here: "
+              "warnings and errors, more with -v)")  # fmt: skip
         print(f"ready; press Ctrl-C to stop (it takes up to {config.stop_timeout_s:g} s)",
               flush=True)  # fmt: skip
         progress.phase = "serving"
@@ -334,16 +351,16 @@ OPERATOR_LABEL = "embedded operator"
 
 
 def _start_child(
-    role: str, config: RuntimeConfig, stop_timeout_s: float, *, log_file: Path | None = None,
+    role: str, config: RuntimeConfig, stop_timeout_s: float, *, verbose: int = 0,
     niceness: int = 0, **env: str,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     """``smtp-discovery ROLE`` as a child, on this system's Kafka (``config``'s, with its
-    login), logging to ``log_file`` (the
-    streams worker: Faust is talkative, the terminal keeps the summary of what runs where) or to
-    this terminal. Started from the loop's (main) thread, so that its parent-death signal fires
-    only when `up` itself dies. ``env``: the child's own variables (one ops endpoint per port:
-    only one child keeps DISCOVERY_OPS_LISTEN); ``niceness``: how much lower its scheduling
-    priority is than `up`'s."""
+    login). It logs as `up` does: to a file of its own, ``<data dir>/logs/ROLE.log`` (where its
+    stdout goes too: Faust's banner and the like), and its warnings and errors (more with
+    ``verbose``, the ``-v`` count) to this terminal. Started from the loop's (main) thread, so
+    that its parent-death signal fires only when `up` itself dies. ``env``: the child's own
+    variables (one ops endpoint per port: only one child keeps DISCOVERY_OPS_LISTEN);
+    ``niceness``: how much lower its scheduling priority is than `up`'s."""
     die = die_with_parent()
 
     def prepare() -> None:
@@ -358,13 +375,15 @@ def _start_child(
         "DISCOVERY_STOP_TIMEOUT_S": f"{max(1.0, stop_timeout_s):g}",
         **env,
     }
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(log_file.open("ab")) if log_file else None
+    log_file = role_log(config.data_dir, role)
+    log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    options = [*([f"-{'v' * verbose}"] if verbose else []), "--log-file", str(log_file)]
+    with log_file.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "smtp_discovery.cli", role],
+            [sys.executable, "-m", "smtp_discovery.cli", role, *options],
             env=environment,
             stdout=out,
-            stderr=subprocess.STDOUT if out else None,
+            stderr=None,  # this terminal: the child's own handler decides what reaches it
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to `up` alone; it stops the children in order
             preexec_fn=prepare,
@@ -378,7 +397,9 @@ def _listen_address(listen: str) -> str:
     return f"{host}:{port or free_port(host)}"
 
 
-async def _smtp_ready(address: str, ingest: subprocess.Popen[bytes], timeout_s: float) -> None:
+async def _smtp_ready(
+    address: str, ingest: subprocess.Popen[bytes], timeout_s: float, log: Path
+) -> None:
     """Until the ingest node greets on ``address`` (its views are complete once it listens)."""
     host, port = split_host_port(address)
     loop = asyncio.get_running_loop()
@@ -386,7 +407,8 @@ async def _smtp_ready(address: str, ingest: subprocess.Popen[bytes], timeout_s: 
     while loop.time() < deadline:
         if ingest.poll() is not None:
             raise OperatorError(
-                f"the ingest node exited with status {ingest.returncode}; its log is above"
+                f"the ingest node exited with status {ingest.returncode}; see {log} (its "
+                "errors are above)"
             )
         with contextlib.suppress(OSError):
             reader, writer = await asyncio.open_connection(host, port)

@@ -11,6 +11,7 @@ why. The policy is a pure function; the watching is one task per child.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.platform.errors import OperatorError
 from smtp_discovery.platform.stopping import Children
+
+log = logging.getLogger("smtp_discovery.supervise")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +83,14 @@ class Supervised:
                     f"{self.name} exited with status {status} {failures} times in a row, each "
                     f"within {self.policy.stable_s:g} s of its start; {self.where}".rstrip("; ")
                 )
-            self.say(f"{self.name} exited with status {status}; starting it again in {pause:g} s")
+            self._tell(f"{self.name} exited with status {status}; starting it again in {pause:g} s")
             await asyncio.sleep(pause)
             self.process = self._launch()
             self.restarts += 1
-            self.say(f"{self.name} started again (pid {self.process.pid})")
+            self._tell(f"{self.name} started again (pid {self.process.pid})")
+
+    def _tell(self, line: str) -> None:
+        """A line for the terminal, and for `up`'s log file (the terminal shows our INFO lines
+        only with -v), where it explains the gap in the child's own log."""
+        self.say(line)
+        log.info("%s", line)

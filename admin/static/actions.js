@@ -93,7 +93,9 @@ export class AddressTable {
   }
 }
 
-function showCommands(states) {
+// The commands' states as a list (``verb``: what the command does, e.g. "delete ", if the list
+// does not say it already).
+export function showCommands(states, verb = "") {
   const section = document.getElementById("commands");
   section.hidden = false;
   section.querySelector("ul").replaceChildren(
@@ -102,30 +104,26 @@ function showCommands(states) {
         "li",
         { "data-command-id": s.command_id, "data-status": s.status, class: s.status },
         h("code", {}, s.command_id),
-        ` ${s.address}: ${s.status}`,
+        ` ${verb}${s.address}: ${s.status}`,
         s.message && s.status !== "applied" ? ` (${s.message})` : "",
       ),
     ),
   );
 }
 
-// Publish the action, follow its commands to applied/rejected, then refresh the table until the
-// applied addresses have left it (the lists are read from ClickHouse, a moment behind the topics).
-export async function runAction(tenant, table, body) {
-  let answer;
-  try {
-    answer = await api(tenantPath(tenant, "actions"), { method: "POST", body });
-  } catch (error) {
-    notice(error.message);
-    return;
-  }
-  notice(`${answer.commands.length} command(s) sent; waiting for the results…`, "info");
-  const states = await settle(tenant, answer.commands, showCommands);
+// Follow sent commands to applied/rejected, then refresh the table until the applied addresses
+// have left it (the lists are read from ClickHouse, a moment behind the topics). ``refused``:
+// addresses the API refused before any command was sent, counted with the rejected.
+export async function follow(tenant, table, commands, options = {}) {
+  const { refused = [], verb = "", done = "applied", failed = "rejected" } = options;
+  notice(`${commands.length} command(s) sent; waiting for the results…`, "info");
+  const states = await settle(tenant, commands, (current) => showCommands(current, verb));
   const applied = new Set(states.filter((s) => s.status === "applied").map((s) => s.address.toLowerCase()));
-  const rejected = states.filter((s) => s.status === "rejected").length;
+  const rejected = states.filter((s) => s.status === "rejected").length + refused.length;
   const pending = states.filter((s) => s.status === "pending").length;
   notice(
-    `${applied.size} applied, ${rejected} rejected${pending ? `, ${pending} still pending` : ""}.`,
+    `${applied.size} ${done}, ${rejected} ${failed}${pending ? `, ${pending} still pending` : ""}.` +
+      (refused.length ? ` ${refused.map((s) => `${s.address}: ${s.error}`).join("; ")}` : ""),
     rejected || pending ? "error" : "info",
   );
   const deadline = Date.now() + 30000;
@@ -135,4 +133,16 @@ export async function runAction(tenant, table, body) {
     if (!lagging || Date.now() > deadline) return;
     await sleep(700);
   }
+}
+
+// Publish the action, then follow its commands.
+export async function runAction(tenant, table, body) {
+  let answer;
+  try {
+    answer = await api(tenantPath(tenant, "actions"), { method: "POST", body });
+  } catch (error) {
+    notice(error.message);
+    return;
+  }
+  await follow(tenant, table, answer.commands);
 }

@@ -1,7 +1,10 @@
 """Talking to a running ``smtp-discovery up`` from another process (the demo, the report CLI).
 
 `up` leaves what such a process needs in its data directory: the lock it holds, the operator
-token it made and ``endpoints.json`` (where Kafka, SMTP and the admin API listen).
+token it made and ``endpoints.json``: where Kafka, SMTP and the admin API listen, its topic
+prefix, its ClickHouse (password masked), the ops endpoints of its child processes (``ops``: role
+-> ``host:port``; the ingest node's only when DISCOVERY_OPS_LISTEN is on) and whether it runs the
+report jobs (``jobs``).
 """
 
 from __future__ import annotations
@@ -57,15 +60,29 @@ def on_cluster(config: RuntimeConfig) -> RuntimeConfig:
     clear` find it as `report` does."""
     if config.kafka_bootstrap:
         return config
-    endpoints = config.data_dir / "endpoints.json"
-    if data_dir_in_use(config.data_dir) and endpoints.is_file():
-        found = json.loads(endpoints.read_text())
-        embedded = config.model_copy(update={"topic_prefix": found["topic_prefix"]})
-        return on_embedded(embedded, found["kafka"], embedded_login(config.data_dir))
+    found = up_endpoints(config.data_dir)
+    if found is not None:
+        return on_up(config, found)
     raise ConfigError(
         f"no `smtp-discovery up` is running on {config.data_dir}: start one (same "
         "DISCOVERY_DATA_DIR), or set KAFKA_BOOTSTRAP to the cluster the system uses"
     )
+
+
+def up_endpoints(data_dir: Path) -> dict[str, Any] | None:
+    """What the `up` running on ``data_dir`` wrote to its ``endpoints.json``; None when no `up`
+    holds the directory (a file left by one that stopped says nothing)."""
+    endpoints = data_dir / "endpoints.json"
+    if data_dir_in_use(data_dir) and endpoints.is_file():
+        found: dict[str, Any] = json.loads(endpoints.read_text())
+        return found
+    return None
+
+
+def on_up(config: RuntimeConfig, endpoints: dict[str, Any]) -> RuntimeConfig:
+    """``config`` with the Kafka and topic prefix of the `up` whose ``endpoints`` these are."""
+    embedded = config.model_copy(update={"topic_prefix": endpoints["topic_prefix"]})
+    return on_embedded(embedded, endpoints["kafka"], embedded_login(config.data_dir))
 
 
 class RunningSystem:
@@ -77,7 +94,7 @@ class RunningSystem:
                 f"no running system under {data_dir}: start `smtp-discovery up` first "
                 "(same DISCOVERY_DATA_DIR)"
             )
-        self.endpoints: dict[str, str] = json.loads(endpoints_file.read_text())
+        self.endpoints: dict[str, Any] = json.loads(endpoints_file.read_text())
         host, port = split_host_port(self.endpoints["admin"])
         self.base = f"http://{host}:{port}"
         self.token = token_file.read_text().strip()

@@ -23,8 +23,20 @@ from smtp_discovery.schemas.mail import (
     OutboundSent,
     RecipientDelivered,
 )
-from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
-from smtp_discovery.schemas.topics import ADDRESS_STATE, COMMAND_RESULTS, COMMANDS, MAIL
+from smtp_discovery.schemas.state import (
+    AddressRecord,
+    AddressStateSnapshot,
+    AddressStatus,
+    StateChange,
+    UserRole,
+)
+from smtp_discovery.schemas.topics import (
+    ADDRESS_STATE,
+    COMMAND_RESULTS,
+    COMMANDS,
+    MAIL,
+    STATE_CHANGES,
+)
 from smtp_discovery.streams.rules import expiry_deadline
 from tests.admin.conftest import Admin
 from tests.smtp_discovery.kafka_helpers import consume_until
@@ -331,6 +343,120 @@ async def test_the_discovered_list_filters_sorts_pages_and_shows_notices(admin: 
         ordered = (await admin.http.get(f"/v1/tenants/acme/discovered?sort={sort}&order={order}",
                                         headers=acme)).json()["items"]  # fmt: skip
         assert [i["address"].split("@")[0] for i in ordered] == expected, (sort, order)
+
+
+def _account(tenant_id: str, address: str, status: AddressStatus, at: datetime,
+             **fields: Any) -> AddressStateSnapshot:  # fmt: skip
+    record = AddressRecord(tenant_id=tenant_id, address=address, status=status, status_since=at,
+                           status_reason="admin:create_user", **fields)  # fmt: skip
+    return AddressStateSnapshot(tenant_id=tenant_id, address=address, event_time=at, record=record)
+
+
+async def test_the_users_list_pages_searches_filters_and_keeps_to_its_tenant(admin: Admin) -> None:
+    await admin.tenant("acme", domains=["acme.example", "köln.example"])
+    await admin.tenant("beta")
+    now = datetime.now(UTC).replace(microsecond=0)
+    user, alias = AddressStatus.USER, AddressStatus.ALIAS
+    admin.history.add(
+        ADDRESS_STATE,
+        _account("acme", "ann@acme.example", user, now, role=UserRole.END_USER, first_name="Ann",
+                 surname="Lee", aliases=("al@acme.example",)),
+        _account("acme", "al@acme.example", alias, now, primary="ann@acme.example"),
+        _account("acme", "info@acme.example", AddressStatus.FUNCTIONAL, now,
+                 first_name="Info Desk"),
+        _account("acme", "jörg@köln.example", user, now - timedelta(days=3)),
+        *(_account("acme", f"u{i}@acme.example", user, now) for i in range(6)),
+        _account("acme", "new@acme.example", AddressStatus.DISCOVERED, now),
+        _account("acme", "bad@acme.example", AddressStatus.INVALID, now),
+        _account("beta", "bob@beta.example", user, now),
+    )  # fmt: skip
+    acme, beta = await admin.token("acme"), await admin.token("beta")
+
+    async def listed(tenant_id: str = "acme", headers: dict[str, str] = acme,
+                     **params: Any) -> tuple[int, list[str]]:  # fmt: skip
+        response = await admin.http.get(f"/v1/tenants/{tenant_id}/accounts", params=params,
+                                        headers=headers)  # fmt: skip
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["page"], body["per_page"]) == (params.get("page", 1),
+                                                    params.get("per_page", 50))  # fmt: skip
+        return body["total"], [item["address"] for item in body["items"]]
+
+    first = ["al@acme.example", "ann@acme.example", "info@acme.example", "jörg@köln.example"]
+    assert await listed(per_page=4) == (10, first)
+    assert await listed(per_page=4, page=3) == (10, ["u4@acme.example", "u5@acme.example"])
+    assert await listed(per_page=4, page=4) == (0, [])
+    items = (await admin.http.get("/v1/tenants/acme/accounts?per_page=3",
+                                  headers=acme)).json()["items"]  # fmt: skip
+    al, ann, info = ({k: v for k, v in item.items() if k != "since"} for item in items)
+    assert ann == {"address": "ann@acme.example", "status": "user", "role": "end_user",
+                   "first_name": "Ann", "surname": "Lee", "primary": None,
+                   "aliases": ["al@acme.example"], "reason": "admin:create_user"}  # fmt: skip
+    assert (al["status"], al["primary"], al["role"]) == ("alias", "ann@acme.example", None)
+    assert (info["status"], info["first_name"], info["role"]) == ("functional", "Info Desk", None)
+    assert _at(items[1]["since"]) == now
+    assert await listed(q="ann lee") == (1, ["ann@acme.example"])  # a name
+    assert await listed(q="ANN@") == (2, ["al@acme.example", "ann@acme.example"])  # its alias
+    assert await listed(q="xn--kln-sna") == (1, ["jörg@köln.example"])  # an A-label
+    assert await listed(status="alias") == (1, ["al@acme.example"])
+    assert await listed(status="functional", q="desk") == (1, ["info@acme.example"])
+    assert await listed(status="user", per_page=2) == (8, ["ann@acme.example", "jörg@köln.example"])
+    for bad in ({"status": "discovered"}, {"per_page": 501}, {"page": 0}, {"q": "x" * 201}):
+        refused = await admin.http.get("/v1/tenants/acme/accounts", params=bad, headers=acme)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_request")
+    # One tenant's token never reads another's list; each reads its own.
+    other = await admin.http.get("/v1/tenants/acme/accounts", headers=beta)
+    assert (other.status_code, other.json()["error"]["code"]) == (403, "other_tenant")
+    assert "ann" not in other.text
+    assert await listed("beta", beta) == (1, ["bob@beta.example"])
+    assert await listed("beta", beta, q="ann") == (0, [])
+    assert await listed("beta", admin.operator) == (1, ["bob@beta.example"])
+    nobody = await admin.http.get("/v1/tenants/nobody/accounts", headers=admin.operator)
+    assert (nobody.status_code, nobody.json()["error"]["code"]) == (404, "unknown_tenant")
+    # The typeahead the Discovered page uses answers as before: a plain list of users and
+    # functional accounts.
+    typeahead = await admin.http.get("/v1/tenants/acme/users?q=ann", headers=acme)
+    ann_only = {"address": "ann@acme.example", "first_name": "Ann", "surname": "Lee",
+                "status": "user", "role": "end_user"}  # fmt: skip
+    assert typeahead.json() == [ann_only]
+    first_two = (await admin.http.get("/v1/tenants/acme/users?limit=2", headers=acme)).json()
+    assert [u["address"] for u in first_two] == ["ann@acme.example", "info@acme.example"]
+
+
+async def test_the_history_counts_every_series_the_overview_draws(admin: Admin) -> None:
+    await admin.tenant("acme")
+    acme = await admin.token("acme")
+    now = datetime.now(UTC)
+    old = now - timedelta(days=60)
+    change = {"tenant_id": "acme", "reason": "admin:create_user", "version": 2,
+              "from_status": AddressStatus.DISCOVERED}  # fmt: skip
+    admin.history.add(
+        STATE_CHANGES,
+        StateChange(**change, address="ann@acme.example", event_time=now,
+                    to_status=AddressStatus.USER),
+        StateChange(**change, address="old@acme.example", event_time=old,
+                    to_status=AddressStatus.INVALID),
+    )  # fmt: skip
+    admin.history.add(
+        MAIL,
+        RecipientDelivered(tenant_id="acme", address="ann@acme.example", event_time=now,
+                           verdict="clean", message_id="m1", client_ip="192.0.2.1"),
+    )  # fmt: skip
+    month = (await admin.http.get("/v1/tenants/acme/history", headers=acme)).json()
+    (today,) = month
+    assert today["day"] == now.date().isoformat()
+    drawn = ("new_pending", "new_discovered", "new_users", "new_aliases", "new_invalid", "messages")
+    assert {key: today[key] for key in drawn} == {
+        "new_pending": 0, "new_discovered": 0, "new_users": 1, "new_aliases": 0,
+        "new_invalid": 0, "messages": 1}  # fmt: skip
+    quarter = (await admin.http.get("/v1/tenants/acme/history?days=90", headers=acme)).json()
+    assert [(d["day"], d["new_invalid"]) for d in quarter] == [
+        (old.date().isoformat(), 1),
+        (now.date().isoformat(), 0),
+    ]
+    beta = await admin.token("beta")
+    other = await admin.http.get("/v1/tenants/acme/history", headers=beta)
+    assert other.status_code == 403
 
 
 async def test_the_worker_the_console_and_the_warning_report_agree_on_expiry_and_notices(

@@ -302,3 +302,189 @@ async def test_an_admin_turns_discovered_addresses_into_users(console: Console) 
     assert not [line for line in seen if line.startswith(("dialog", "error"))], seen
     tokens = list(console.tokens.values())
     assert not [line for line in seen if any(t in line for t in tokens)], "a token leaked"
+
+
+async def act(console: Console, tenant_id: str, body: dict[str, Any]) -> None:
+    response = await console.api.post(
+        f"/v1/tenants/{tenant_id}/actions", json=body, headers=console.headers(tenant_id)
+    )
+    assert response.status_code == 202, response.text
+
+
+async def accounts(console: Console, tenant_id: str, **params: Any) -> dict[str, Any]:
+    response = await console.api.get(
+        f"/v1/tenants/{tenant_id}/accounts", params=params, headers=console.headers(tenant_id)
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+DASH = "\N{EN DASH}"
+"""The paging footer puts it between the first and the last row shown."""
+SERIES = ("new_pending", "new_discovered", "new_users", "new_aliases", "new_invalid")
+"""The overview's discovery chart; its messages chart draws ``messages``."""
+
+
+async def users_page(page: Any, expect: Any, console: Console) -> None:
+    """The Users page lists users, functional accounts and aliases (with their user) a page at a
+    time, searches and filters them, and deletes one only after the admin confirmed it."""
+    await page.click("a[data-nav=users]")
+    rows = page.locator("#list tbody tr[data-address]")
+    await expect(rows).to_have_count(50)
+    await expect(page.locator("#count")).to_have_text(f"1{DASH}50 of 55")
+    ann = page.locator('#list tbody tr[data-address="ann@acme.example"]')
+    await expect(ann.locator("td")).to_have_text(
+        [
+            "",
+            "ann@acme.example",
+            "User",
+            "Ann Lee",
+            "End user",
+            "1 alias: al@acme.example",
+            re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$"),
+        ]
+    )
+    alias = page.locator('#list tbody tr[data-address="al@acme.example"]')
+    await expect(alias.locator("td[data-status]")).to_have_text("Alias")
+    await expect(alias.locator("td.linked")).to_have_text("alias of ann@acme.example")
+    info = page.locator('#list tbody tr[data-address="info@acme.example"]')
+    await expect(info.locator("td[data-status]")).to_have_text("Functional")
+    await page.click("#next")
+    await expect(rows).to_have_count(5)
+    await expect(page.locator("#count")).to_have_text(f"51{DASH}55 of 55")
+    await expect(page.locator("#next")).to_be_disabled()
+    await page.click("#prev")
+    await expect(rows).to_have_count(50)
+    # Search: an address or a name; an alias is found by its user's address too.
+    await page.fill("#q", "ANN@")
+    await page.press("#q", "Enter")
+    await expect(rows.locator("td.address")).to_have_text(["al@acme.example", "ann@acme.example"])
+    await page.fill("#q", "lee")
+    await page.press("#q", "Enter")
+    await expect(rows.locator("td.address")).to_have_text(["ann@acme.example"])
+    await page.fill("#q", "")
+    await page.select_option("#status", "functional")
+    await expect(rows.locator("td.address")).to_have_text(["info@acme.example"])
+    await page.select_option("#status", "")
+
+    # Delete: nothing is sent until the admin confirms in the dialog.
+    deletes: list[str] = []
+    page.on("request", lambda r: deletes.append(r.url) if r.method == "DELETE" else None)
+    await page.fill("#q", "u00@")
+    await page.press("#q", "Enter")
+    await expect(rows.locator("td.address")).to_have_text(["u00@acme.example"])
+    await rows.first.locator("input[type=checkbox]").check()
+    dialog = page.locator("dialog#confirm")
+    await page.click("#apply-button")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.locator("h2")).to_have_text("Delete u00@acme.example?")
+    await page.click("#confirm-cancel")
+    await expect(dialog).to_be_hidden()
+    await expect(rows).to_have_count(1)
+    assert deletes == []
+    await page.click("#apply-button")
+    await page.click("#confirm-delete")
+    await expect(page.locator("#commands li[data-status=applied]")).to_have_count(1)
+    await expect(rows).to_have_count(0, timeout=30_000)
+    assert [url.rsplit("/", 1)[1] for url in deletes] == ["u00%40acme.example"]
+    # A user with an alias: the dialog warns, the worker refuses, the user stays.
+    await page.fill("#q", "ann@acme")
+    await page.press("#q", "Enter")
+    await page.locator('#list tbody tr[data-address="ann@acme.example"] input').check()
+    await page.click("#apply-button")
+    await expect(page.locator("#confirm-text")).to_contain_text("still has aliases")
+    await page.click("#confirm-delete")
+    await expect(page.locator("#commands li[data-status=rejected]")).to_contain_text("alias")
+    await expect(rows).to_have_count(2)
+    after = await accounts(console, "acme")
+    assert after["total"] == 54 and "u00@acme.example" not in str(after)
+
+
+async def overview_page(page: Any, expect: Any) -> None:
+    """The overview draws the history: a point per day of the range for every series (30 days,
+    then 90), today's counts where they belong, and the lists' totals."""
+    await page.click("a[data-nav=overview]")
+    assert await page.locator("header nav a").first.get_attribute("data-nav") == "overview"
+    today = datetime.now(UTC).date()
+    for days in (30, 90):
+        if days == 90:
+            await page.check("input[name=days][value='90']")
+        chart = page.locator("#discovery svg.chart")
+        await expect(chart).to_have_attribute("data-days", str(days))
+        await expect(chart).to_have_attribute("role", "img")
+        await expect(chart).to_have_attribute("aria-label", re.compile(rf"last {days} days"))
+        assert await chart.locator("title").first.text_content() == (
+            f"Addresses per day, the last {days} days"
+        )
+        box = await chart.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 100, box
+        expected = [(today - timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
+        for key in SERIES:
+            points = chart.locator(f'circle[data-series="{key}"]')
+            assert await points.evaluate_all("ps => ps.map(p => p.dataset.day)") == expected, key
+        bars = page.locator('#messages svg.chart rect[data-series="messages"]')
+        assert await bars.evaluate_all("bs => bs.map(b => b.dataset.day)") == expected
+        assert await chart.locator("[data-legend]").count() == len(SERIES)
+        # Today's counts: the mail and the actions of this test, each in its own series.
+        values = {
+            key: await page.locator(f'[data-series="{key}"][data-day="{today}"]').get_attribute(
+                "data-value"
+            )
+            for key in (*SERIES, "messages")
+        }
+        assert values == {"new_pending": "1", "new_discovered": "1", "new_users": "53",
+                          "new_aliases": "1", "new_invalid": "1", "messages": "3"}  # fmt: skip
+        await expect(page.locator("#numbers tbody tr")).to_have_count(days)
+    await expect(page.locator("#headline dd")).to_have_text(["1", "52", "1", "1", "1"])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: see the test above")
+async def test_the_users_page_and_the_overview(console: Console) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    users = [f"u{i:02}@acme.example" for i in range(52)]
+    await act(console, "acme", {"action": "create_user", "addresses": ["ann@acme.example", *users],
+              "users": [{"address": "ann@acme.example", "first_name": "Ann", "surname": "Lee"}],
+              "role": "end_user"})  # fmt: skip
+    await act(console, "acme", {"action": "create_functional", "addresses": ["info@acme.example"]})
+    await act(console, "acme", {"action": "mark_invalid", "addresses": ["gone@acme.example"]})
+    await act(console, "beta", {"action": "create_user", "addresses": ["ann@beta.example"]})
+    await console.run.publish(
+        mail("acme", "pat@acme.example", datetime.now(UTC) - timedelta(minutes=9))
+    )
+
+    async def users_made() -> bool:
+        return (await accounts(console, "acme", q="ann@"))["total"] == 1
+
+    await until(users_made, "the worker makes ann a user")
+    await act(console, "acme", {"action": "add_alias", "addresses": ["al@acme.example"],
+                                "primary": "ann@acme.example"})  # fmt: skip
+
+    async def everything() -> bool:
+        listed = await accounts(console, "acme", q="ann@")
+        return (
+            (await accounts(console, "acme"))["total"] == 55
+            and [i["aliases"] for i in listed["items"]] == [[], ["al@acme.example"]]
+            and await console.discovered("acme") == ["pat@acme.example"]
+        )
+
+    await until(everything, "the worker and the sink make every account and discover pat")
+
+    seen: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await sign_in(browser, console, "acme", seen)
+            await users_page(page, expect, console)
+            await overview_page(page, expect)
+            # Tenant A's token, tenant B asked for: refused, and nothing of B shows.
+            for name in ("users", "overview"):
+                await page.goto(f"{console.url}/console/{name}?tenant=beta")
+                await expect(page.locator("#notice")).to_contain_text("belongs to another tenant")
+                assert "ann@beta" not in await page.content()
+            await expect(page.locator("#discovery svg")).to_have_count(0)
+        finally:
+            await browser.close()
+    assert not [line for line in seen if line.startswith(("dialog", "error"))], seen

@@ -267,6 +267,66 @@ def test_users_match_by_address_or_name(history: History) -> None:
     assert [u.address for u in beta] == ["annie@beta.example"]
 
 
+def test_the_users_list_pages_searches_filters_and_keeps_to_its_tenant(
+    history: History,
+) -> None:
+    h = fresh(history.client)
+    user, functional, alias = AddressStatus.USER, AddressStatus.FUNCTIONAL, AddressStatus.ALIAS
+    h.add(
+        ADDRESS_STATE,
+        snapshot("acme", ANN, user, NOW, role=UserRole.END_USER, first_name="Ann",
+                 surname="Lee", aliases=("al1@acme.example",)),
+        snapshot("acme", "ops@acme.example", functional, IN_WEEK, first_name="Support Desk"),
+        snapshot("acme", "al1@acme.example", alias, NOW, primary=ANN),
+        snapshot("acme", "jörg@köln.example", user, LONG_AGO, role=UserRole.SILENT_USER),
+        snapshot("acme", "new@acme.example", AddressStatus.DISCOVERED, NOW),
+        snapshot("acme", "bad@acme.example", AddressStatus.INVALID, NOW),
+        snapshot("acme", "del@acme.example", user, NOW),
+        snapshot("beta", "annie@beta.example", user, NOW, first_name="Ann"),
+        snapshot("beta", "al9@beta.example", alias, NOW, primary="annie@beta.example"),
+    )  # fmt: skip
+    h.add(ADDRESS_STATE, gone("acme", "del@acme.example"))
+
+    def page(tenant_id: str = "acme", **kwargs: Any) -> queries.Page[queries.Account]:
+        asked: dict[str, Any] = {"search": "", "limit": 50, "offset": 0, **kwargs}
+        return ask(h, queries.accounts_page, tenant_id, **asked)
+
+    def addresses(found: queries.Page[queries.Account]) -> tuple[int, list[str]]:
+        return found.total, [a.address for a in found.rows]
+
+    everyone = page()
+    # Users, functional accounts and aliases by address: not the discovered, the invalid, the
+    # deleted one or beta's.
+    assert addresses(everyone) == (
+        4,
+        ["al1@acme.example", ANN, "jörg@köln.example", "ops@acme.example"],
+    )
+    al1, ann, jorg, ops = everyone.rows
+    assert ann == queries.Account(ANN, "user", "end_user", "Ann", "Lee", "",
+                                  ["al1@acme.example"], NOW, "threshold")  # fmt: skip
+    assert (al1.status, al1.primary, al1.role, al1.aliases) == ("alias", ANN, "", [])
+    assert (ops.status, ops.first_name, ops.role, ops.since) == ("functional", "Support Desk", "",
+                                                                 IN_WEEK)  # fmt: skip
+    assert (jorg.role, jorg.since.tzinfo is not None) == ("silent_user", True)
+    assert addresses(page(limit=2, offset=2)) == (4, ["jörg@köln.example", "ops@acme.example"])
+    assert page(offset=4) == queries.Page(0, [])  # past the last page: nothing, not even a total
+    assert addresses(page(search="ann LEE")) == (1, [ANN])  # the name
+    assert addresses(page(search="ANN@")) == (2, ["al1@acme.example", ANN])  # and its alias
+    assert addresses(page(search="desk")) == (1, ["ops@acme.example"])
+    assert addresses(page(search="xn--kln-sna")) == (1, ["jörg@köln.example"])  # an A-label
+    assert addresses(page(search="JÖRG@KÖLN")) == (1, ["jörg@köln.example"])
+    assert addresses(page(statuses=["alias"])) == (1, ["al1@acme.example"])
+    assert addresses(page(statuses=["user", "functional"], limit=1)) == (3, [ANN])
+    for wrong in (["discovered"], ["user", "invalid"], []):
+        with pytest.raises(ValueError):
+            page(statuses=wrong)
+    # Beta's, and only beta's, whatever is asked.
+    assert addresses(page("beta")) == (2, ["al9@beta.example", "annie@beta.example"])
+    assert addresses(page("beta", search="lee")) == (0, [])
+    assert addresses(page("beta", search="ann@acme")) == (0, [])
+    assert addresses(page("nobody")) == (0, [])
+
+
 def test_discovered_addresses_are_by_discovery_time(history: History) -> None:
     assert ask(history, queries.discovered_addresses, "acme") == [
         ("old@acme.example", NOW - timedelta(weeks=5)),
@@ -455,3 +515,14 @@ def test_a_tenants_rows_are_deleted_and_counted(erasable: History) -> None:
     assert ask(erasable, queries.count_tenant_rows, "address_state", "acme") == 0
     assert ask(erasable, queries.delete_tenant_rows, "address_state", "acme") == 0
     assert ask(erasable, queries.count_tenant_rows, "address_state", "beta") == 1
+
+
+def test_addresses_by_status_count_every_tenants_live_records(history: History) -> None:
+    assert ask(history, queries.addresses_by_status) == {
+        "alias": 1,
+        "discovered": 5,  # del@acme.example was removed
+        "functional": 1,
+        "invalid": 3,
+        "user": 3,
+    }
+    assert ask(fresh(history.client), queries.addresses_by_status) == {}

@@ -15,8 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +52,32 @@ print(json.dumps({
 """
 
 
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) ", re.M
+)
+"""A log line in the text format: its level and its logger."""
+
+
+def _outside() -> Mapping[str, str]:
+    """This process's environment without a log level: the terminal as a newcomer sees it."""
+    return {k: v for k, v in os.environ.items() if k not in ("DISCOVERY_LOG_LEVEL",
+                                                             "DISCOVERY_LOG_FORMAT")}  # fmt: skip
+
+
 @dataclass
 class System:
     data_dir: Path
     env: dict[str, str]
     expected: dict[str, list[list[str]]]
+    first_start: str = ""
+    """What the terminal of the first `up` (on a new data directory) showed up to its summary."""
+    commands: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+    """The short commands run while the first `up` ran, by their arguments."""
 
     def start(self) -> Terminal:
         return Terminal(
             [sys.executable, "-m", "smtp_discovery.cli", "up"],
-            env={**os.environ, **self.env},
+            env={**_outside(), **self.env},
             cwd=ROOT,
         )
 
@@ -69,7 +85,7 @@ class System:
         return subprocess.run(
             [sys.executable, "-m", "smtp_discovery.cli", *args],
             cwd=ROOT,
-            env={**os.environ, **self.env, **env},
+            env={**_outside(), **self.env, **env},
             capture_output=True,
             text=True,
             timeout=240,
@@ -138,8 +154,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     smarthost.start()
     env = _env(data_dir)
     terminal = System(data_dir, env, {}).start()
+    commands: dict[str, subprocess.CompletedProcess[str]] = {}
     try:
         out = terminal.wait_for(READY, 180)
+        first_start = out[: out.index(READY) + len(READY)]
         assert f"it takes up to {STOP_TIMEOUT_S} s" in out
         assert "discovery.mail: created" in out
         assert "clickhouse  chdb://" in out
@@ -151,7 +169,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         assert f"show it with: cat {data_dir / 'operator-token'}" in out
         assert _api(System(data_dir, env, {}), "/v1/tenants")["items"] == []
         # The newcomer's demo, through every role of the running system.
-        demo = System(data_dir, env, {}).cli("demo", "--weeks", "5")
+        demo = commands["demo"] = System(data_dir, env, {}).cli("demo", "--weeks", "5")
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "discovered          bob@demo.example, carol@demo.example, dave@demo.example" in (
             demo.stdout
@@ -160,24 +178,32 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         assert "expired             erin@demo.example" in demo.stdout
         week = re.search(r"--week (\d{4}-W\d{2})", demo.stdout)
         assert week, demo.stdout
-        report = System(data_dir, env, {}).cli(
+        report = commands["report"] = System(data_dir, env, {}).cli(
             "report", "new-users", "--tenant", "demo", "--week", week.group(1)
         )
         assert "alice@demo.example  end_user  sent mail from your mail server" in report.stdout
         # The operator commands find the running `up` with no variables, as `report` does.
-        listed = System(data_dir, env, {}).cli("tenant", "list")
+        listed = commands["tenant list"] = System(data_dir, env, {}).cli("tenant", "list")
+        for louder in ("-v", "-vv"):
+            commands[f"{louder} tenant list"] = System(data_dir, env, {}).cli(
+                louder, "tenant", "list"
+            )
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.split()[:1] == ["demo"], listed.stdout
-        cleared = System(data_dir, env, {}).cli("cache", "clear", "demo")
+        cleared = commands["cache clear"] = System(data_dir, env, {}).cli("cache", "clear", "demo")
         assert cleared.returncode == 0, cleared.stderr
         # A data subject's erasure, through the running `up` (its chDB is its own).
-        erased = System(data_dir, env, {}).cli("erase", "dave@demo.example", "--tenant", "demo")
+        erased = commands["erase"] = System(data_dir, env, {}).cli(
+            "erase", "dave@demo.example", "--tenant", "demo"
+        )
         assert erased.returncode == 0, erased.stdout + erased.stderr
         assert "erased (logged as " in erased.stdout and "mail_events" in erased.stdout
         plan = System(data_dir, env, {}).cli("tenant", "remove", "demo", "--dry-run")
         assert plan.returncode == 0, plan.stdout + plan.stderr
         assert "demo: would remove the tenant record" in plan.stdout, plan.stdout
-        made = System(data_dir, env, {}).cli("token", "create", "--tenant", "demo")
+        made = commands["token create"] = System(data_dir, env, {}).cli(
+            "token", "create", "--tenant", "demo"
+        )
         assert made.returncode == 0, made.stderr
         assert _api(System(data_dir, env, {}), "/v1/tenants", made.stdout.strip())["total"] == 1
         # Its Kafka requires the login `up` keeps (0600) beside it: without it, no topic.
@@ -205,7 +231,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     )  # fmt: skip
     smarthost.stop()
     assert sent.returncode == 0, sent.stderr
-    seeded = System(data_dir, env, {})
+    commands["report --send"] = sent
+    seeded = System(data_dir, env, {}, first_start=first_start, commands=commands)
     seeded.expected = seeded.snapshot()
     addresses = {row[1] for row in seeded.expected["addresses"]}
     assert {"bob@demo.example", "alice@demo.example", "erin@demo.example"} <= addresses
@@ -222,6 +249,44 @@ def _api(system: System, path: str, token: str | None = None) -> Any:
     status, body = api.call("GET", path)
     assert status == 200, body
     return body
+
+
+def test_a_first_start_shows_its_summary_and_logs_to_files(system: System) -> None:
+    """The terminal of `up` on a new data directory: no library line, no ERROR (the group
+    coordinator's not being ready yet is no error); the libraries' lines are in the files."""
+    shown = system.first_start
+    assert shown.startswith("starting Apache Kafka"), shown
+    assert f"logs        {system.data_dir / 'logs'} (up.log, ingest.log, worker.log;" in shown
+    assert not [n for _, n in LOG_LINE.findall(shown) if not n.startswith("smtp_discovery")], shown
+    assert not [line for line in shown.splitlines() if "ERROR" in line], shown
+    logs = {role: (system.data_dir / "logs" / f"{role}.log").read_text()
+            for role in ("up", "ingest", "worker")}  # fmt: skip
+    assert " INFO aiokafka.conn Authenticated as " in logs["up"]
+    assert " INFO aiokafka.consumer.group_coordinator " in logs["up"], "the sink joined its group"
+    assert " INFO smtp_discovery.ingest SMTP ingest listening on 127.0.0.1:" in logs["ingest"]
+    assert " INFO aiokafka.conn " in logs["ingest"]
+    assert " INFO faust.worker " in logs["worker"] and " INFO aiokafka." in logs["worker"]
+    coordinator = "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    for role, text in logs.items():
+        assert f"ERROR aiokafka.consumer.group_coordinator {coordinator}" not in text, role
+
+
+def test_short_commands_are_quiet_unless_asked(system: System) -> None:
+    """No INFO line on stderr from an operator's command; -v shows ours, -vv the libraries'."""
+    quiet = {name: result for name, result in system.commands.items() if "-v" not in name}
+    assert {"demo", "tenant list", "token create", "cache clear", "report --send"} <= set(quiet)
+    for name, result in quiet.items():
+        assert result.returncode == 0, (name, result.stderr)
+        assert not LOG_LINE.findall(result.stderr), f"`{name}` printed:\n{result.stderr}"
+    louder = system.commands["-v tenant list"]
+    assert louder.returncode == 0, louder.stderr
+    shown = LOG_LINE.findall(louder.stderr)
+    assert ("INFO", "smtp_discovery.platform.views") in shown, louder.stderr
+    assert not [n for level, n in shown if level == "INFO" and not n.startswith("smtp_discovery")]
+    loudest = system.commands["-vv tenant list"]
+    assert loudest.returncode == 0, loudest.stderr
+    assert ("DEBUG", "aiokafka.conn") in LOG_LINE.findall(loudest.stderr), loudest.stderr[-2000:]
+    assert ("INFO", "httpx") in LOG_LINE.findall(loudest.stderr), loudest.stderr[-2000:]
 
 
 def test_ctrl_c_in_a_terminal_then_a_restart_has_everything(system: System) -> None:
