@@ -35,16 +35,22 @@ export class AddressTable {
   }
 
   // Reload the page of rows; returns the items, or null when the API refused (shown as notice).
+  // Only the newest reload is shown: an answer that arrives after a later one was asked for (a
+  // search typed while a filter's reload was on its way) would put back rows the admin no longer
+  // sees, and a checkbox ticked on the screen would select another address.
   async refresh() {
+    const asked = (this.asked = (this.asked ?? 0) + 1);
     let result;
     try {
       result = await this.load(this.page, PER_PAGE);
     } catch (error) {
+      if (asked !== this.asked) return this.items;
       this.items = [];
       this.render();
       notice(error.message);
       return null;
     }
+    if (asked !== this.asked) return this.items; // superseded: the newer answer is shown
     this.items = result.items;
     const present = new Set(this.items.map((i) => i.address));
     for (const address of [...this.selected]) if (!present.has(address)) this.selected.delete(address);
