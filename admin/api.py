@@ -622,6 +622,8 @@ async def report(
     week: Annotated[str | None, Query(pattern=r"^\d{4}-W\d{2}$")] = None,
     format: Literal["json", "csv", "text", "html"] = "json",
 ) -> Response:
+    """A weekly report as it is sent: ``html`` and ``text`` are the mail's two parts (the same
+    function renders them), ``json`` adds its summary to the rows, ``csv`` is the rows only."""
     config = tenant_of(ctx, caller, tenant_id)
     schedule = ctx.schedule
     try:
@@ -643,7 +645,7 @@ async def report(
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
     media = {"json": "application/json", "text": "text/plain", "html": "text/html"}[format]
-    return Response(FORMATS[format](built), media_type=f"{media}; charset=utf-8")
+    return Response(FORMATS[format](built, ctx.presentation), media_type=f"{media}; charset=utf-8")
 
 
 @router.delete("/tenants/{tenant_id}", tags=["tenants"])

@@ -17,6 +17,7 @@ import httpx
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import load_key, new_token
+from smtp_discovery.jobs.render import Presentation
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import OperatorError
@@ -116,7 +117,8 @@ async def api(
     options = client_options(config)
     ctx = AdminContext(options, config.topics, clickhouse, config.analytics_layout,
                        token_key=token_key, sink_group=config.sink_group,
-                       streams_group=config.streams_app_id)  # fmt: skip
+                       streams_group=config.streams_app_id,
+                       presentation=Presentation.of(config))  # fmt: skip
     await ctx.start()
     bearer, record = new_token(None, "cli", key=None)  # admitted here, never published
     ctx.tokens.admit(record)

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from smtp_discovery.admin.tokens import Principal, TokenDirectory
+from smtp_discovery.jobs.render import Presentation
 from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.platform.kafka import idempotent_producer
 from smtp_discovery.platform.ops import CounterView
@@ -59,6 +60,7 @@ class AdminContext:
         *,
         clock: Clock | None = None,
         schedule: Schedule | None = None,
+        presentation: Presentation | None = None,
         token_key: bytes | None = None,
         sink_group: str = "smtp-discovery-sink",
         streams_group: str = "smtp-discovery-streams",
@@ -71,6 +73,8 @@ class AdminContext:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.schedule = schedule or Schedule.parse("09:00", "UTC")
         """The provider's report schedule: report weeks and notices left as the jobs count them."""
+        self.presentation = presentation or Presentation()
+        """The provider's name and console address the reports show, as the jobs send them."""
         self.tenants = TenantDirectory()
         self.token_key = token_key
         """Signs the tokens this API publishes and confirms those it reads (None: it trusts no

@@ -11,6 +11,7 @@ import uvicorn
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import load_key
+from smtp_discovery.jobs.render import Presentation
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig, split_host_port
 from smtp_discovery.platform.errors import ConfigError
@@ -37,6 +38,7 @@ async def serve_admin(
         clickhouse,
         config.analytics_layout,
         schedule=Schedule.parse(config.report_time, config.report_timezone),
+        presentation=Presentation.of(config),
         token_key=load_key(config.token_key_path),
         sink_group=config.sink_group,
         streams_group=config.streams_app_id,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
-from smtp_discovery.jobs.render import FORMATS
+from smtp_discovery.jobs.render import FORMATS, Presentation
 from smtp_discovery.jobs.reports import Kind
 from smtp_discovery.jobs.runner import Jobs, one_report
 from smtp_discovery.jobs.send import Mailer, ReportLog, deliver_once
@@ -26,7 +26,8 @@ def mailer(config: RuntimeConfig) -> Mailer:
     if not config.report_smarthost:
         raise ConfigError("sending reports needs DISCOVERY_REPORT_SMARTHOST (host:port)")
     host, port = split_host_port(config.report_smarthost)
-    return Mailer(host, port, config.report_sender, socket.getfqdn())
+    return Mailer(host, port, config.report_sender, socket.getfqdn(),
+                  presentation=Presentation.of(config))  # fmt: skip
 
 
 def schedule(config: RuntimeConfig) -> Schedule:
@@ -69,7 +70,7 @@ def report_command(config: RuntimeConfig, args: argparse.Namespace) -> int:
     except LookupError as exc:
         raise OperatorError(str(exc.args[0])) from None
     if not args.send:
-        print(FORMATS[args.format](report), end="")
+        print(FORMATS[args.format](report, Presentation.of(config)), end="")
         return 0
     outcome = asyncio.run(
         deliver_once(

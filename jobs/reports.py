@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,6 +35,10 @@ HOW = {
     "alias_detected": "detected automatically",
     "import": "imported",
 }
+
+NEW_USERS_COLUMNS = ("address", "role", "how", "when")
+NEW_ALIASES_COLUMNS = ("alias", "user", "how", "when")
+WARNING_COLUMNS = ("address", "discovered", "notices left", "expires on")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +81,73 @@ class Report:
             Kind.NEW_ALIASES: "New aliases",
             Kind.WARNING: "Discovery warning",
         }[self.kind]
-        return f"{label} for {self.tenant.name}, week {self.week}"
+        name = " ".join(self.tenant.name.split())  # one line, whatever the name holds
+        return f"{label} for {name}, week {self.week}"
 
     @property
     def empty(self) -> bool:
         return not self.rows and not self.notes
+
+    @property
+    def summary(self) -> WarningSummary | ChangeSummary:
+        """What the report says in short, from its rows (shown above its table)."""
+        if self.kind is Kind.WARNING:
+            return warning_summary(self.rows)
+        return change_summary(self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class WarningSummary:
+    """The warning report in short: how many addresses wait, how many of them this report is
+    the last notice for, and the first day one expires."""
+
+    waiting: int
+    expiring: int
+    """Addresses that expire before next week's report (this notice is their last)."""
+    earliest_expiry: str | None
+    """The earliest ``expires on`` day (ISO date), None when nothing waits."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "waiting": self.waiting,
+            "expire_before_next_report": self.expiring,
+            "earliest_expiry": self.earliest_expiry,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSummary:
+    """The New users or New aliases report in short: how many, and how many each way."""
+
+    total: int
+    by_how: tuple[tuple[str, int], ...]
+    """(how, count), the most frequent first (ties by name)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_how": dict(self.by_how)}
+
+
+def last_notice(row: Sequence[Any]) -> bool:
+    """A warning row (``WARNING_COLUMNS``) whose address expires before next week's report:
+    notices left counts this report, so one left (or none, if the report is late) is the last."""
+    return int(row[WARNING_COLUMNS.index("notices left")]) <= 1
+
+
+def warning_summary(rows: Sequence[Sequence[Any]]) -> WarningSummary:
+    """From rows shaped like ``WARNING_COLUMNS``."""
+    expires = WARNING_COLUMNS.index("expires on")
+    return WarningSummary(
+        waiting=len(rows),
+        expiring=sum(1 for row in rows if last_notice(row)),
+        earliest_expiry=min((str(row[expires]) for row in rows), default=None),
+    )
+
+
+def change_summary(rows: Sequence[Sequence[Any]]) -> ChangeSummary:
+    """From rows shaped like ``NEW_USERS_COLUMNS`` or ``NEW_ALIASES_COLUMNS`` (``how`` third)."""
+    how = NEW_USERS_COLUMNS.index("how")  # == NEW_ALIASES_COLUMNS.index("how")
+    counts = Counter(str(row[how]) for row in rows)
+    return ChangeSummary(len(rows), tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
 
 
 def tenants(client: Any, layout: Layout) -> dict[str, Tenant]:
@@ -102,10 +170,10 @@ def build(
 ) -> Report:
     start, end = week.bounds(schedule.zone)
     if kind is Kind.NEW_USERS:
-        return Report(kind, tenant, week, ("address", "role", "how", "when"),
+        return Report(kind, tenant, week, NEW_USERS_COLUMNS,
                       _new_users(client, layout, tenant, start, end))  # fmt: skip
     if kind is Kind.NEW_ALIASES:
-        return Report(kind, tenant, week, ("alias", "user", "how", "when"),
+        return Report(kind, tenant, week, NEW_ALIASES_COLUMNS,
                       _new_aliases(client, layout, tenant, start, end))  # fmt: skip
     sent_at = schedule.slot(Week.of(end.date()))
     return _warning(client, layout, tenant, week, schedule, sent_at)
@@ -136,14 +204,14 @@ def _warning(client: Any, layout: Layout, tenant: Tenant, week: Week, schedule: 
         at = _aware(discovered_at)
         expires, left = schedule.expiry(at, weeks, sent_at)
         rows.append((address, _when(at), left, expires.date().isoformat()))
+    rows.sort(key=lambda row: (row[3], row[0]))  # the first to expire first
     catch_all = queries.catch_all_destinations(client, layout, tenant.tenant_id)
     notes = [
         f"Your mail server {destination} accepts mail for any address (last checked "
         f"{_when(_aware(at))}): callouts to it cannot tell which addresses exist."
         for destination, at in catch_all
     ]
-    return Report(Kind.WARNING, tenant, week,
-                  ("address", "discovered", "notices left", "expires on"), rows, notes)  # fmt: skip
+    return Report(Kind.WARNING, tenant, week, WARNING_COLUMNS, rows, notes)
 
 
 def _aware(at: datetime) -> datetime:

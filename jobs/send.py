@@ -9,22 +9,30 @@ Message-ID, so a rare repeat is recognisable as the same message.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
 import aiosmtplib
 
-from smtp_discovery.jobs.render import as_html, text
-from smtp_discovery.jobs.reports import Report
+from smtp_discovery.jobs.render import Presentation, as_html, text
+from smtp_discovery.jobs.reports import Kind, Report
 from smtp_discovery.sinks import queries
 from smtp_discovery.sinks.schema import Layout
 
 DONE = ("sent", "empty", "no_recipient")
 NAMESPACE = uuid.UUID("7c1f8a36-56a4-4c5e-9e7b-4f3d0a6c2b11")
+_DOT_ATOM = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+LIST_NAME = {
+    Kind.NEW_USERS: "New users reports",
+    Kind.NEW_ALIASES: "New aliases reports",
+    Kind.WARNING: "Discovery warning reports",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,8 @@ class Mailer:
     sender: str
     helo: str
     timeout: float = 60.0
+    presentation: Presentation = field(default_factory=Presentation)
+    """The provider's name (the sender's display name) and the console the reports link to."""
 
     async def send(self, message: EmailMessage) -> None:
         await aiosmtplib.send(
@@ -52,16 +62,35 @@ def message_id(report: Report, domain: str) -> str:
     return f"<{uuid.uuid5(NAMESPACE, key)}@{domain}>"
 
 
+def list_id(report: Report, mailer: Mailer) -> str:
+    """RFC 2919: one list per report kind and tenant, in the sender's domain (tenant ids are
+    ``[a-z0-9_-]``, so the id is a dot-atom), for mail filters to sort the reports by."""
+    domain = next(
+        (d for d in (mailer.sender.rpartition("@")[2], mailer.helo) if _DOT_ATOM.fullmatch(d)),
+        "localhost",
+    )
+    return (
+        f"{LIST_NAME[report.kind]} <{report.kind.value}.{report.tenant.tenant_id}.reports.{domain}>"
+    )
+
+
 def compose(report: Report, mailer: Mailer, now: datetime) -> EmailMessage:
+    """The report as multipart/alternative, text then HTML (both UTF-8): the same text and HTML
+    as ``smtp-discovery report --format text|html`` and the admin API's preview at ``now``."""
+    presentation = mailer.presentation
     message = EmailMessage()
-    message["From"] = mailer.sender
+    message["From"] = Address(display_name=presentation.provider, addr_spec=mailer.sender)
     message["To"] = ", ".join(report.tenant.recipients)
-    message["Subject"] = report.title
+    message["Subject"] = " ".join(report.title.split())  # a name cannot break the header
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id(report, mailer.helo)
+    message["List-Id"] = list_id(report, mailer)
+    # Automatic mail (RFC 3834): vacation replies and other auto-responders stay quiet.
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text(report))
-    message.add_alternative(as_html(report), subtype="html")
+    message["Precedence"] = "bulk"
+    message["X-Auto-Response-Suppress"] = "All"  # Exchange's own switch for the same
+    message.set_content(text(report, presentation), charset="utf-8")
+    message.add_alternative(as_html(report, presentation), subtype="html", charset="utf-8")
     return message
 
 

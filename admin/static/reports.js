@@ -1,12 +1,73 @@
-// The weekly reports: preview one (JSON) as a table, or download it (CSV or JSON).
+// The weekly reports: preview one as the mail shows it (the API's format=html, the very HTML the
+// jobs send), or download its rows (CSV or JSON).
+//
+// The preview frame is sandboxed without scripts. Its document inherits this page's
+// Content-Security-Policy, which refuses style attributes, so the report is not written into it
+// as markup: it is parsed inertly (DOMParser runs nothing and loads nothing) and rebuilt element
+// by element from a fixed list of tags and attributes, its text as text nodes and each inline
+// style applied through the CSSOM, which the policy allows. Nothing else of it is kept.
 
 import { api, boot, h, notice, query, tenantPath } from "./console.js";
+
+const TAGS = new Set([
+  "table", "thead", "tbody", "tr", "th", "td", "div", "p", "h1", "h2", "h3", "span", "strong",
+  "em", "b", "a", "br",
+]);
+const ATTRIBUTES = new Set([
+  "width", "align", "valign", "bgcolor", "border", "cellpadding", "cellspacing", "colspan",
+  "rowspan", "role", "lang", "title",
+]);
+
+// Style attributes renamed before parsing, so that parsing applies (and reports) none of them.
+// The API escapes every quote in text and attribute values, so ` style="` only starts one.
+const STYLE = /\sstyle="/g;
+
+function rebuild(node, doc) {
+  if (node.nodeType === Node.TEXT_NODE) return doc.createTextNode(node.data);
+  if (node.nodeType !== Node.ELEMENT_NODE || !TAGS.has(node.localName)) return null;
+  const element = doc.createElement(node.localName);
+  for (const { name, value } of node.attributes) {
+    if (ATTRIBUTES.has(name) || (name.startsWith("data-") && name !== "data-style")) {
+      element.setAttribute(name, value);
+    }
+  }
+  element.style.cssText = node.getAttribute("data-style") ?? "";
+  if (node.localName === "a") {
+    const href = node.getAttribute("href") ?? "";
+    if (/^https?:\/\//i.test(href)) {
+      element.setAttribute("href", href);
+      element.setAttribute("target", "_blank"); // out of the frame, into a tab of its own
+      element.setAttribute("rel", "noopener noreferrer");
+    }
+  }
+  for (const child of node.childNodes) {
+    const copy = rebuild(child, doc);
+    if (copy) element.append(copy);
+  }
+  return element;
+}
+
+async function frameDocument(frame) {
+  const ready = () => frame.contentDocument?.URL === "about:srcdoc" && frame.contentDocument.readyState === "complete";
+  if (!ready()) await new Promise((resolve) => frame.addEventListener("load", resolve, { once: true }));
+  return frame.contentDocument;
+}
+
+async function show(frame, markup) {
+  const parsed = new DOMParser().parseFromString(markup.replace(STYLE, ' data-style="'), "text/html");
+  const doc = await frameDocument(frame);
+  doc.title = parsed.title;
+  doc.body.style.cssText = parsed.body.getAttribute("data-style") ?? "";
+  doc.body.replaceChildren(...[...parsed.body.childNodes].map((n) => rebuild(n, doc)).filter(Boolean));
+  frame.style.height = `${doc.documentElement.scrollHeight + 2}px`;
+}
 
 const context = await boot();
 if (context?.tenant) {
   const { tenant } = context;
   const kind = document.getElementById("kind");
   const week = document.getElementById("week");
+  const frame = document.getElementById("preview-frame");
   const path = (format) =>
     tenantPath(tenant, "reports", kind.value) + query({ format, week: week.value.trim() });
 
@@ -16,9 +77,9 @@ if (context?.tenant) {
 
   async function preview() {
     const asked = ++latest;
-    let report;
+    let markup;
     try {
-      report = await api(path("json"));
+      markup = await (await api(path("html"), { raw: true })).text();
     } catch (error) {
       if (asked === latest) notice(error.message);
       return;
@@ -27,15 +88,9 @@ if (context?.tenant) {
     notice("");
     const section = document.getElementById("preview");
     section.hidden = false;
-    const title = kind.options[kind.selectedIndex].text;
     document.getElementById("preview-title").textContent =
-      `${title}, week ${report.week}: ${report.rows.length} row(s)`;
-    document.getElementById("notes").replaceChildren(...report.notes.map((n) => h("li", {}, n)));
-    const columns = report.rows.length ? Object.keys(report.rows[0]) : [];
-    section.querySelector("thead tr").replaceChildren(...columns.map((c) => h("th", {}, c)));
-    section.querySelector("tbody").replaceChildren(
-      ...report.rows.map((row) => h("tr", {}, ...columns.map((c) => h("td", {}, row[c] ?? "")))),
-    );
+      `${kind.options[kind.selectedIndex].text}, as the mail shows it`;
+    await show(frame, markup);
   }
 
   // A plain link cannot carry the token header: fetch, then save the body from memory.

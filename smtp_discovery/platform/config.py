@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -671,6 +672,21 @@ class ReportSettings(SettingsSection):
         "IANA time zone of the report schedule and report weeks, e.g. Europe/Berlin.",
         default="UTC",
     )
+    report_provider_name: str = setting(
+        "DISCOVERY_REPORT_PROVIDER_NAME",
+        "The provider's name as the reports show it: their sender's name, their header and footer.",
+        default="Mail filtering service",
+        min_length=1,
+        max_length=100,
+    )
+    report_console_url: str | None = setting(
+        "DISCOVERY_REPORT_CONSOLE_URL",
+        "Public address of the web console, e.g. `https://discovery.example.net/console`: each "
+        "report links to its page there (unset: the reports say where the console is "
+        "documented instead). No user, query or fragment: a link never carries a token.",
+        default=None,
+        max_length=500,
+    )
 
     @field_validator("report_smarthost")
     @classmethod
@@ -694,6 +710,32 @@ class ReportSettings(SettingsSection):
         except AddressError as exc:
             raise ValueError(exc.message) from None
         return value
+
+    @field_validator("report_provider_name")
+    @classmethod
+    def _provider_name(cls, value: str) -> str:
+        if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("a name on one line, not blank")
+        return value.strip()
+
+    @field_validator("report_console_url")
+    @classmethod
+    def _console_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in '"<>\\^`{|}' for c in value):
+            raise ValueError(f"{value!r}: spaces or characters a URL cannot hold unencoded")
+        url = urlsplit(value)
+        try:
+            url.port  # noqa: B018 (a port out of range raises)
+        except ValueError:
+            raise ValueError(f"{value!r}: not a valid port") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        if url.username is not None or url.password is not None or url.query or url.fragment:
+            raise ValueError(f"{value!r}: no user, password, query or fragment in the address")
+        return urlunsplit(url._replace(path=url.path.rstrip("/")))
 
 
 class AdminSettings(SettingsSection):

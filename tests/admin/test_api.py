@@ -13,6 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from smtp_discovery.jobs.render import Presentation
+from smtp_discovery.jobs.reports import Kind, Tenant, build
+from smtp_discovery.jobs.send import Mailer, compose
 from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.schemas.calendar import Week
 from smtp_discovery.schemas.codec import decode, encode
@@ -485,6 +488,52 @@ async def test_the_worker_the_console_and_the_warning_report_agree_on_expiry_and
     (row,) = report.json()["rows"]
     assert row["notices left"] == 2  # as the list said at the moment the report went out
     assert worker is not None and row["expires on"] == worker.date().isoformat()
+
+
+async def test_the_report_preview_is_the_mail_the_jobs_send(
+    admin: Admin,
+) -> None:
+    """format=html and format=text are the two parts of the mail the jobs send at the same
+    moment, byte for byte (one function renders each), with the provider's name and the link to
+    the console from the same settings; format=json carries the summary."""
+    shown_as = Presentation("Example Mail Protect", "https://discovery.example.net/console")
+    admin.ctx.presentation = shown_as
+    name = 'Acme <script>alert("x")</script>'
+    await admin.tenant("acme", name=name, settings={"notices_before_expiry": 3})
+    found = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    admin.history.add(ADDRESS_STATE, _snapshot("new@acme.example", AddressStatus.DISCOVERED, found))
+    moment = datetime(2026, 12, 10, 9, 30, tzinfo=UTC)  # Thursday: the reports of week 49
+    admin.ctx.clock = ManualClock(moment)
+    acme = await admin.token("acme")
+    shown = {}
+    for format in ("html", "text", "json"):
+        response = await admin.http.get(f"/v1/tenants/acme/reports/warning?format={format}",
+                                        headers=acme)  # fmt: skip
+        assert response.status_code == 200, response.text
+        shown[format] = response
+    assert shown["html"].headers["content-type"] == "text/html; charset=utf-8"
+    assert shown["text"].headers["content-type"] == "text/plain; charset=utf-8"
+
+    config = admin.ctx.tenants.tenant("acme")
+    settings = admin.ctx.tenants.settings("acme")
+    assert config is not None and settings is not None
+    tenant = Tenant("acme", config.name, config.tech_contact or "", "", settings)
+    report = build(admin.history.client, admin.history.layout, tenant, Kind.WARNING,
+                   Week.parse("2026-W49"), admin.ctx.schedule)  # fmt: skip
+    mailer = Mailer("127.0.0.1", 25, "reports@filter.example.net", "gw.example.net",
+                    presentation=shown_as)  # fmt: skip
+    plain, rich = compose(report, mailer, moment).iter_parts()
+    assert shown["html"].text == rich.get_content()
+    assert shown["text"].text == plain.get_content()
+
+    html = shown["html"].text
+    assert "Example Mail Protect" in html and "<script" not in html
+    assert 'href="https://discovery.example.net/console/discovered?tenant=acme"' in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    body = shown["json"].json()
+    assert body["week"] == "2026-W49"
+    assert body["summary"] == {"waiting": 1, "expire_before_next_report": 0,
+                               "earliest_expiry": "2026-12-23"}  # fmt: skip
 
 
 def _at(text: str | None) -> datetime | None:

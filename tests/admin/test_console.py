@@ -29,11 +29,14 @@ import uvicorn
 from smtp_discovery.admin.api import create_app
 from smtp_discovery.admin.context import AdminContext
 from smtp_discovery.admin.tokens import new_token
+from smtp_discovery.jobs.render import Presentation
 from smtp_discovery.schemas.mail import CalloutVerified, RecipientDelivered
-from smtp_discovery.schemas.topics import ADMIN_TOKENS
+from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
+from smtp_discovery.schemas.topics import ADDRESS_STATE, ADMIN_TOKENS
 from smtp_discovery.sinks.migrate import migrate
 from smtp_discovery.sinks.schema import Layout
 from smtp_discovery.sinks.sink import Sink, SinkSettings
+from tests.jobs.history import History
 from tests.streams.worker_harness import WorkerRun
 from tests.token_key import KEY
 
@@ -72,6 +75,7 @@ class Console:
     api: httpx.AsyncClient
     tokens: dict[str, str]
     run: WorkerRun
+    ctx: AdminContext
 
     def headers(self, tenant_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[tenant_id]}"}
@@ -139,7 +143,7 @@ async def console(
             tokens["operator"] = bearer
             run.start("worker")
             try:
-                yield Console(url, api, tokens, run)
+                yield Console(url, api, tokens, run, ctx)
             finally:
                 run.stop_all()
     finally:
@@ -211,7 +215,8 @@ async def settings_and_reports(page: Any, expect: Any, console: Console) -> None
     year, week, _ = datetime.now(UTC).isocalendar()
     await page.fill("#week", f"{year}-W{week:02d}")
     await page.click("#report button[type=submit]")
-    await expect(page.locator("#preview tbody td:first-child")).to_have_text(
+    preview = page.frame_locator("#preview-frame")
+    await expect(preview.locator("[data-rows] tbody td:first-child")).to_have_text(
         ["ann@acme.example", "bob@acme.example"]
     )
 
@@ -488,3 +493,85 @@ async def test_the_users_page_and_the_overview(console: Console) -> None:
         finally:
             await browser.close()
     assert not [line for line in seen if line.startswith(("dialog", "error"))], seen
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: see the first test above")
+async def test_the_reports_page_shows_the_mail_as_it_is_sent(
+    console: Console, clickhouse: Any, unique: str
+) -> None:
+    """The Reports page shows the API's format=html (the mail's HTML part) in a sandboxed frame
+    that runs nothing: it looks as the mail does (same size, same styles) under the console's
+    Content-Security-Policy, an address that is markup shows as text, and the link to the
+    console opens the tenant's Discovered list outside the frame."""
+    from playwright.async_api import async_playwright, expect
+
+    console.ctx.presentation = Presentation("Example Mail Protect", f"{console.url}/console")
+    # Two discovered addresses, written where the sink writes them.
+    found = datetime.now(UTC) - timedelta(days=1)
+    snapshots = [
+        AddressStateSnapshot(tenant_id="acme", address=address, event_time=found,
+                             record=AddressRecord(tenant_id="acme", address=address,
+                                                  status=AddressStatus.DISCOVERED,
+                                                  status_since=found, status_reason="threshold",
+                                                  discovered_at=found))
+        for address in ("ann@acme.example", XSS)
+    ]  # fmt: skip
+    History(clickhouse, Layout(f"console_{unique}")).add(ADDRESS_STATE, *snapshots)
+    acme = console.headers("acme")
+    mail = await console.api.get("/v1/tenants/acme/reports/warning?format=html", headers=acme)
+    assert mail.status_code == 200, mail.text
+    link = f"{console.url}/console/discovered?tenant=acme"
+
+    seen: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await sign_in(browser, console, "acme", seen)
+            requests: list[str] = []
+            page.context.on("request", lambda request: requests.append(request.url))
+            await page.click("a[data-nav=reports]")
+            await page.select_option("#kind", "warning")
+            await page.click("#report button[type=submit]")
+            frame = page.locator("#preview-frame")
+            sandbox = await frame.get_attribute("sandbox")
+            assert sandbox is not None and "allow-scripts" not in sandbox
+            preview = page.frame_locator("#preview-frame")
+            summary = preview.locator("[data-summary]")
+            await expect(summary).to_be_visible()
+            await expect(summary).to_contain_text("addresses wait for an administrator")
+            await expect(summary.locator("td").first).to_contain_text("2")
+            cells = preview.locator("[data-rows] tbody td:first-child")
+            await expect(cells).to_have_text(sorted(["ann@acme.example", XSS]))
+            assert await preview.locator("img, script").count() == 0
+            button = preview.locator("a[data-console]")
+            await expect(button).to_have_attribute("href", link)
+            await expect(button).to_have_css("color", "rgb(255, 255, 255)")  # inline styles hold
+            await expect(preview.locator("body")).to_contain_text("Example Mail Protect")
+
+            # The same HTML opened as a page of its own: the preview is the same size.
+            width = (await frame.bounding_box() or {}).get("width")
+            assert width is not None
+            alone = await browser.new_page(viewport={"width": round(width), "height": 900})
+            await alone.set_content(mail.text)
+            mailed = await alone.locator("[data-report]").bounding_box()
+            shown = await preview.locator("[data-report]").bounding_box()
+            assert mailed is not None and shown is not None
+            assert (round(shown["width"]), round(shown["height"])) == (
+                round(mailed["width"]),
+                round(mailed["height"]),
+            )
+            text = await preview.locator("body").inner_text()
+            assert text == await alone.locator("body").inner_text()
+            await alone.close()
+
+            async with page.expect_popup() as opened:
+                await button.click()
+            await (await opened.value).close()
+            assert link in requests, requests
+        finally:
+            await browser.close()
+    assert not [line for line in seen if line.startswith(("dialog", "error"))], seen
+    assert not [line for line in seen if "Content Security Policy" in line], seen
+    assert not [line for line in seen if console.tokens["acme"] in line], "a token leaked"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from smtp_discovery.jobs.render import FORMATS
+from smtp_discovery.jobs.render import FORMATS, Presentation
 from smtp_discovery.jobs.reports import Kind, build, tenants
 from smtp_discovery.jobs.runner import Jobs
 from smtp_discovery.jobs.send import Mailer
@@ -77,6 +77,7 @@ def history(clickhouse: Any, unique: str) -> History:
     h.add(
         ADDRESS_STATE,
         snapshot("acme", "new@acme.example", AddressStatus.DISCOVERED, datetime(2026, 11, 20, 12, tzinfo=UTC)),  # noqa: E501
+        snapshot("acme", "zed@acme.example", AddressStatus.DISCOVERED, datetime(2026, 11, 5, 8, tzinfo=UTC)),  # noqa: E501
         snapshot("acme", "gone@acme.example", AddressStatus.DISCOVERED, datetime(2026, 11, 10, tzinfo=UTC)),  # noqa: E501
         (b"acme:gone@acme.example", None),
         snapshot("acme", "done@acme.example", AddressStatus.USER, datetime(2026, 11, 1, tzinfo=UTC)),  # noqa: E501
@@ -110,11 +111,21 @@ def test_the_warning_lists_addresses_awaiting_action_with_notices_left(history: 
     acme = tenants(history.client, history.layout)["acme"]
     report = build(history.client, history.layout, acme, Kind.WARNING, WEEK, SCHEDULE)
     # Discovered on Friday 20 Nov, 3 weekly notices: expires at the end of Fri 11 Dec; the
-    # report of Thu 26 Nov is the first of the notices on 26 Nov, 3 and 10 Dec.
-    assert report.rows == [("new@acme.example", "2026-11-20 12:00 UTC", 3, "2026-12-12")]
+    # report of Thu 26 Nov is the first of the notices on 26 Nov, 3 and 10 Dec. Discovered on
+    # Thu 5 Nov: expires at the end of Thu 26 Nov, so this report is its last notice. The first
+    # to expire comes first.
+    assert report.rows == [
+        ("zed@acme.example", "2026-11-05 08:00 UTC", 1, "2026-11-27"),
+        ("new@acme.example", "2026-11-20 12:00 UTC", 3, "2026-12-12"),
+    ]
     assert report.notes and "mx.acme.example:25 accepts mail for any address" in report.notes[0]
-    html = FORMATS["html"](report)
-    assert "<td>new@acme.example</td>" in html and "<h1>Discovery warning for Acme" in html
+    html = FORMATS["html"](report, Presentation())
+    assert (
+        ">new@acme.example</td>" in html
+        and ">Discovery warning for Acme, week 2026-W47</h1>" in html
+    )
+    assert json.loads(FORMATS["json"](report, Presentation()))["summary"] == {
+        "waiting": 2, "expire_before_next_report": 1, "earliest_expiry": "2026-11-27"}  # fmt: skip
 
 
 def test_tenant_settings_decide_which_reports_and_who_gets_them(history: History) -> None:
