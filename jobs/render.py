@@ -78,6 +78,9 @@ def console_link(report: Report, presentation: Presentation) -> str | None:
     if not presentation.console_url:
         return None
     page, params = CONSOLE_PAGE[report.kind]
+    if report.kind is Kind.WARNING:
+        # Every address still waiting: discovered within the tenant's notices, plus the day.
+        params = {**params, "weeks": str(min(52, report.tenant.settings.notices_before_expiry + 1))}
     return f"{presentation.console_url}/{page}?" + urlencode(
         {"tenant": report.tenant.tenant_id, **params}
     )

@@ -13,6 +13,16 @@ const form = document.getElementById("apply");
 const action = document.getElementById("action");
 const alias = document.getElementById("alias");
 const listTable = document.getElementById("list");
+const weeks = document.getElementById("weeks");
+// A link may ask for a span (the warning report asks for every address still waiting): offered
+// as a choice if the list lacks it.
+const askedWeeks = Number.parseInt(new URLSearchParams(location.search).get("weeks") ?? "", 10);
+if (askedWeeks >= 1 && askedWeeks <= 52) {
+  if (![...weeks.options].some((o) => Number(o.value) === askedWeeks)) {
+    weeks.append(h("option", { value: String(askedWeeks) }, `${askedWeeks} weeks`));
+  }
+  weeks.value = String(askedWeeks);
+}
 const names = new Map(); // address -> {first_name, surname}, kept while the page lives
 
 function nameInput(address, field, label) {
@@ -38,7 +48,7 @@ if (context?.tenant) {
         tenantPath(tenant, "discovered") +
           query({
             q: document.getElementById("q").value.trim(),
-            weeks: document.getElementById("weeks").value,
+            weeks: weeks.value,
             page,
             per_page: perPage,
           }),

@@ -528,7 +528,7 @@ async def test_the_report_preview_is_the_mail_the_jobs_send(
 
     html = shown["html"].text
     assert "Example Mail Protect" in html and "<script" not in html
-    assert 'href="https://discovery.example.net/console/discovered?tenant=acme"' in html
+    assert 'href="https://discovery.example.net/console/discovered?tenant=acme&amp;weeks=4"' in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
     body = shown["json"].json()
     assert body["week"] == "2026-W49"

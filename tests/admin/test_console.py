@@ -520,7 +520,8 @@ async def test_the_reports_page_shows_the_mail_as_it_is_sent(
     acme = console.headers("acme")
     mail = await console.api.get("/v1/tenants/acme/reports/warning?format=html", headers=acme)
     assert mail.status_code == 200, mail.text
-    link = f"{console.url}/console/discovered?tenant=acme"
+    # Every waiting address: discovered within the tenant's 3 notices, and the day after.
+    link = f"{console.url}/console/discovered?tenant=acme&weeks=4"
 
     seen: list[str] = []
     async with async_playwright() as playwright:
@@ -570,6 +571,10 @@ async def test_the_reports_page_shows_the_mail_as_it_is_sent(
                 await button.click()
             await (await opened.value).close()
             assert link in requests, requests
+            # The Discovered list takes the span a link asks for, offered if it is not a choice.
+            await page.goto(f"{console.url}/console/discovered?tenant=acme&weeks=5")
+            await expect(page.locator("#weeks")).to_have_value("5")
+            await expect(page.locator("#list tbody tr")).to_have_count(2)
         finally:
             await browser.close()
     assert not [line for line in seen if line.startswith(("dialog", "error"))], seen

@@ -120,7 +120,7 @@ def test_every_format_but_csv_puts_the_summary_before_the_rows() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "page"),
-    [("warning", "discovered?tenant=acme"), ("new-users", "users?tenant=acme&status=user"),
+    [("warning", "discovered?tenant=acme&weeks=4"), ("new-users", "users?tenant=acme&status=user"),
      ("new-aliases", "users?tenant=acme&status=alias")],
 )  # fmt: skip
 def test_each_report_links_to_its_console_page_when_the_console_url_is_set(
