@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
@@ -173,12 +171,6 @@ def _tenant_config(
             # A domain the contract validated (at most 255 octets, no control characters).
             raise ApiError(409, "domain_taken", f"{domain} is registered by another tenant")
     return tenant
-
-
-async def _ask(ctx: AdminContext, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """The answer of one of ``sinks.queries``, asked off the event loop with the context's
-    client and layout (one ClickHouse call at a time: ``AdminContext.run``)."""
-    return await ctx.run(partial(query, ctx.clickhouse, ctx.layout, *args, **kwargs))
 
 
 def _etag(revision: int) -> str:
@@ -411,7 +403,7 @@ async def discovered(
     assert settings is not None
     since = ctx.clock.now() - timedelta(weeks=weeks)
     offset = (page - 1) * per_page
-    found = await _ask(ctx, queries.discovered_page, tenant_id, since=since, search=q,
+    found = await ctx.ask(queries.discovered_page, tenant_id, since=since, search=q,
                        sort=sort, order=order, limit=per_page, offset=offset)  # fmt: skip
     schedule = ctx.schedule
     now = ctx.clock.now()
@@ -448,7 +440,7 @@ async def invalid_list(
     per_page: PerPage = 50,
 ) -> dict[str, Any]:
     tenant_of(ctx, caller, tenant_id)
-    found = await _ask(ctx, queries.invalid_page, tenant_id, search=q, limit=per_page,
+    found = await ctx.ask(queries.invalid_page, tenant_id, search=q, limit=per_page,
                        offset=(page - 1) * per_page)  # fmt: skip
     return {
         "total": found.total,
@@ -465,7 +457,7 @@ async def users(
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[dict[str, Any]]:
     tenant_of(ctx, caller, tenant_id)
-    found = await _ask(ctx, queries.users_matching, tenant_id, search=q, limit=limit)
+    found = await ctx.ask(queries.users_matching, tenant_id, search=q, limit=limit)
     return [
         {"address": u.address, "first_name": u.first_name, "surname": u.surname,
          "status": u.status, "role": u.role or None}
@@ -489,7 +481,7 @@ async def accounts(
     user), by address, a page at a time."""
     tenant = tenant_of(ctx, caller, tenant_id)
     statuses = (status,) if status else queries.ACCOUNT_STATUSES
-    found = await _ask(ctx, queries.accounts_page, tenant_id, search=q, statuses=statuses,
+    found = await ctx.ask(queries.accounts_page, tenant_id, search=q, statuses=statuses,
                        limit=per_page, offset=(page - 1) * per_page)  # fmt: skip
     items = [
         {"address": a.address, "status": a.status, "role": a.role or None,
@@ -636,7 +628,7 @@ async def report(
     assert settings is not None
     who = Tenant(tenant_id, config.name, config.tech_contact or "", config.admin_contact or "",
                  settings)  # fmt: skip
-    built = await ctx.run(build, ctx.clickhouse, ctx.layout, who, kind, covered, schedule)
+    built = await ctx.ask(build, who, kind, covered, schedule)
     if format == "csv":
         filename = f"{tenant_id}-{kind}-{covered}.csv"
         return Response(
@@ -762,7 +754,7 @@ async def history(
 ) -> list[dict[str, Any]]:
     tenant_of(ctx, caller, tenant_id)
     since = (ctx.clock.now() - timedelta(days=days)).date()
-    found = await _ask(ctx, queries.daily_counts, tenant_id, since)
+    found = await ctx.ask(queries.daily_counts, tenant_id, since)
     return [{"day": d.day, **d.counts} for d in found]
 
 

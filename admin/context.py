@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -186,3 +187,8 @@ class AdminContext:
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
         async with self._clickhouse_lock:
             return await asyncio.to_thread(call, *args)
+
+    async def ask(self, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The answer of one of ``sinks.queries``, asked with this context's client and layout,
+        off the event loop and one ClickHouse call at a time (``run``)."""
+        return await self.run(partial(query, self.clickhouse, self.layout, *args, **kwargs))

@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +78,7 @@ async def erase_address(
     # not yet from ClickHouse: a re-run must find them. The state history has every address
     # that became its alias (address_state may have merged such a version away behind a
     # tombstone); of those, the ones alive as something else now are not its aliases any more.
-    aliases = await ask(ctx, queries.aliases_to_erase, tenant.tenant_id, forms)
+    aliases = await ctx.ask(queries.aliases_to_erase, tenant.tenant_id, forms)
     done.aliases = len(aliases)
     commands = [
         EraseAddress(tenant_id=tenant.tenant_id, event_time=ctx.clock.now(), actor=actor, address=a)
@@ -98,11 +97,11 @@ async def erase_address(
         key = erased.record_key(tenant.tenant_id)
         its_forms = sorted({erased.display.lower(), erased.normalized})
         for table in queries.ADDRESS_ROWS:
-            rows = await ask(ctx, queries.delete_address_rows, table, tenant.tenant_id, key,
+            rows = await ctx.ask(queries.delete_address_rows, table, tenant.tenant_id, key,
                              its_forms)  # fmt: skip
             done.rows[table] = done.rows.get(table, 0) + rows
         for table in queries.NAMING_ROWS:
-            rows = await ask(ctx, queries.unname_address, table, tenant.tenant_id, its_forms)
+            rows = await ctx.ask(queries.unname_address, table, tenant.tenant_id, its_forms)
             done.rows[f"{table} (naming it)"] = done.rows.get(f"{table} (naming it)", 0) + rows
     log.info("erasure %s of tenant %s: done, %d aliases, rows %s", done.subject,
              tenant.tenant_id, done.aliases, done.rows)  # fmt: skip
@@ -118,12 +117,6 @@ async def worker_erases(ctx: AdminContext, commands: list[EraseAddress], deadlin
     if refused:  # nothing the worker should ever answer to an erasure; say it, never hide it
         raise ApiError(500, "erasure_refused", f"the streams worker refused {len(refused)} "
                        f"erasures ({refused[0].reason_code}: {refused[0].message})")  # fmt: skip
-
-
-async def ask(ctx: AdminContext, query: Callable[..., Any], *args: Any) -> Any:
-    """The answer of one of ``sinks.queries``, asked off the event loop with the context's
-    client and layout (one ClickHouse call at a time: ``AdminContext.run``)."""
-    return await ctx.run(query, ctx.clickhouse, ctx.layout, *args)
 
 
 async def sink_caught_up(ctx: AdminContext, deadline: float) -> None:

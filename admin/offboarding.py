@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from smtp_discovery.admin.context import AdminContext
-from smtp_discovery.admin.erasure import ask, caught_up, sink_caught_up, worker_erases
+from smtp_discovery.admin.erasure import caught_up, sink_caught_up, worker_erases
 from smtp_discovery.platform.tenant_writes import Removal
 from smtp_discovery.schemas.commands import EraseAddress
 from smtp_discovery.schemas.topics import COMMANDS, MAIL
@@ -42,9 +42,9 @@ async def remove_tenant(
     deadline = time.monotonic() + ctx.erasure_wait_s
     registered = ctx.tenants.tenant(tenant_id) is not None
     tokens = [t.token_id for t in ctx.tokens.listing(tenant_id)]
-    tables = await ask(ctx, queries.tenant_tables)
-    addresses = await ask(ctx, queries.tenant_addresses, tenant_id)
-    rows = {t: await ask(ctx, queries.count_tenant_rows, t, tenant_id) for t in tables}
+    tables = await ctx.ask(queries.tenant_tables)
+    addresses = await ctx.ask(queries.tenant_addresses, tenant_id)
+    rows = {t: await ctx.ask(queries.count_tenant_rows, t, tenant_id) for t in tables}
     plan = {"tenant": tenant_id, "registered": registered, "tokens": len(tokens),
             "addresses": len(addresses), "rows": rows, "dry_run": dry_run}  # fmt: skip
     if dry_run:
@@ -61,7 +61,7 @@ async def remove_tenant(
     # every record it holds (later mail for the tenant is refused, or dead-lettered unapplied).
     await caught_up(ctx, ctx.streams_group, (MAIL, COMMANDS), deadline, "the streams workers")
     await sink_caught_up(ctx, deadline)
-    addresses = await ask(ctx, queries.tenant_addresses, tenant_id)
+    addresses = await ctx.ask(queries.tenant_addresses, tenant_id)
     for start in range(0, len(addresses), BATCH):
         commands = [EraseAddress(tenant_id=tenant_id, event_time=ctx.clock.now(), actor=actor,
                                  address=a) for a in addresses[start : start + BATCH]]  # fmt: skip
@@ -69,7 +69,7 @@ async def remove_tenant(
     await sink_caught_up(ctx, deadline)
     removed = {}
     for table in tables:
-        removed[table] = await ask(ctx, queries.delete_tenant_rows, table, tenant_id)
+        removed[table] = await ctx.ask(queries.delete_tenant_rows, table, tenant_id)
     log.info("removed tenant %s: %d addresses erased, %d tokens revoked, rows %s", tenant_id,
              len(addresses), len(tokens), removed)  # fmt: skip
     return {**plan, "rows": removed}

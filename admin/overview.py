@@ -22,5 +22,5 @@ async def overview(request: Request) -> dict[str, Any]:
     ``total``); ``addresses``: status -> live addresses, as the sink stored them in ClickHouse
     (a status none has is left out)."""
     ctx: AdminContext = request.app.state.context
-    addresses = await ctx.run(queries.addresses_by_status, ctx.clickhouse, ctx.layout)
+    addresses = await ctx.ask(queries.addresses_by_status)
     return {"tenants": len(ctx.tenants.tenants), "addresses": addresses}
