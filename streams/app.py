@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from smtp_discovery.platform.ops import CounterView, OpsServer
 from smtp_discovery.platform.views import TenantDirectory
-from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.commands import Tick
 from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
@@ -38,6 +38,7 @@ from smtp_discovery.schemas.topics import (
 )
 from smtp_discovery.streams.clock import PartitionClock
 from smtp_discovery.streams.due import DueIndex
+from smtp_discovery.streams.partitioning import partition_for
 from smtp_discovery.streams.processor import Incoming, Processor
 from smtp_discovery.streams.recovery import StreamsTableManager
 from smtp_discovery.streams.rewind import RewindingApp
@@ -144,7 +145,8 @@ class Topology:
         }
         records = app.Table("records", **table_options)
         groups = app.Table("groups", **table_options)
-        self.store = GroupStore(records, groups, cached_groups=settings.cached_groups)
+        journal = app.Table("journal", **table_options)
+        self.store = GroupStore(records, groups, journal, cached_groups=settings.cached_groups)
         # Another worker may have written a partition's tables while this one did not own it.
         app.on_partitions_revoked.connect(self._forget_groups)
         app.on_partitions_assigned.connect(self._forget_groups)
@@ -296,6 +298,16 @@ class Topology:
         self.due.clear()
         for key, record in self.store.waiting():
             self.due.update(key, record)
+        for route_key, journal in self.store.journals():
+            newest = journal.entries[-1]
+            message = decode(newest.topic, newest.value)
+            self.due.update_journal(
+                route_key,
+                message.tenant_id,
+                message.address,
+                partition_for(route_key.encode(), self.settings.partitions),
+                journal.expires_at(self.policy.late_grace),
+            )
         self.due.keep_partitions(active)
         self._indexed_partitions = active
         log.info(
@@ -315,12 +327,13 @@ class Topology:
         if active != self._indexed_partitions:
             self.rebuild_due_index(active)
         sent = 0
-        for _key, waiting in self.due.due(self.clock.now, self.directory.settings):
-            tick = Tick(
-                tenant_id=waiting.tenant_id,
-                event_time=self.clock.now(waiting.partition),
-                address=waiting.address,
-            )
+        due = [
+            (waiting.tenant_id, waiting.address, waiting.partition)
+            for _key, waiting in self.due.due(self.clock.now, self.directory.settings)
+        ]
+        due.extend(self.due.expired_journals(self.clock.now))
+        for tenant_id, address, partition in due:
+            tick = Tick(tenant_id=tenant_id, event_time=self.clock.now(partition), address=address)
             await self.outputs[COMMANDS].send(key=tick.kafka_key(), value=encode(tick))
             sent += 1
         if sent:

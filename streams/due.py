@@ -12,7 +12,7 @@ between the scan and the tick, and the record, unchanged, would never be ticked 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from smtp_discovery.platform.clock import Clock, SystemClock
@@ -37,6 +37,15 @@ class Waiting:
     partition: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Expiring:
+    tenant_id: str
+    address: str
+    partition: int
+    expires_at: datetime
+    ticked: float | None = None
+
+
 RETICK_AFTER_S = 600.0
 """How long a tick that changed nothing keeps its record from being ticked again."""
 
@@ -58,6 +67,8 @@ class DueIndex:
         self._waiting: dict[str, Waiting] = {}
         self._ticked: dict[str, tuple[int, float]] = {}
         """Record key -> (version, when) of its last tick."""
+        self._journals: dict[str, _Expiring] = {}
+        """Route key -> when its group's journal (``streams.journal``) is of no more use."""
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -84,15 +95,45 @@ class DueIndex:
             partition=partition,
         )
 
+    def update_journal(
+        self,
+        route_key: str,
+        tenant_id: str,
+        address: str,
+        partition: int,
+        expires_at: datetime | None,
+    ) -> None:
+        """Note when a group's journal can go (None: it has gone)."""
+        if expires_at is None:
+            self._journals.pop(route_key, None)
+        else:
+            self._journals[route_key] = _Expiring(tenant_id, address, partition, expires_at)
+
     def keep_partitions(self, active: frozenset[int]) -> None:
         """Forget records of partitions this worker does not own (a memory store also holds
         standby partitions)."""
         for key in [k for k, w in self._waiting.items() if w.partition not in active]:
             del self._waiting[key]
+        for key in [k for k, j in self._journals.items() if j.partition not in active]:
+            del self._journals[key]
 
     def clear(self) -> None:
         self._waiting.clear()
         self._ticked.clear()
+        self._journals.clear()
+
+    def expired_journals(self, now: Callable[[int], datetime]) -> Iterator[tuple[str, str, int]]:
+        """(tenant id, an address, partition) of each group whose journal has expired by its
+        partition's ``now``: a tick drops it. Again after ``retick_after_s`` if it is still
+        there (the tick was lost, or the journal grew meanwhile and was noted again)."""
+        clock = self.clock.monotonic()
+        for key, journal in list(self._journals.items()):
+            if journal.expires_at > now(journal.partition):
+                continue
+            if journal.ticked is not None and clock - journal.ticked < self.retick_after_s:
+                continue
+            self._journals[key] = replace(journal, ticked=clock)
+            yield journal.tenant_id, journal.address, journal.partition
 
     def due(
         self,

@@ -21,12 +21,13 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, decode, encode
-from smtp_discovery.schemas.commands import AliasRelease, EraseAddress
+from smtp_discovery.schemas.commands import AliasRelease, EraseAddress, Tick
 from smtp_discovery.schemas.state import AddressRecord
 from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
 from smtp_discovery.schemas.topics import (
@@ -36,9 +37,11 @@ from smtp_discovery.schemas.topics import (
     DEAD_LETTER,
     STATE_CHANGES,
 )
-from smtp_discovery.streams import rules
+from smtp_discovery.streams import reorder, rules
 from smtp_discovery.streams.clock import PartitionClock
 from smtp_discovery.streams.due import DueIndex
+from smtp_discovery.streams.journal import Entry, micros
+from smtp_discovery.streams.reorder import JournalState
 from smtp_discovery.streams.store import GroupStore
 
 log = logging.getLogger("smtp_discovery.streams")
@@ -49,6 +52,10 @@ an erased alias by its primary's partition (a no-op where the primary is gone to
 
 Send = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Any]]
 """send(topic, key, value, partition) -> a future that resolves when Kafka acknowledged it."""
+
+
+def _decode_entry(entry: Entry) -> Any:
+    return decode(entry.topic, entry.value)
 
 
 def _nothing() -> None:
@@ -73,6 +80,7 @@ class _Batch:
     send. Later messages of the batch see what earlier ones changed."""
 
     groups: dict[str, dict[str, AddressRecord]] = field(default_factory=dict)
+    journals: dict[str, JournalState] = field(default_factory=dict)
     changed: dict[str, dict[str, AddressRecord | None]] = field(default_factory=dict)
     writer: dict[str, Incoming] = field(default_factory=dict)
     """Per changed route key, a message of its partition (to write the tables as)."""
@@ -112,6 +120,21 @@ class Processor:
             self.store.save(route_key, changed)
             for key, record in changed.items():
                 self.due.update(key, record)
+        for route_key, journaled in work.journals.items():
+            if not journaled.changed:
+                continue
+            work.writer[route_key].enter()
+            journal = journaled.journal
+            self.store.save_journal(
+                route_key, journal, journaled.base if journaled.base_changed else None
+            )
+            self.due.update_journal(
+                route_key,
+                journaled.tenant_id,
+                journaled.address,
+                work.writer[route_key].partition,
+                journal.expires_at(self.policy.late_grace),
+            )
 
     def _apply(self, work: _Batch, incoming: Incoming) -> None:
         try:
@@ -128,6 +151,10 @@ class Processor:
             tenant = TenantConfig(tenant_id=message.tenant_id, name=message.tenant_id,
                                   event_time=message.event_time, domains=(domain,))  # fmt: skip
             settings = DiscoverySettings()
+        if (tenant is None or settings is None) and isinstance(message, Tick):
+            # The timer's tick for the journal of a tenant that left: only the journal goes.
+            self._drop_journal(work, incoming, message.route_key())
+            return
         if tenant is None or settings is None:
             self._dead_letter(
                 work,
@@ -142,7 +169,26 @@ class Processor:
             if group is None:
                 incoming.enter()
                 group = self.store.load(route_key)
-            outcome = rules.apply(group, message, rules.Context(tenant, settings, self.policy))
+            journaled = work.journals.get(route_key)
+            if journaled is None:
+                journaled = work.journals[route_key] = JournalState(
+                    self.store.load_journal(route_key)
+                )
+            ctx = rules.Context(tenant, settings, self.policy)
+            outcome = reorder.place(
+                group,
+                journaled,
+                message,
+                Entry(
+                    micros(message.event_time),
+                    message.event_id,
+                    incoming.topic,
+                    incoming.value or b"",
+                ),
+                ctx,
+                load_base=partial(self.store.load_base, route_key),
+                decode=_decode_entry,
+            )
         except Exception as exc:  # a rule bug must not stop the partition: park the message
             log.exception(
                 "rules failed on %s:%d@%d",
@@ -153,6 +199,8 @@ class Processor:
             )
             self._dead_letter(work, incoming, exc)
             return
+        if journaled.changed:
+            work.writer[route_key] = incoming
         self._outputs(work, outcome, incoming.partition)
         if outcome.records:
             after = dict(group)
@@ -183,6 +231,16 @@ class Processor:
                     "cause_event_id": message.event_id,
                 },
             )
+
+    def _drop_journal(self, work: _Batch, incoming: Incoming, route_key: str) -> None:
+        state = work.journals.get(route_key)
+        if state is None:
+            incoming.enter()
+            state = work.journals[route_key] = JournalState(self.store.load_journal(route_key))
+        state.drop()
+        if state.changed:
+            work.writer[route_key] = incoming
+        self.counts["journal_dropped"] += 1
 
     @staticmethod
     def _outputs(work: _Batch, outcome: rules.Outcome, partition: int) -> None:

@@ -122,7 +122,7 @@ class Outcome:
                     AddressStateSnapshot.model_construct(
                         schema_version=SCHEMA_VERSION,
                         type="address_state",
-                        event_id=_derived_id("snapshot", key, record.version),
+                        event_id=derived_id("snapshot", key, record.version),
                         tenant_id=record.tenant_id,
                         event_time=record.status_since
                         if record.last_seen is None
@@ -194,7 +194,7 @@ class _Work:
         """Tell a primary on another partition that ``alias`` is no longer its alias."""
         self.outcome.messages.append(
             AliasRelease(
-                event_id=_derived_id("release", cause, 0),
+                event_id=derived_id("release", cause, 0),
                 tenant_id=self.tenant_id,
                 event_time=at,
                 address=primary,
@@ -232,7 +232,7 @@ class _Work:
         display = (after or before).address  # type: ignore[union-attr]
         self.outcome.changes.append(
             StateChange(
-                event_id=_derived_id("change", key, version),
+                event_id=derived_id("change", key, version),
                 tenant_id=self.tenant_id,
                 event_time=at,
                 address=display,
@@ -262,7 +262,7 @@ class _Work:
         cid = command_id or command.event_id
         self.outcome.results.append(
             CommandResult(
-                event_id=_derived_id("result", f"{cid}:{'applied' if ok else code}", 0),
+                event_id=derived_id("result", f"{cid}:{'applied' if ok else code}", 0),
                 tenant_id=self.tenant_id,
                 event_time=at,
                 address=address or command.address,
@@ -275,7 +275,7 @@ class _Work:
         )
 
 
-def _derived_id(kind: str, key: str, version: int) -> str:
+def derived_id(kind: str, key: str, version: int) -> str:
     """Ids of outputs are derived from what caused them, so a replay repeats them exactly."""
     return uuid.uuid5(ID_NAMESPACE, f"{kind}:{key}:{version}").hex
 
@@ -432,7 +432,7 @@ def _apply(work: _Work, message: Any, ctx: Context) -> None:
     if address.domain not in ctx.tenant.domains and not isinstance(
         message, (AliasRelease, AliasRequest, AliasGrant, Tick)
     ):
-        if _is_mail(message):
+        if is_mail(message):
             work.outcome.skipped = "domain_not_registered"
             return
         work.result(
@@ -445,14 +445,14 @@ def _apply(work: _Work, message: Any, ctx: Context) -> None:
         return
     # Lazy time: what was due before this message happens first, at its own deadline.
     _apply_all_due(work, message.event_time)
-    if _is_mail(message) and _predates(work.get(key), message.event_time, ctx.policy):
+    if is_mail(message) and _predates(work.get(key), message.event_time, ctx.policy):
         # Older than the record itself (beyond grace): it belonged to a previous incarnation of
         # the address (pruned or removed since), so it says nothing about this one.
         work.outcome.skipped = "predates_record"
         return
-    if _is_mail(message) and _duplicate(work, key, message.event_id):
+    if is_mail(message) and _duplicate(work, key, message.event_id):
         return
-    if _is_mail(message) and _settled(work.get(key)):
+    if is_mail(message) and _settled(work.get(key)):
         # Users, functional accounts, aliases and invalid addresses are the admins' business:
         # mail to or from them changes nothing (and costs no write: most traffic is theirs).
         work.outcome.skipped = "settled"
@@ -466,7 +466,7 @@ def _apply(work: _Work, message: Any, ctx: Context) -> None:
     _apply_all_due(work, message.event_time)
 
 
-def _is_mail(message: Any) -> bool:
+def is_mail(message: Any) -> bool:
     return isinstance(
         message,
         (CalloutVerified, CalloutRejected, CalloutTempfailed, RecipientDelivered, OutboundSent),
@@ -952,7 +952,7 @@ def _on_add_alias(work: _Work, key: str, address: Address, command: AddAlias) ->
         return
     work.outcome.messages.append(
         AliasRequest(
-            event_id=_derived_id("alias-request", command.event_id, 0),
+            event_id=derived_id("alias-request", command.event_id, 0),
             tenant_id=work.tenant_id,
             event_time=command.event_time,
             address=command.primary,
@@ -1037,7 +1037,7 @@ def _on_alias_request(work: _Work, key: str, address: Address, message: AliasReq
     work.set_alias(key, parse_address(message.alias).normalized, linked=True, at=at)
     work.outcome.messages.append(
         AliasGrant(
-            event_id=_derived_id("alias-grant", message.command_id, 0),
+            event_id=derived_id("alias-grant", message.command_id, 0),
             tenant_id=work.tenant_id,
             event_time=at,
             address=message.alias,

@@ -5,6 +5,10 @@ Two tables, both written only while the worker processes a message of the group'
 share it, one per line). The group index changes only when an address appears or disappears,
 so a message costs at most one record write.
 
+A third table, ``journal``, holds each group's recent messages and the group as it stood
+before them (``streams.journal``): under the route key, the messages; under the route key and
+``BASE_SUFFIX``, the base (absent: no record).
+
 Decoded groups are kept in a bounded cache, written through on every save: most mail goes to
 addresses seen a moment ago, and decoding a record from JSON was the largest cost per message
 (see bench/README.md). Only this worker's agent writes the tables of the partitions it owns, so
@@ -18,11 +22,15 @@ import json
 from collections.abc import Iterator, MutableMapping
 
 from smtp_discovery.schemas.state import AddressRecord, AddressStatus
+from smtp_discovery.streams.journal import Journal
 
 Group = dict[str, AddressRecord]
 
 _WAITING = (AddressStatus.PENDING, AddressStatus.DISCOVERED)
 _PENDING, _DISCOVERED = (f'"{status.value}"'.encode() for status in _WAITING)
+
+BASE_SUFFIX = "\x00base"
+"""Appended to a route key for its journal's base, in the ``journal`` table."""
 
 CACHED_GROUPS = 100_000
 """Groups kept decoded; about 1.5 KB each, so the default costs some 150 MB at most."""
@@ -41,11 +49,13 @@ class GroupStore:
         self,
         records: MutableMapping[str, bytes],
         groups: MutableMapping[str, bytes],
+        journal: MutableMapping[str, bytes] | None = None,
         *,
         cached_groups: int = CACHED_GROUPS,
     ) -> None:
         self.records = records
         self.groups = groups
+        self.journal: MutableMapping[str, bytes] = {} if journal is None else journal
         self.cached_groups = cached_groups
         self._cache: dict[str, Group] = {}
         self.misses = 0
@@ -90,6 +100,42 @@ class GroupStore:
             else:
                 self.groups.pop(route_key, None)
         self._remember(route_key, group)
+
+    def load_journal(self, route_key: str) -> Journal:
+        return Journal.decode(self.journal.get(route_key))
+
+    def load_base(self, route_key: str) -> Group:
+        """The group before its journal's first message."""
+        raw = self.journal.get(route_key + BASE_SUFFIX)
+        base: Group = {}
+        for line in raw.split(b"\n") if raw else ():
+            key, _, value = line.partition(b"\t")
+            base[key.decode("utf-8")] = AddressRecord.model_validate_json(value)
+        return base
+
+    def save_journal(self, route_key: str, journal: Journal, base: Group | None) -> None:
+        """Write the journal, and its base when given (``None``: the base is unchanged). An
+        empty journal goes with its base."""
+        if not journal:
+            self.journal.pop(route_key, None)
+            self.journal.pop(route_key + BASE_SUFFIX, None)
+            return
+        self.journal[route_key] = journal.encode()
+        if base is None:
+            return
+        if base:
+            self.journal[route_key + BASE_SUFFIX] = b"\n".join(
+                key.encode("utf-8") + b"\t" + record.model_dump_json().encode("utf-8")
+                for key, record in base.items()
+            )
+        else:
+            self.journal.pop(route_key + BASE_SUFFIX, None)
+
+    def journals(self) -> Iterator[tuple[str, Journal]]:
+        """Every journal (not their bases), for the timer's index."""
+        for key, raw in self.journal.items():
+            if not key.endswith(BASE_SUFFIX):
+                yield key, Journal.decode(raw)
 
     def _remember(self, route_key: str, group: Group) -> None:
         """Most recently used last; the least recently used goes when the cache is full."""

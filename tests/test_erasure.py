@@ -190,7 +190,7 @@ async def test_an_erased_address_is_gone_from_everywhere(
         # Compacted topics: address state, the worker's tables (their changelogs), tenants.
         topics = [run.names("discovery.address-state"), run.names("discovery.tenants"),
                   run.names("discovery.admin-tokens"), f"{run.app_id}-records-changelog",
-                  f"{run.app_id}-groups-changelog"]  # fmt: skip
+                  f"{run.app_id}-groups-changelog", f"{run.app_id}-journal-changelog"]  # fmt: skip
 
         async def tables_clean() -> bool:
             views = [await compacted_view(kafka_bootstrap, t) for t in topics]
@@ -302,7 +302,7 @@ async def test_a_removed_tenant_leaves_nothing_behind(
 
         topics = [run.names("discovery.address-state"), run.names("discovery.tenants"),
                   run.names("discovery.admin-tokens"), f"{run.app_id}-records-changelog",
-                  f"{run.app_id}-groups-changelog"]  # fmt: skip
+                  f"{run.app_id}-groups-changelog", f"{run.app_id}-journal-changelog"]  # fmt: skip
 
         async def topics_clean() -> bool:
             for topic in topics:

@@ -149,6 +149,7 @@ def test_topology_lists_faust_changelogs_and_recovers_with_the_hand_over_and_rew
     assert declared == {
         ("p-streams-records-changelog", 4, 1, "compact"),
         ("p-streams-groups-changelog", 4, 1, "compact"),
+        ("p-streams-journal-changelog", 4, 1, "compact"),
     }
     assert isinstance(topology.app.tables.recovery, HandOverRecovery)
     assert isinstance(topology.app.consumer._thread, RewindingConsumerThread)

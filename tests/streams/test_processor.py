@@ -9,9 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 from smtp_discovery.platform.views import TenantDirectory
-from smtp_discovery.schemas.codec import encode
+from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.schemas.commands import EraseAddress, Tick
 from smtp_discovery.schemas.tenant import TenantConfig
-from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, STATE_CHANGES
+from smtp_discovery.schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, STATE_CHANGES
 from smtp_discovery.streams.clock import EventTimeClock
 from smtp_discovery.streams.due import DueIndex
 from smtp_discovery.streams.processor import Incoming, Processor
@@ -92,3 +93,101 @@ async def test_a_batch_writes_each_changed_key_once_after_its_outputs_are_acknow
     ]
     assert store.load("acme:alice")["acme:alice@a.example"].status == "discovered"
     assert processor.counts["applied"] == 4
+
+
+def _processor(
+    world: World, tables: dict[str, Recording], sent: list[tuple[str, Any]]
+) -> Processor:
+    tenant = TenantConfig(**{**world.config.model_dump(), "settings": {"discovery_enabled": True}})
+    directory = TenantDirectory()
+    directory.apply(tenant.kafka_key(), encode(tenant))
+
+    async def send(topic: str, key: bytes | None, value: bytes | None, partition: Any) -> Any:
+        sent.append((topic, value))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    store = GroupStore(tables["records"], tables["groups"], tables["journal"])
+    return Processor(
+        store=store,
+        directory=directory,
+        clock=EventTimeClock(),
+        send=send,
+        due=DueIndex(Policy(), 4),
+        policy=Policy(),
+    )
+
+
+async def test_a_late_message_is_put_in_its_event_time_place_across_batches() -> None:
+    """Each message its own batch (as after a restart, nothing cached but the tables): a
+    refusal of day 0.2 arriving after clean mail of days 0.1 and 0.3 gives the event-time
+    outcome (removed, then made pending again by day 0.3's delivery); the journal is written
+    once per batch, its base only when it starts; its expiry tick drops it."""
+    world = World()
+    writes: list[tuple[str, str]] = []
+    tables = {name: Recording(name, writes) for name in ("records", "groups", "journal")}
+    sent: list[tuple[str, Any]] = []
+    processor = _processor(world, tables, sent)
+    day = timedelta(days=1)
+    address = "alice@a.example"
+    messages = [
+        world.verified(address, T0),
+        world.delivered(address, T0 + 0.1 * day),
+        world.delivered(address, T0 + 0.3 * day),
+        world.rejected(address, T0 + 0.2 * day),
+    ]
+    for offset, message in enumerate(messages):
+        processor.store.forget()
+        await processor.handle_batch(
+            [Incoming(MAIL, 0, offset, message.kafka_key(), encode(message))]
+        )
+    record = processor.store.load("acme:alice")["acme:alice@a.example"]
+    assert record.status == "pending"
+    assert record.clean_by_day == {(T0 + 0.3 * day).date(): 1}
+    assert [w for w in writes if w[0] == "write journal"] == [("write journal", "acme:alice")] * 4
+    assert ("write journal", "acme:alice\x00base") not in writes  # an empty base is no write
+    reasons = [
+        (c.from_status, c.to_status, c.reason)
+        for topic, value in sent
+        if topic == STATE_CHANGES
+        for c in [decode(STATE_CHANGES, value)]
+    ]
+    assert reasons == [
+        (None, "pending", "verified"),
+        ("pending", None, "destination_rejected"),
+        (None, "pending", "verified"),
+    ]
+    assert len(processor.store.load_journal("acme:alice")) == 4
+
+    # The timer: nothing expires before the grace period after the newest message ...
+    partition_now = T0 + 0.3 * day + Policy().late_grace
+    assert (
+        list(processor.due.expired_journals(lambda _p: partition_now - timedelta(seconds=1))) == []
+    )
+    expired = list(processor.due.expired_journals(lambda _p: partition_now))
+    assert [(tenant, a) for tenant, a, _ in expired] == [("acme", address)]
+    # ... and its tick drops the journal (the group as it is is the new starting point).
+    tick = Tick(**world.base(address, partition_now))
+    await processor.handle_batch([Incoming(COMMANDS, 0, 9, tick.kafka_key(), encode(tick))])
+    assert "acme:alice" not in tables["journal"]
+    assert processor.store.load("acme:alice")["acme:alice@a.example"].status == "pending"
+
+
+async def test_an_erasure_takes_the_journal_of_the_address_with_it() -> None:
+    world = World()
+    writes: list[tuple[str, str]] = []
+    tables = {name: Recording(name, writes) for name in ("records", "groups", "journal")}
+    processor = _processor(world, tables, [])
+    messages = [
+        world.verified("alice@a.example", T0),
+        world.command(EraseAddress, "alice@a.example", T0 + timedelta(minutes=5)),
+    ]
+    await processor.handle_batch(
+        [
+            Incoming(MAIL if i == 0 else COMMANDS, 0, i, m.kafka_key(), encode(m))
+            for i, m in enumerate(messages)
+        ]
+    )
+    assert dict(tables["journal"]) == {}
+    assert dict(tables["records"]) == {}

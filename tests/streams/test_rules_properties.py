@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from smtp_discovery.schemas.commands import (
     CreateUser,
     DeleteAddress,
     MarkInvalid,
+    RemoveInvalid,
     Tick,
 )
 from smtp_discovery.schemas.state import AddressStatus
@@ -146,3 +148,146 @@ def test_an_alias_primary_is_always_a_user(
                 assert record.address.lower() in primary.aliases
             if record.aliases:
                 assert record.status is AddressStatus.USER
+
+
+# ---- every kind of message, shuffled within the grace period (issue: late events of every kind)
+
+GROUP = ["jo@a.example", "jo@b.example", "jo+x@a.example", "jo+y@b.example"]
+"""One route-key group: what order matters across (alias detection, links, removals)."""
+KINDS = [
+    "verified",
+    "rejected",
+    "clean",
+    "clean",
+    "clean",
+    "not_clean",
+    "catch_all",
+    "outbound",
+    "user",
+    "functional",
+    "invalid",
+    "remove_invalid",
+    "delete",
+    "alias",
+    "tick",
+]
+
+
+def _message(w: World, kind: str, address: str, other: str, at: datetime) -> Any:
+    if kind == "verified":
+        return w.verified(address, at)
+    if kind == "rejected":
+        return w.rejected(address, at)
+    if kind in ("clean", "not_clean"):
+        return w.delivered(address, at, kind)
+    if kind == "catch_all":
+        return w.delivered(address, at, catch_all=True)
+    if kind == "outbound":
+        return w.outbound(address, at)
+    if kind == "tick":
+        return Tick(**w.base(address, at))
+    if kind == "alias":
+        primary = other if other != address else GROUP[(GROUP.index(address) + 1) % len(GROUP)]
+        return w.command(AddAlias, address, at, primary=primary)
+    command = {
+        "user": CreateUser,
+        "functional": CreateFunctional,
+        "invalid": MarkInvalid,
+        "remove_invalid": RemoveInvalid,
+        "delete": DeleteAddress,
+    }[kind]
+    return w.command(command, address, at)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(KINDS),
+            st.sampled_from(GROUP),
+            st.sampled_from(GROUP),
+            st.integers(0, 60 * 24 * 12),  # minute of a 12-day stretch
+            st.floats(0, 0.999),  # delay, as a share of the grace period
+        ),
+        min_size=1,
+        max_size=24,
+        unique_by=lambda step: step[3],  # distinct event times: event-time order is one order
+    ),
+    st.integers(1, 4),
+    st.booleans(),
+    st.booleans(),
+)
+def test_any_order_within_the_grace_period_gives_the_event_time_outcome(
+    steps: list[tuple[str, str, str, int, float]],
+    threshold: int,
+    auto_outbound: bool,
+    auto_alias: bool,
+) -> None:
+    """Every kind of message (callouts, deliveries, outbound, admin commands, ticks), each
+    delayed by less than the grace period: the records are exactly those of event-time order."""
+    settings_ = DiscoverySettings(
+        discovery_enabled=True,
+        inbound_detection_threshold=threshold,
+        detection_period_days=3,
+        notices_before_expiry=1,
+        auto_add_outbound_users=auto_outbound,
+        auto_add_detected_aliases=auto_alias,
+    )
+    template = World(settings=settings_)
+    messages = [
+        _message(template, kind, address, other, T0 + timedelta(minutes=minute))
+        for kind, address, other, minute, _ in steps
+    ]
+    by_time = sorted(range(len(steps)), key=lambda i: messages[i].event_time)
+    arrival = sorted(range(len(steps)), key=lambda i: messages[i].event_time + steps[i][4] * GRACE)
+
+    def run(order: list[int]) -> World:
+        w = World(settings=settings_)
+        for i in order:
+            w.send(messages[i])
+        return w
+
+    expected, got = run(by_time), run(arrival)
+    assert got.records == expected.records
+
+
+def test_a_late_delivery_does_not_bring_back_an_address_the_destination_refused() -> None:
+    """Verified day 0, clean day 0.1, refused day 0.5, then a clean delivery of day 0.4 arrives:
+    in event-time order the refusal came last, so the address stays removed."""
+    day = timedelta(days=1)
+
+    def run(ordered: bool) -> World:
+        w = World(ordered=ordered)
+        w.send(w.verified("alice@a.example", T0))
+        w.send(w.delivered("alice@a.example", T0 + 0.1 * day))
+        w.send(w.rejected("alice@a.example", T0 + 0.5 * day))
+        w.send(w.delivered("alice@a.example", T0 + 0.4 * day))
+        return w
+
+    assert run(ordered=False).status("alice@a.example") == "pending"  # the rules alone
+    assert run(ordered=True).status("alice@a.example") is None
+
+
+def test_a_late_refusal_is_followed_by_the_deliveries_after_it() -> None:
+    """Verified day 0, clean days 0.1 and 0.3, then a refusal of day 0.2 arrives: in event-time
+    order the clean delivery of day 0.3 came after the refusal and made the address pending
+    again; the history says how it got there."""
+    day = timedelta(days=1)
+
+    def run(ordered: bool) -> World:
+        w = World(ordered=ordered)
+        w.send(w.verified("alice@a.example", T0))
+        w.send(w.delivered("alice@a.example", T0 + 0.1 * day))
+        w.send(w.delivered("alice@a.example", T0 + 0.3 * day))
+        w.send(w.rejected("alice@a.example", T0 + 0.2 * day))
+        return w
+
+    assert run(ordered=False).status("alice@a.example") is None  # the rules alone
+    w = run(ordered=True)
+    assert w.status("alice@a.example") == "pending"
+    assert w.record("alice@a.example").clean_by_day == {(T0 + 0.3 * day).date(): 1}
+    assert w.reasons("alice@a.example") == [
+        (None, "pending", "verified"),
+        ("pending", None, "destination_rejected"),
+        (None, "pending", "verified"),
+    ]

@@ -23,7 +23,9 @@ from smtp_discovery.schemas.mail import (
 )
 from smtp_discovery.schemas.state import AddressRecord, StateChange
 from smtp_discovery.schemas.tenant import DiscoverySettings, TenantConfig
-from smtp_discovery.streams.rules import Context, Outcome, Policy, apply
+from smtp_discovery.streams.journal import Entry, Journal, micros
+from smtp_discovery.streams.reorder import JournalState, place
+from smtp_discovery.streams.rules import Context, Outcome, Policy, apply, is_mail
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -45,6 +47,13 @@ class World:
     changes: list[StateChange] = field(default_factory=list)
     results: list[CommandResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    ordered: bool = True
+    """Through the journal, as the worker applies messages (``streams.reorder.place``); False:
+    each message straight through the rules, in arrival order."""
+    journals: dict[str, JournalState] = field(default_factory=dict)
+    bases: dict[str, dict[str, AddressRecord]] = field(default_factory=dict)
+    sent: dict[str, Any] = field(default_factory=dict)
+    """Messages by event id: what the journal's entries decode to."""
 
     @property
     def ctx(self) -> Context:
@@ -63,7 +72,7 @@ class World:
         outcomes = []
         while queue:
             current = queue.popleft()
-            outcome = apply(self.group(current.route_key()), current, self.ctx)
+            outcome = self._apply(current)
             for key, record in outcome.records.items():
                 if record is None:
                     self.records.pop(key, None)
@@ -76,6 +85,34 @@ class World:
             queue.extend(outcome.messages)
             outcomes.append(outcome)
         return outcomes
+
+    def _apply(self, message: Any) -> Outcome:
+        group = self.group(message.route_key())
+        if not self.ordered:
+            return apply(group, message, self.ctx)
+        route_key = message.route_key()
+        state = self.journals.setdefault(route_key, JournalState(Journal()))
+        self.sent.setdefault(message.event_id, message)
+        entry = Entry(
+            micros(message.event_time),
+            message.event_id,
+            "discovery.mail" if is_mail(message) else "discovery.commands",
+            b"",
+        )
+        outcome = place(
+            group,
+            state,
+            message,
+            entry,
+            self.ctx,
+            load_base=lambda: dict(self.bases.get(route_key, {})),
+            decode=lambda e: self.sent[e.event_id],
+        )
+        if state.base_changed:
+            self.bases[route_key] = dict(state.base or {})
+            state.base_changed = False
+        state.base = None  # read through load_base, as the worker does in a later batch
+        return outcome
 
     def status(self, address: str) -> str | None:
         record = self.records.get(parse_address(address).record_key(self.config.tenant_id))

@@ -1,0 +1,150 @@
+"""A route-key group's recent messages, so that a late one can be put in its event-time place.
+
+Mail reaches the worker out of order: an ingest node's spool sends what it held during a Kafka
+outage, and producers retry. Within the grace period the outcome must be what processing in
+event-time order gives, for every kind of message (a rejection, a command, a delivery ...), and
+that order is a property of the whole group, not of one record: a rejection removes a record,
+a delivery re-creates it, an alias is detected against its neighbours.
+
+So the worker keeps, per group, the *journal*: the messages of the last grace period in
+event-time order, as they arrived (the raw value and its topic, decoded again only when
+needed), and the *base*: the group as it stood before the journal's first message. A message in
+order is applied to the group as it is and appended. A late one (older than the journal's
+newest) is applied by replaying the base through the journal with the late message in its place
+(``streams.reorder``). A redelivered message the journal holds is dropped at once.
+
+Bounded in time and size:
+
+* a message more than the grace period newer than every message of the journal starts it anew
+  (no message that may still arrive can precede them), with the group as it is for base;
+* the worker's timer drops a journal whose newest message is older than the grace period
+  (``expires_at``), so the raw messages are kept no longer than that;
+* past ``MAX_ENTRIES`` (a mailbox with a lot of mail), the oldest messages are folded into the
+  base: first those already past the grace period, then, if still too many, the oldest. A late
+  message older than what the journal still holds is then applied where the journal starts.
+
+Pure: bytes in, bytes out; no Faust, no Kafka.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+MAX_ENTRIES = 64
+"""Most messages a journal holds; folding brings it back to half of this."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(at: datetime) -> int:
+    """Microseconds since the epoch: the journal's (exact, sortable) event time."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message as it arrived: decoded again (with the same contract) only for a replay."""
+
+    at: int
+    """Event time, microseconds since the epoch."""
+    event_id: str
+    topic: str
+    """The topic's name in the registry (``schemas.topics``), for ``codec.decode``."""
+    value: bytes
+
+
+@dataclass
+class Journal:
+    """The messages of one group since its base, in event-time order (arrival order on ties)."""
+
+    entries: list[Entry] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def newest(self) -> int | None:
+        return self.entries[-1].at if self.entries else None
+
+    @property
+    def oldest(self) -> int | None:
+        return self.entries[0].at if self.entries else None
+
+    def holds(self, event_id: str) -> bool:
+        return any(entry.event_id == event_id for entry in self.entries)
+
+    def is_late(self, at: int) -> bool:
+        """Older than a message the journal holds: its outcome needs a replay."""
+        newest = self.newest
+        return newest is not None and at < newest
+
+    def beyond_grace(self, at: int, grace: timedelta) -> bool:
+        """Older than the grace period before the newest message held: too late to place (the
+        rules judge it as late)."""
+        newest = self.newest
+        return newest is not None and at < newest - grace // timedelta(microseconds=1)
+
+    def starts_anew(self, at: int, grace: timedelta) -> bool:
+        """Every message held is at least the grace period older than ``at``: none that may
+        still arrive can precede them, so the group as it is can be the base."""
+        newest = self.newest
+        return newest is not None and newest <= at - grace // timedelta(microseconds=1)
+
+    def add(self, entry: Entry) -> int:
+        """Insert in event-time order, after any message of the same time; returns its place."""
+        place = bisect.bisect_right([e.at for e in self.entries], entry.at)
+        self.entries.insert(place, entry)
+        return place
+
+    def to_fold(self, grace: timedelta, max_entries: int = MAX_ENTRIES) -> list[Entry]:
+        """The oldest messages to move into the base (and remove) when the journal is over
+        ``max_entries``: those past the grace period, and more down to half the maximum."""
+        if len(self.entries) <= max_entries:
+            return []
+        assert self.newest is not None
+        horizon = self.newest - grace // timedelta(microseconds=1)
+        past = bisect.bisect_left([e.at for e in self.entries], horizon)
+        count = max(past, len(self.entries) - max_entries // 2)
+        folded, self.entries = self.entries[:count], self.entries[count:]
+        return folded
+
+    def expires_at(self, grace: timedelta) -> datetime | None:
+        """When the journal is of no more use: the grace period after its newest message."""
+        newest = self.newest
+        return None if newest is None else from_micros(newest) + grace
+
+    # ---- encoding --------------------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        """Each entry is a header line ``<at> <event id> <topic> <length>`` and the value's
+        bytes: no escaping, and the header alone says where the next entry starts."""
+        parts: list[bytes] = []
+        for e in self.entries:
+            parts.append(
+                b"%d %s %s %d\n" % (e.at, e.event_id.encode(), e.topic.encode(), len(e.value))
+            )
+            parts.append(e.value)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> Journal:
+        entries: list[Entry] = []
+        if raw:
+            view = memoryview(raw)
+            position = 0
+            while position < len(raw):
+                end = raw.index(b"\n", position)
+                at, event_id, topic, length = raw[position:end].split(b" ")
+                start = end + 1
+                stop = start + int(length)
+                entries.append(
+                    Entry(int(at), event_id.decode(), topic.decode(), bytes(view[start:stop]))
+                )
+                position = stop
+        return cls(entries)

@@ -1,0 +1,192 @@
+"""A late message put in its event-time place: the group replayed from its journal's base.
+
+``streams.journal`` says when this is needed. Here the rules are applied, unchanged, to the base
+and the journal's messages in event-time order with the late one among them; the result is the
+group processing in event-time order would have given. What the worker publishes is the
+difference between that and the group as it stands:
+
+* the records that differ are written (None: removed), and those whose state differs are
+  published;
+* the transitions the replay makes from the late message on are recorded, except those the
+  same replay without the late message makes too: those were recorded when their messages came
+  (by induction, the group always is the event-time outcome of what it has seen);
+* the late message's own command results and system messages are sent. The other messages'
+  results and messages were sent when they arrived and are not sent again.
+
+Transitions recorded before stay in the history: they were true of what the worker had seen
+then, and the history goes on from them.
+
+Pure: no Faust, no Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smtp_discovery.schemas.commands import EraseAddress, Tick
+from smtp_discovery.schemas.state import AddressRecord, StateChange, same_state
+from smtp_discovery.streams import rules
+from smtp_discovery.streams.journal import Entry, Journal
+
+Group = dict[str, AddressRecord]
+
+ORDER_FREE = frozenset({"domain_not_registered", "tempfail", "tenant_fact", "duplicate"})
+"""Skips that no order of messages can change, so the journal does not keep their messages: a
+domain the tenant does not have, a tempfail and a fact about the tenant's server never touch a
+record. Mail to a user is kept: a late admin command (a deletion) may come before it."""
+
+
+@dataclass
+class JournalState:
+    """A group's journal while messages are applied, and its base once loaded or changed."""
+
+    journal: Journal
+    tenant_id: str = ""
+    address: str = ""
+    """An address of the group, for the timer's tick when the journal expires."""
+    base: Group | None = None
+    base_changed: bool = False
+    changed: bool = False
+
+    def drop(self) -> None:
+        """No journal: the group as it is becomes the starting point of the order."""
+        if self.journal:
+            self.journal, self.base = Journal(), {}
+            self.base_changed = self.changed = True
+
+    def restart(self, entry: Entry, group: Mapping[str, AddressRecord]) -> None:
+        self.journal, self.base = Journal([entry]), dict(group)
+        self.base_changed = self.changed = True
+
+
+def place(
+    group: Mapping[str, AddressRecord],
+    state: JournalState,
+    message: Any,
+    entry: Entry,
+    ctx: rules.Context,
+    *,
+    load_base: Callable[[], Group],
+    decode: Callable[[Entry], Any],
+) -> rules.Outcome:
+    """Apply ``message`` as if the group's messages had come in event-time order, and keep it
+    in the journal if its place can matter. ``load_base`` reads the base when it is needed (a
+    replay or a fold), ``decode`` turns an entry back into its message."""
+    journal, grace = state.journal, ctx.policy.late_grace
+    state.tenant_id, state.address = message.tenant_id, message.address
+    at = entry.at
+    if isinstance(message, EraseAddress):
+        state.drop()  # the journal holds the address's messages: they go with it
+        return rules.apply(group, message, ctx)
+    if isinstance(message, Tick):
+        outcome = rules.apply(group, message, ctx)
+        if journal.starts_anew(at, grace):
+            state.drop()
+        elif journal and outcome.records:
+            journal.add(entry)  # what fell due then is part of the order
+            state.changed = True
+        return outcome
+    if journal.holds(message.event_id):
+        if rules.is_mail(message):
+            return rules.Outcome(skipped="duplicate")
+        return rules.apply(group, message, ctx)  # a command again: its result again
+    if journal.is_late(at) and not journal.beyond_grace(at, grace):
+        if state.base is None:
+            state.base = load_base()
+        where = journal.add(entry)
+        messages = [message if i == where else decode(e) for i, e in enumerate(journal.entries)]
+        outcome = replay(state.base, messages[:where], message, messages[where + 1 :], group, ctx)
+        state.changed = True
+    else:
+        outcome = rules.apply(group, message, ctx)
+        if outcome.skipped in ORDER_FREE or journal.is_late(at):
+            return outcome  # (a late one here is past the grace period: the rules judged it)
+        if not journal or journal.starts_anew(at, grace):
+            state.restart(entry, group)
+            return outcome
+        journal.add(entry)
+        state.changed = True
+    folded = state.journal.to_fold(grace)
+    if folded:
+        if state.base is None:
+            state.base = load_base()
+        state.base = fold(state.base, [decode(e) for e in folded], ctx)
+        state.base_changed = True
+    return outcome
+
+
+def step(
+    group: Mapping[str, AddressRecord], message: Any, ctx: rules.Context
+) -> tuple[Group, rules.Outcome]:
+    """One message applied to a group: the new group and the rules' outcome."""
+    outcome = rules.apply(group, message, ctx)
+    after = dict(group)
+    for key, record in outcome.records.items():
+        if record is None:
+            after.pop(key, None)
+        else:
+            after[key] = record
+    return after, outcome
+
+
+def fold(base: Mapping[str, AddressRecord], messages: Iterable[Any], ctx: rules.Context) -> Group:
+    """The base moved past ``messages`` (in event-time order): what the group was after them."""
+    group = dict(base)
+    for message in messages:
+        group, _ = step(group, message, ctx)
+    return group
+
+
+def replay(
+    base: Mapping[str, AddressRecord],
+    before: Sequence[Any],
+    late: Any,
+    after: Sequence[Any],
+    current: Mapping[str, AddressRecord],
+    ctx: rules.Context,
+) -> rules.Outcome:
+    """The outcome of ``late`` put between ``before`` and ``after`` (the journal's messages
+    older and newer than it, in event-time order), against the group as it is (``current``)."""
+    start = fold(base, before, ctx)
+    group, own = step(start, late, ctx)
+    changes = list(own.changes)
+    for message in after:
+        group, outcome = step(group, message, ctx)
+        changes.extend(outcome.changes)
+    # What the messages after the late one published when they came (the same replay without
+    # it): a transition both orders make is not published twice.
+    told: set[tuple[Any, ...]] = set()
+    previous = start
+    for message in after:
+        previous, outcome = step(previous, message, ctx)
+        told.update(_fact(change) for change in outcome.changes)
+    result = rules.Outcome(results=own.results, messages=own.messages)
+    result.changes = [change for change in changes if _fact(change) not in told]
+    for key in {*current, *group}:
+        old, new = current.get(key), group.get(key)
+        if old == new:
+            continue
+        result.records[key] = new
+        if new is None:
+            if old is not None:
+                result.published[key] = None
+        elif old is None or not same_state(old, new):
+            result.published[key] = new
+    if not (result.records or result.results or result.messages):
+        result.skipped = own.skipped or "no_change"
+    return result
+
+
+def _fact(change: StateChange) -> tuple[Any, ...]:
+    """A transition as a fact about the address, whatever version it was numbered with."""
+    return (
+        change.address.lower(),
+        change.from_status,
+        change.to_status,
+        change.reason,
+        change.event_time,
+        change.role,
+        change.primary,
+    )
