@@ -64,6 +64,10 @@ class Journal:
     """The messages of one group since its base, in event-time order (arrival order on ties)."""
 
     entries: list[Entry] = field(default_factory=list)
+    _encoded: bytes | None = field(default=None, repr=False, compare=False)
+    """The entries' encoding while it is known: most messages are appended, and appending to
+    the encoding is cheaper than encoding the journal again."""
+    _ids: set[str] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -77,7 +81,9 @@ class Journal:
         return self.entries[0].at if self.entries else None
 
     def holds(self, event_id: str) -> bool:
-        return any(entry.event_id == event_id for entry in self.entries)
+        if self._ids is None:
+            self._ids = {entry.event_id for entry in self.entries}
+        return event_id in self._ids
 
     def is_late(self, at: int) -> bool:
         """Older than a message the journal holds: its outcome needs a replay."""
@@ -98,8 +104,17 @@ class Journal:
 
     def add(self, entry: Entry) -> int:
         """Insert in event-time order, after any message of the same time; returns its place."""
-        place = bisect.bisect_right([e.at for e in self.entries], entry.at)
-        self.entries.insert(place, entry)
+        entries = self.entries
+        if not entries or entries[-1].at <= entry.at:
+            place = len(entries)
+            if self._encoded is not None:
+                self._encoded += _encode_entry(entry)
+        else:
+            place = bisect.bisect_right([e.at for e in entries], entry.at)
+            self._encoded = None
+        entries.insert(place, entry)
+        if self._ids is not None:
+            self._ids.add(entry.event_id)
         return place
 
     def to_fold(self, grace: timedelta, max_entries: int = MAX_ENTRIES) -> list[Entry]:
@@ -112,6 +127,7 @@ class Journal:
         past = bisect.bisect_left([e.at for e in self.entries], horizon)
         count = max(past, len(self.entries) - max_entries // 2)
         folded, self.entries = self.entries[:count], self.entries[count:]
+        self._encoded = self._ids = None
         return folded
 
     def expires_at(self, grace: timedelta) -> datetime | None:
@@ -124,13 +140,9 @@ class Journal:
     def encode(self) -> bytes:
         """Each entry is a header line ``<at> <event id> <topic> <length>`` and the value's
         bytes: no escaping, and the header alone says where the next entry starts."""
-        parts: list[bytes] = []
-        for e in self.entries:
-            parts.append(
-                b"%d %s %s %d\n" % (e.at, e.event_id.encode(), e.topic.encode(), len(e.value))
-            )
-            parts.append(e.value)
-        return b"".join(parts)
+        if self._encoded is None:
+            self._encoded = b"".join(_encode_entry(entry) for entry in self.entries)
+        return self._encoded
 
     @classmethod
     def decode(cls, raw: bytes | None) -> Journal:
@@ -147,4 +159,14 @@ class Journal:
                     Entry(int(at), event_id.decode(), topic.decode(), bytes(view[start:stop]))
                 )
                 position = stop
-        return cls(entries)
+        return cls(entries, raw or b"")
+
+
+def _encode_entry(entry: Entry) -> bytes:
+    header = b"%d %s %s %d\n" % (
+        entry.at,
+        entry.event_id.encode(),
+        entry.topic.encode(),
+        len(entry.value),
+    )
+    return header + entry.value

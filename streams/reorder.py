@@ -95,10 +95,11 @@ def place(
     if journal.is_late(at) and not journal.beyond_grace(at, grace):
         if state.base is None:
             state.base = load_base()
-        where = journal.add(entry)
-        messages = [message if i == where else decode(e) for i, e in enumerate(journal.entries)]
+        placed = Journal(list(journal.entries))  # the journal changes only if the replay works
+        where = placed.add(entry)
+        messages = [message if i == where else decode(e) for i, e in enumerate(placed.entries)]
         outcome = replay(state.base, messages[:where], message, messages[where + 1 :], group, ctx)
-        state.changed = True
+        state.journal, state.changed = placed, True
     else:
         outcome = rules.apply(group, message, ctx)
         if outcome.skipped in ORDER_FREE or journal.is_late(at):

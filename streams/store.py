@@ -58,12 +58,15 @@ class GroupStore:
         self.journal: MutableMapping[str, bytes] = {} if journal is None else journal
         self.cached_groups = cached_groups
         self._cache: dict[str, Group] = {}
+        self._journals: dict[str, Journal] = {}
+        """Decoded journals, kept like the groups (and forgotten with them)."""
         self.misses = 0
         """Groups read from the tables (decoded) rather than the cache, for the metrics."""
 
     def forget(self) -> None:
         """Drop every cached group: the partitions this worker owns may have changed."""
         self._cache.clear()
+        self._journals.clear()
 
     def members(self, route_key: str) -> list[str]:
         return _members(self.groups.get(route_key))
@@ -102,7 +105,15 @@ class GroupStore:
         self._remember(route_key, group)
 
     def load_journal(self, route_key: str) -> Journal:
-        return Journal.decode(self.journal.get(route_key))
+        """The group's journal (callers may change it: the worker writes it back, or stops)."""
+        cache = self._journals
+        journal = cache.pop(route_key, None)
+        if journal is None:
+            journal = Journal.decode(self.journal.get(route_key))
+        cache[route_key] = journal
+        if len(cache) > self.cached_groups:
+            del cache[next(iter(cache))]
+        return journal
 
     def load_base(self, route_key: str) -> Group:
         """The group before its journal's first message."""
@@ -117,9 +128,11 @@ class GroupStore:
         """Write the journal, and its base when given (``None``: the base is unchanged). An
         empty journal goes with its base."""
         if not journal:
+            self._journals.pop(route_key, None)
             self.journal.pop(route_key, None)
             self.journal.pop(route_key + BASE_SUFFIX, None)
             return
+        self._journals[route_key] = journal
         self.journal[route_key] = journal.encode()
         if base is None:
             return
