@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from smtp_discovery.platform.ops import CounterView, OpsServer
 from smtp_discovery.platform.views import TenantDirectory
-from smtp_discovery.schemas.codec import decode, encode
+from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.commands import Tick
 from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
@@ -299,12 +299,8 @@ class Topology:
         for key, record in self.store.waiting():
             self.due.update(key, record)
         for route_key, journal in self.store.journals():
-            newest = journal.entries[-1]
-            message = decode(newest.topic, newest.value)
             self.due.update_journal(
                 route_key,
-                message.tenant_id,
-                message.address,
                 partition_for(route_key.encode(), self.settings.partitions),
                 journal.expires_at(self.policy.late_grace),
             )
@@ -315,6 +311,15 @@ class Topology:
             len(self.due),
             sorted(active),
         )
+
+    def _journal_tick_address(self, route_key: str) -> tuple[str, str]:
+        """(tenant id, an address of the route key) for the tick that drops a group's journal.
+        Made from the route key, not from a message the journal held: that address may have
+        been erased, and the tick goes through Kafka."""
+        tenant_id, _, base_local = route_key.partition(":")
+        tenant = self.directory.tenant(tenant_id)
+        domain = tenant.domains[0] if tenant is not None and tenant.domains else "erased.invalid"
+        return tenant_id, f"{base_local}@{domain}"
 
     async def _scan(self) -> None:
         """Turn due addresses into ticks on their own partition (tables change only there).
@@ -331,7 +336,10 @@ class Topology:
             (waiting.tenant_id, waiting.address, waiting.partition)
             for _key, waiting in self.due.due(self.clock.now, self.directory.settings)
         ]
-        due.extend(self.due.expired_journals(self.clock.now))
+        due.extend(
+            (*self._journal_tick_address(route_key), partition)
+            for route_key, partition in self.due.expired_journals(self.clock.now)
+        )
         for tenant_id, address, partition in due:
             tick = Tick(tenant_id=tenant_id, event_time=self.clock.now(partition), address=address)
             await self.outputs[COMMANDS].send(key=tick.kafka_key(), value=encode(tick))

@@ -39,8 +39,6 @@ class Waiting:
 
 @dataclass(frozen=True, slots=True)
 class _Expiring:
-    tenant_id: str
-    address: str
     partition: int
     expires_at: datetime
     ticked: float | None = None
@@ -98,8 +96,6 @@ class DueIndex:
     def update_journal(
         self,
         route_key: str,
-        tenant_id: str,
-        address: str,
         partition: int,
         expires_at: datetime | None,
     ) -> None:
@@ -107,7 +103,7 @@ class DueIndex:
         if expires_at is None:
             self._journals.pop(route_key, None)
         else:
-            self._journals[route_key] = _Expiring(tenant_id, address, partition, expires_at)
+            self._journals[route_key] = _Expiring(partition, expires_at)
 
     def keep_partitions(self, active: frozenset[int]) -> None:
         """Forget records of partitions this worker does not own (a memory store also holds
@@ -122,9 +118,9 @@ class DueIndex:
         self._ticked.clear()
         self._journals.clear()
 
-    def expired_journals(self, now: Callable[[int], datetime]) -> Iterator[tuple[str, str, int]]:
-        """(tenant id, an address, partition) of each group whose journal has expired by its
-        partition's ``now``: a tick drops it. Again after ``retick_after_s`` if it is still
+    def expired_journals(self, now: Callable[[int], datetime]) -> Iterator[tuple[str, int]]:
+        """(route key, partition) of each group whose journal has expired by its partition's
+        ``now``: a tick drops it. Again after ``retick_after_s`` if it is still
         there (the tick was lost, or the journal grew meanwhile and was noted again)."""
         clock = self.clock.monotonic()
         for key, journal in list(self._journals.items()):
@@ -133,7 +129,7 @@ class DueIndex:
             if journal.ticked is not None and clock - journal.ticked < self.retick_after_s:
                 continue
             self._journals[key] = replace(journal, ticked=clock)
-            yield journal.tenant_id, journal.address, journal.partition
+            yield key, journal.partition
 
     def due(
         self,

@@ -29,8 +29,12 @@ Pure: bytes in, bytes out; no Faust, no Kafka.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+MARKS = "erased"
+"""The topic name of an erasure mark (``streams.reorder.erasure_mark``): no message, no value."""
 
 MAX_ENTRIES = 64
 """Most messages a journal holds; folding brings it back to half of this."""
@@ -68,6 +72,8 @@ class Journal:
     """The entries' encoding while it is known: most messages are appended, and appending to
     the encoding is cheaper than encoding the journal again."""
     _ids: set[str] | None = field(default=None, repr=False, compare=False)
+    _marks: dict[str, int] | None = field(default=None, repr=False, compare=False)
+    """Erasure marks (entries of topic ``MARKS``): the mark, and when."""
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -84,6 +90,16 @@ class Journal:
         if self._ids is None:
             self._ids = {entry.event_id for entry in self.entries}
         return event_id in self._ids
+
+    def erased_after(self, mark: Callable[[], str], at: int) -> bool:
+        """An erasure mark later than ``at`` stands for the message's address (``mark`` is
+        worked out only if the journal holds a mark)."""
+        if self._marks is None:
+            self._marks = {e.event_id: e.at for e in self.entries if e.topic == MARKS}
+        if not self._marks:
+            return False
+        erased = self._marks.get(mark())
+        return erased is not None and erased > at
 
     def is_late(self, at: int) -> bool:
         """Older than a message the journal holds: its outcome needs a replay."""
@@ -115,6 +131,8 @@ class Journal:
         entries.insert(place, entry)
         if self._ids is not None:
             self._ids.add(entry.event_id)
+        if entry.topic == MARKS:
+            self._marks = None
         return place
 
     def to_fold(self, grace: timedelta, max_entries: int = MAX_ENTRIES) -> list[Entry]:
@@ -127,7 +145,7 @@ class Journal:
         past = bisect.bisect_left([e.at for e in self.entries], horizon)
         count = max(past, len(self.entries) - max_entries // 2)
         folded, self.entries = self.entries[:count], self.entries[count:]
-        self._encoded = self._ids = None
+        self._encoded = self._ids = self._marks = None
         return folded
 
     def expires_at(self, grace: timedelta) -> datetime | None:

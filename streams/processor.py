@@ -130,8 +130,6 @@ class Processor:
             )
             self.due.update_journal(
                 route_key,
-                journaled.tenant_id,
-                journaled.address,
                 work.writer[route_key].partition,
                 journal.expires_at(self.policy.late_grace),
             )
@@ -144,14 +142,15 @@ class Processor:
             return
         tenant = self.directory.tenant(message.tenant_id)
         settings = self.directory.settings(message.tenant_id)
-        if (tenant is None or settings is None) and isinstance(message, AFTER_DEPARTURE):
+        departed = tenant is None or settings is None
+        if departed and isinstance(message, AFTER_DEPARTURE):
             # A removed tenant's records are still erased (offboarding erases them after the
             # tenant is gone, so that no new mail makes more): no setting decides an erasure.
             domain = parse_address(message.address).domain
             tenant = TenantConfig(tenant_id=message.tenant_id, name=message.tenant_id,
                                   event_time=message.event_time, domains=(domain,))  # fmt: skip
             settings = DiscoverySettings()
-        if (tenant is None or settings is None) and isinstance(message, Tick):
+        if departed and isinstance(message, Tick):
             # The timer's tick for the journal of a tenant that left: only the journal goes.
             self._drop_journal(work, incoming, message.route_key())
             return
@@ -199,6 +198,10 @@ class Processor:
             )
             self._dead_letter(work, incoming, exc)
             return
+        if departed:
+            # Offboarding: no mail of the tenant will be applied again, so no erasure mark is
+            # needed, and its group's journal goes with the rest of its data.
+            journaled.drop()
         if journaled.changed:
             work.writer[route_key] = incoming
         self._outputs(work, outcome, incoming.partition)

@@ -21,21 +21,30 @@ Pure: no Faust, no Kafka.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.commands import EraseAddress, Tick
 from smtp_discovery.schemas.state import AddressRecord, StateChange, same_state
 from smtp_discovery.streams import rules
-from smtp_discovery.streams.journal import Entry, Journal
+from smtp_discovery.streams.journal import MARKS, Entry, Journal
 
 Group = dict[str, AddressRecord]
 
-ORDER_FREE = frozenset({"domain_not_registered", "tempfail", "tenant_fact", "duplicate"})
+ORDER_FREE = frozenset({"domain_not_registered", "tempfail", "tenant_fact", "duplicate", "erased"})
 """Skips that no order of messages can change, so the journal does not keep their messages: a
 domain the tenant does not have, a tempfail and a fact about the tenant's server never touch a
 record. Mail to a user is kept: a late admin command (a deletion) may come before it."""
+
+
+def erasure_mark(tenant_id: str, address: str) -> str:
+    """Stands for an erased address in its group's journal, for the grace period: a late
+    message about it from before the erasure must not bring it back, and the journal must not
+    hold the address itself."""
+    return _mark_of(record_key_of(address, tenant_id))
 
 
 @dataclass
@@ -43,9 +52,6 @@ class JournalState:
     """A group's journal while messages are applied, and its base once loaded or changed."""
 
     journal: Journal
-    tenant_id: str = ""
-    address: str = ""
-    """An address of the group, for the timer's tick when the journal expires."""
     base: Group | None = None
     base_changed: bool = False
     changed: bool = False
@@ -74,12 +80,11 @@ def place(
     """Apply ``message`` as if the group's messages had come in event-time order, and keep it
     in the journal if its place can matter. ``load_base`` reads the base when it is needed (a
     replay or a fold), ``decode`` turns an entry back into its message."""
+    decode = _with_marks(decode)
     journal, grace = state.journal, ctx.policy.late_grace
-    state.tenant_id, state.address = message.tenant_id, message.address
     at = entry.at
     if isinstance(message, EraseAddress):
-        state.drop()  # the journal holds the address's messages: they go with it
-        return rules.apply(group, message, ctx)
+        return _erase(group, state, message, entry, ctx, load_base, decode)
     if isinstance(message, Tick):
         outcome = rules.apply(group, message, ctx)
         if journal.starts_anew(at, grace):
@@ -88,6 +93,8 @@ def place(
             journal.add(entry)  # what fell due then is part of the order
             state.changed = True
         return outcome
+    if journal.erased_after(lambda: erasure_mark(message.tenant_id, message.address), at):
+        return rules.Outcome(skipped="erased")
     if journal.holds(message.event_id):
         if rules.is_mail(message):
             return rules.Outcome(skipped="duplicate")
@@ -122,6 +129,8 @@ def step(
     group: Mapping[str, AddressRecord], message: Any, ctx: rules.Context
 ) -> tuple[Group, rules.Outcome]:
     """One message applied to a group: the new group and the rules' outcome."""
+    if isinstance(message, _Erased):
+        return _without(group, message.mark), rules.Outcome(skipped="erased")
     outcome = rules.apply(group, message, ctx)
     after = dict(group)
     for key, record in outcome.records.items():
@@ -138,6 +147,91 @@ def fold(base: Mapping[str, AddressRecord], messages: Iterable[Any], ctx: rules.
     for message in messages:
         group, _ = step(group, message, ctx)
     return group
+
+
+def _erase(
+    group: Mapping[str, AddressRecord],
+    state: JournalState,
+    message: EraseAddress,
+    entry: Entry,
+    ctx: rules.Context,
+    load_base: Callable[[], Group],
+    decode: Callable[[Entry], Any],
+) -> rules.Outcome:
+    """An erasure removes everything the worker has seen of the address when it is applied,
+    whatever the event times: its messages leave the journal, its record and alias links leave
+    the base. A mark takes their place, as late as the latest of them, so that a late message
+    about the address from before it does not bring the address back; mail that arrives after
+    the erasure is a new life of the address. The group's other addresses keep their order."""
+    journal, at = state.journal, entry.at
+    key = parse_address(message.address).record_key(ctx.tenant.tenant_id)
+    erased = erasure_mark(message.tenant_id, message.address)
+    if not journal:
+        after, outcome = step(group, message, ctx)
+        state.restart(Entry(at, erased, MARKS, b""), after)
+        return outcome
+    base = _without(state.base if state.base is not None else load_base(), erased)
+    about = {i for i, e in enumerate(journal.entries) if _about(decode(e), key, ctx)}
+    kept = [e for i, e in enumerate(journal.entries) if i not in about]
+    if journal.is_late(at) and not journal.beyond_grace(at, ctx.policy.late_grace):
+        earlier = [decode(e) for e in kept if e.at <= at]
+        later = [decode(e) for e in kept if e.at > at]
+        outcome = replay(base, earlier, message, later, group, ctx)
+    else:
+        outcome = rules.apply(group, message, ctx)
+    placed = Journal(kept)
+    placed.add(Entry(max([at, *(journal.entries[i].at for i in about)]), erased, MARKS, b""))
+    state.journal, state.base = placed, base
+    state.base_changed = state.changed = True
+    return outcome
+
+
+def _about(message: Any, key: str, ctx: rules.Context) -> bool:
+    if isinstance(message, _Erased):
+        return False
+    return parse_address(message.address).record_key(ctx.tenant.tenant_id) == key
+
+
+def _without(group: Mapping[str, AddressRecord], mark: str) -> Group:
+    """The group with no trace of the address ``mark`` stands for: its record, and its place
+    among a primary's aliases."""
+    out: Group = {}
+    for key, record in group.items():
+        if _mark_of(key) == mark:
+            continue
+        if any(
+            _mark_of(record_key_of(alias, record.tenant_id)) == mark for alias in record.aliases
+        ):
+            record = record.model_copy(
+                update={
+                    "aliases": tuple(
+                        a
+                        for a in record.aliases
+                        if _mark_of(record_key_of(a, record.tenant_id)) != mark
+                    )
+                }
+            )
+        out[key] = record
+    return out
+
+
+def record_key_of(address: str, tenant_id: str) -> str:
+    return parse_address(address).record_key(tenant_id)
+
+
+def _mark_of(record_key: str) -> str:
+    return hashlib.sha256(record_key.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class _Erased:
+    """An erasure mark in a replay: the address it stands for leaves the group."""
+
+    mark: str
+
+
+def _with_marks(decode: Callable[[Entry], Any]) -> Callable[[Entry], Any]:
+    return lambda entry: _Erased(entry.event_id) if entry.topic == MARKS else decode(entry)
 
 
 def replay(

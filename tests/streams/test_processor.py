@@ -166,7 +166,7 @@ async def test_a_late_message_is_put_in_its_event_time_place_across_batches() ->
         list(processor.due.expired_journals(lambda _p: partition_now - timedelta(seconds=1))) == []
     )
     expired = list(processor.due.expired_journals(lambda _p: partition_now))
-    assert [(tenant, a) for tenant, a, _ in expired] == [("acme", address)]
+    assert [route_key for route_key, _ in expired] == ["acme:alice"]
     # ... and its tick drops the journal (the group as it is is the new starting point).
     tick = Tick(**world.base(address, partition_now))
     await processor.handle_batch([Incoming(COMMANDS, 0, 9, tick.kafka_key(), encode(tick))])
@@ -189,5 +189,16 @@ async def test_an_erasure_takes_the_journal_of_the_address_with_it() -> None:
             for i, m in enumerate(messages)
         ]
     )
-    assert dict(tables["journal"]) == {}
     assert dict(tables["records"]) == {}
+    # What stays for the grace period is a mark that does not hold the address.
+    assert list(tables["journal"]) == ["acme:alice"]
+    assert b"alice" not in tables["journal"]["acme:alice"]
+    # A message about it from before the erasure, arriving late, does not bring it back ...
+    late = world.delivered("alice@a.example", T0 + timedelta(minutes=1))
+    await processor.handle_batch([Incoming(MAIL, 0, 2, late.kafka_key(), encode(late))])
+    assert dict(tables["records"]) == {}
+    assert processor.counts["erased"] == 1
+    # ... mail after it does (a new life of the address).
+    after = world.verified("alice@a.example", T0 + timedelta(minutes=6))
+    await processor.handle_batch([Incoming(MAIL, 0, 3, after.kafka_key(), encode(after))])
+    assert processor.store.load("acme:alice")["acme:alice@a.example"].status == "pending"
