@@ -34,6 +34,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench.sink", [], ["--rows", "50000", "--history", "1000000", "--tenants", "1000"]),
     ("bench.end_to_end", [], ["--messages", "400", "--new", "30"]),
     ("bench.rcpt_under_load", [], ["--tenants", "10000", "--rcpts", "400", "--events", "100000"]),
+    ("bench.policy", [], ["--requests", "1000", "--callouts", "200", "--rounds", "2"]),
 ]
 
 

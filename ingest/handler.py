@@ -21,35 +21,30 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import Counter
 
-from smtp_discovery.ingest.dha import Action, HarvestGuard
+from smtp_discovery.ingest.dha import HarvestGuard
 from smtp_discovery.ingest.events import EventPublisher
+from smtp_discovery.ingest.gate import NO_DESTINATION, SPOOL_FULL, RecipientGate
 from smtp_discovery.ingest.metrics import IngestMetrics
 from smtp_discovery.ingest.outbound import IPAddress, OutboundIndex
-from smtp_discovery.ingest.policy import Verdict, relay_hack
+from smtp_discovery.ingest.policy import relay_hack
 from smtp_discovery.ingest.recipients import RecipientChecker
 from smtp_discovery.ingest.relay import Downstream, Reply
 from smtp_discovery.ingest.smtp_client import Target
-from smtp_discovery.ingest.spool import SpoolFull, SpoolRecord
 from smtp_discovery.ingest.verdict import VerdictStep
 from smtp_discovery.platform.clock import Clock
 from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.address import Address, AddressError, parse_address
 from smtp_discovery.schemas.base import AddressMessage
-from smtp_discovery.schemas.codec import encode
-from smtp_discovery.schemas.mail import OutboundSent, RecipientDelivered
 from smtp_discovery.schemas.tenant import TenantConfig
-from smtp_discovery.schemas.topics import MAIL, MAIL_SETTLED, TopicNames, mail_route
+from smtp_discovery.schemas.topics import TopicNames
 
 log = logging.getLogger("smtp_discovery.ingest")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-SPOOL_FULL = "451 4.3.1 Insufficient system storage, try again later"
 INTERNAL_ERROR = "451 4.3.0 Temporary internal error, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 OTHER_DESTINATION = "452 4.5.3 Recipient served by another destination, send it separately"
-NO_DESTINATION = "451 4.4.3 No delivery destination is configured for this recipient"
-SENDER_REFUSED = "550 5.7.1 Sender address not allowed from this IP address"
 NO_SMARTHOST = "550 5.7.1 Outbound relaying is not available here"
 
 DownstreamFactory = Callable[[list[Target]], Downstream]
@@ -115,7 +110,6 @@ class IngestHandler:
         self.outbound = outbound
         self.guard = guard
         self.publisher = publisher
-        self.topics = {base: topics(base) for base in (MAIL, MAIL_SETTLED)}
         self.verdict = verdict
         self.metrics = metrics
         self.downstream = downstream
@@ -127,7 +121,19 @@ class IngestHandler:
         self.tarpit = tarpit
         self.proxy_networks = tuple(proxy_networks)
         """Load balancers allowed to say who the client is (PROXY protocol)."""
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.gate = RecipientGate(
+            checker=checker,
+            tenants=tenants,
+            outbound=outbound,
+            guard=guard,
+            publisher=publisher,
+            topics=topics,
+            metrics=metrics,
+            node_id=node_id,
+            clock=clock,
+            tarpit=tarpit,
+        )
+        """The decision and its events, shared with the Postfix policy service."""
         self._dated: tuple[int, str] = (-1, "")
         self._connections: dict[int, Connection] = {}
 
@@ -179,19 +185,12 @@ class IngestHandler:
                 transaction.sender_address = parse_address(sender, smtputf8=smtputf8)
             except AddressError as exc:
                 return f"553 5.1.7 Sender address rejected: {exc.message}"
-        owner = self.outbound.tenant_for_ip(connection.client_ip)
-        if owner is not None:
-            tenant = self.tenants.tenant(owner)
-            sender_address = transaction.sender_address
-            own = tenant is not None and sender_address is not None
-            if not own or sender_address.domain not in tenant.domains:  # type: ignore[union-attr]
-                self.metrics.messages.labels("outbound", "refused").inc()
-                log.info(
-                    "outbound sender refused",
-                    extra={"client_ip": connection.client, "tenant": owner},
-                )
-                return SENDER_REFUSED
-            transaction.outbound_tenant = tenant
+        tenant, refusal = self.gate.outbound_tenant(
+            connection.client_ip, connection.client, transaction.sender_address
+        )
+        if refusal:
+            return refusal
+        transaction.outbound_tenant = tenant
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.transaction = transaction  # type: ignore[attr-defined]
@@ -228,48 +227,12 @@ class IngestHandler:
         recipient: Address,
     ) -> str:
         client_ip = connection.client
-        tenant = self.tenants.tenant_for_domain(recipient.domain)
-        settings = self.tenants.settings(tenant.tenant_id) if tenant else None
-        if tenant is not None and settings is not None:
-            verdict = self.guard.check(client_ip, tenant.tenant_id, settings)
-            if verdict.action is not Action.ALLOW:
-                # A deferred guess is still a guess: it counts, so persistence ends in 421.
-                self.guard.rejected(client_ip, tenant.tenant_id, settings)
-                log.warning(
-                    "directory harvest suspected",
-                    extra={"client_ip": client_ip, "tenant": tenant.tenant_id},
-                )
-                await self.tarpit(verdict.delay_s)
-                return self._count("defer", f"dha_{verdict.action.value}", verdict.reply)
-        check = await self.checker.check(recipient)
-        if check.cache_hit or check.probe is not None:
-            self._inc(self.metrics.cache, "hit" if check.cache_hit else "miss")
-        if check.probe is not None:
-            self.metrics.callout_latency.labels(check.probe.result.value).observe(
-                check.probe.latency_ms / 1000
-            )
-        if check.events:
-            try:
-                await self._publish([(event, MAIL) for event in check.events])
-            except SpoolFull:
-                return self._count("defer", "spool_full", SPOOL_FULL)
+        answer = await self.gate.inbound(client_ip, recipient)
+        if not answer.accepted:
+            return answer.reply
+        check = answer.check
+        assert check is not None and check.tenant is not None
         decision = check.decision
-        if decision.verdict is not Verdict.ACCEPT:
-            # A refusal, or a tempfail for an address nobody knows, is what a guesser collects
-            # (a tempfail counted nothing before: a dead tenant server made guessing free).
-            guessed = decision.code >= 500 or (
-                decision.verdict is Verdict.DEFER and decision.reason == "tempfail"
-                and not check.known
-            )  # fmt: skip
-            if guessed and check.tenant is not None and check.settings is not None:
-                self.guard.rejected(client_ip, check.tenant.tenant_id, check.settings)
-            return self._count(decision.verdict.value, decision.reason, decision.reply)
-        if decision.monitored:
-            log.info(
-                "monitor mode: would reject",
-                extra={"tenant": tenant.tenant_id if tenant else "", "reason": decision.reason},
-            )
-        assert check.tenant is not None
         if not check.targets:
             return self._count("defer", "no_destination", NO_DESTINATION)
         reply = await self._open_recipient(
@@ -278,8 +241,8 @@ class IngestHandler:
         if reply.ok:
             envelope.rcpt_tos.append(raw)
             transaction.recipients.append((check.tenant.tenant_id, recipient, check.catch_all))
-        elif reply.code >= 500 and check.settings is not None:
-            self.guard.rejected(client_ip, check.tenant.tenant_id, check.settings)
+        elif reply.code >= 500:
+            self.gate.destination_refused(client_ip, check)
         outcome = "accept" if reply.ok else "defer" if reply.code < 500 else "reject"
         reason = decision.reason if reply.ok else "destination_refused"
         return self._count(outcome, reason, reply.line)
@@ -392,37 +355,16 @@ class IngestHandler:
         recipients: int,
     ) -> list[tuple[AddressMessage, str]]:
         """The message's events, each with its topic (``schemas.topics.mail_route``)."""
-        now = self.clock.now()
-        status = self.checker.states.status
-        if transaction.outbound_tenant is not None:
-            sender = transaction.sender_address
-            assert sender is not None
-            tenant_id = transaction.outbound_tenant.tenant_id
-            event = OutboundSent(
-                tenant_id=tenant_id,
-                address=sender.display,
-                event_time=now,
-                node_id=self.node_id,
-                message_id=transaction.id,
-                client_ip=connection.client_ip,
-                recipient_count=max(1, recipients),
-            )
-            return [(event, mail_route(event, status(sender.record_key(tenant_id))))]
-        out: list[tuple[AddressMessage, str]] = []
-        for tenant_id, address, catch_all in transaction.recipients:
-            event = RecipientDelivered(
-                tenant_id=tenant_id,
-                address=address.display,
-                event_time=now,
-                node_id=self.node_id,
-                verdict=verdict,  # type: ignore[arg-type]
-                message_id=transaction.id,
-                client_ip=connection.client_ip,
-                size=size,
-                catch_all=catch_all,
-            )
-            out.append((event, mail_route(event, status(address.record_key(tenant_id)))))
-        return out
+        return self.gate.delivery_events(
+            client_ip=connection.client_ip,
+            message_id=transaction.id,
+            outbound_tenant=transaction.outbound_tenant,
+            sender=transaction.sender_address,
+            recipients=transaction.recipients,
+            verdict=verdict,
+            size=size,
+            recipient_count=recipients,
+        )
 
     def _received_header(
         self, session: Session, transaction: Transaction, envelope: Envelope
@@ -455,30 +397,13 @@ class IngestHandler:
     async def _publish(
         self, events: list[tuple[AddressMessage, str]], *, admitted: bool = False
     ) -> None:
-        """Publish (event, base topic) pairs: to Kafka, or to the spool while Kafka is away."""
-        records = [SpoolRecord(self.topics[t], e.kafka_key(), encode(e)) for e, t in events]
-        for _event, route in events:
-            self._inc(self.metrics.routed, route)
-        spooled_before = self.publisher.spooled
-        await self.publisher.publish(records, admitted=admitted)
-        spooled = self.publisher.spooled - spooled_before
-        if spooled:
-            self._inc(self.metrics.events, "spool", by=spooled)
-        if len(records) > spooled:
-            self._inc(self.metrics.events, "kafka", by=len(records) - spooled)
+        await self.gate.publish(events, admitted=admitted)
 
     def _count(self, outcome: str, reason: str, reply: str) -> str:
-        self._inc(self.metrics.rcpt, outcome, reason)
-        return reply
+        return self.gate.count(outcome, reason, reply)
 
     def _inc(self, counter: Counter, *labels: str, by: float = 1) -> None:
-        """``counter.labels(*labels).inc(by)``, with the labelled child looked up once: a few
-        of these per message, and prometheus_client's lookup takes a lock and validates."""
-        key = (id(counter), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = counter.labels(*labels)
-        child.inc(by)
+        self.gate.inc(counter, *labels, by=by)
 
     def _date(self) -> str:
         """The Received header's date, formatted once a second."""

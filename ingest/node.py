@@ -61,7 +61,10 @@ class IngestNode:
         mx_lookup: MxLookup | None = None,
         tarpit: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         serve_metrics: bool = True,
+        smtp: bool = True,
     ) -> None:
+        """``smtp`` False: everything but the SMTP listener (the views, the decision, the
+        publisher), for the Postfix policy service, which takes requests instead of mail."""
         # One clock for the node's times and windows (the system's by default).
         clock = clock if clock is not None else SystemClock()
         self.config = config
@@ -122,7 +125,9 @@ class IngestNode:
         self.metrics.watch(lambda: self.spool.size_bytes, lambda: len(self.states),
                            self.callout_guard)  # fmt: skip
         self._serve_metrics = serve_metrics
-        self.ops = OpsServer(self.metrics.registry, ready=lambda: self._server is not None)
+        self._smtp = smtp
+        self._started = False
+        self.ops = OpsServer(self.metrics.registry, ready=lambda: self._started)
         self._server: asyncio.base_events.Server | None = None
         self._sessions: weakref.WeakSet[IngestSMTP] = weakref.WeakSet()
         self._housekeeping: asyncio.Task[None] | None = None
@@ -171,14 +176,17 @@ class IngestNode:
             "views complete: %d tenants, %d addresses", len(self.tenants.tenants), len(self.states)
         )
         await self.publisher.start()
-        host, port = split_host_port(self.config.ingest_listen)
-        self._server = await asyncio.get_running_loop().create_server(
-            self._protocol, host, port, reuse_address=True
-        )
+        if self._smtp:
+            host, port = split_host_port(self.config.ingest_listen)
+            self._server = await asyncio.get_running_loop().create_server(
+                self._protocol, host, port, reuse_address=True
+            )
+        self._started = True
         if self._serve_metrics:
             await self.ops.start(self.config.ops_listen)
         self._housekeeping = asyncio.create_task(self._close_idle_probes(), name="probe-idle")
-        log.info("SMTP ingest listening on %s:%d", host, self.port)
+        if self._smtp:
+            log.info("SMTP ingest listening on %s:%d", host, self.port)
 
     async def _drain(self, drain_s: float) -> None:
         loop = asyncio.get_running_loop()

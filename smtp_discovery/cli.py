@@ -18,7 +18,7 @@ from smtp_discovery.platform.kafka import client_options, ensure_topics
 from smtp_discovery.platform.logs import QUIET, TerminalLevels, role_log, terminal_levels
 from smtp_discovery.platform.logs import configure as configure_logs
 
-ROLES_ALONE = frozenset({"ingest", "worker", "sink", "admin", "jobs"})
+ROLES_ALONE = frozenset({"ingest", "policy", "worker", "sink", "admin", "jobs"})
 """The roles an orchestrator runs: they log to stderr at DISCOVERY_LOG_LEVEL (containers log to
 stderr). Every other command (`up`, and the short ones an operator types) is quiet by default."""
 
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "everything at DEBUG, the libraries' too. Without it `up` and the short commands "
         "(tenant, token, demo, topics, ...) show only warnings and errors (WARNING, and ERROR "
         "for the libraries) unless DISCOVERY_LOG_LEVEL is set in the environment; `up` writes "
-        "the rest to DATA_DIR/logs/. A role run on its own (ingest, worker, sink, admin, jobs) "
-        "logs at DISCOVERY_LOG_LEVEL (default INFO) to stderr.",
+        "the rest to DATA_DIR/logs/. A role run on its own (ingest, policy, worker, sink, admin, "
+        "jobs) logs at DISCOVERY_LOG_LEVEL (default INFO) to stderr.",
     )
     parser.add_argument("--log-file", type=Path, help=argparse.SUPPRESS)  # `up`'s children
     sub = parser.add_subparsers(
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("worker", help="run a streams worker (the only writer of address state)")
     sub.add_parser("ingest", help="run an SMTP ingest node (needs KAFKA_BOOTSTRAP)")
+    sub.add_parser(
+        "policy",
+        help="run the Postfix policy service and lookup tables (needs KAFKA_BOOTSTRAP)",
+    )
     sub.add_parser("sink", help="run a ClickHouse sink (needs KAFKA_BOOTSTRAP)")
     sub.add_parser("migrate", help="create or upgrade the ClickHouse schema (idempotent)")
     sub.add_parser("jobs", help="send the weekly reports on their Thursday schedule")
@@ -182,6 +186,11 @@ def _dispatch(args: argparse.Namespace, config: RuntimeConfig) -> int:
         from smtp_discovery.ingest.run import run_ingest
 
         asyncio.run(run_ingest(config))
+        return 0
+    if args.command == "policy":
+        from smtp_discovery.ingest.run import run_policy
+
+        asyncio.run(run_policy(config))
         return 0
     if args.command == "sink":
         from smtp_discovery.sinks.run import run_sink

@@ -554,6 +554,59 @@ class IngestSettings(SettingsSection):
         ]
 
 
+class PolicySettings(SettingsSection):
+    """The Postfix policy service and lookup tables (`smtp-discovery policy`). It decides with
+    the ingest settings above (node id, callout limits, spool, verdict header) as well."""
+
+    section_title = "Postfix policy service"
+    variable_prefix = "DISCOVERY_POLICY_"
+
+    policy_listen: str = setting(
+        "DISCOVERY_POLICY_LISTEN",
+        "host:port of the policy delegation server (Postfix `check_policy_service inet:...`).",
+        default="127.0.0.1:10040",
+    )
+    policy_socketmap_listen: str = setting(
+        "DISCOVERY_POLICY_SOCKETMAP_LISTEN",
+        "host:port of the socketmap server for `relay_domains` and `transport_maps` "
+        "(`socketmap:inet:host:port:relay`, `...:transport`).",
+        default="127.0.0.1:10041",
+    )
+    policy_tempfail_action: Literal["reply", "defer_if_permit"] = setting(
+        "DISCOVERY_POLICY_TEMPFAIL_ACTION",
+        "How a deferred recipient is answered: `reply` (the 451 4.4.3 reply, final) or "
+        "`defer_if_permit` (DEFER_IF_PERMIT: a later restriction that rejects still wins).",
+        default="reply",
+    )
+    policy_verdict: Literal["clean", "after_queue"] = setting(
+        "DISCOVERY_POLICY_VERDICT",
+        "Verdict of mail Postfix queued: `clean` at end of data, or `after_queue`: the "
+        "content filter after the queue reports it (docs/postfix.md).",
+        default="clean",
+    )
+    policy_verdict_wait_s: float = setting(
+        "DISCOVERY_POLICY_VERDICT_WAIT_S",
+        "With `after_queue`, seconds a message waits for its verdict; unreported, its "
+        "deliveries never count towards discovery.",
+        default=3600.0,
+        gt=0,
+        le=7 * 86400,
+    )
+    policy_idle_timeout_s: float = setting(
+        "DISCOVERY_POLICY_IDLE_TIMEOUT_S",
+        "Seconds an idle Postfix connection is kept (Postfix's own "
+        "smtpd_policy_service_max_idle is 300 s).",
+        default=600.0,
+        gt=0,
+        le=86400,
+    )
+
+    @field_validator("policy_listen", "policy_socketmap_listen")
+    @classmethod
+    def _policy_host_port(cls, value: str) -> str | None:
+        return _check_host_port(value)
+
+
 class WorkerSettings(SettingsSection):
     """The streams workers (`smtp-discovery worker`)."""
 
@@ -774,6 +827,7 @@ class RuntimeConfig(
     ClickHouseSettings,
     CommonSettings,
     IngestSettings,
+    PolicySettings,
     WorkerSettings,
     SinkSectionSettings,
     ReportSettings,
