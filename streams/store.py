@@ -32,6 +32,10 @@ _PENDING, _DISCOVERED = (f'"{status.value}"'.encode() for status in _WAITING)
 BASE_SUFFIX = "\x00base"
 """Appended to a route key for its journal's base, in the ``journal`` table."""
 
+CACHED_JOURNALS = 20_000
+"""Journals kept decoded: a few KB each (up to 64 raw messages), so at most some 100 MB in
+practice; only groups with mail in the last grace period have one."""
+
 CACHED_GROUPS = 100_000
 """Groups kept decoded; about 1.5 KB each, so the default costs some 150 MB at most."""
 
@@ -111,7 +115,7 @@ class GroupStore:
         if journal is None:
             journal = Journal.decode(self.journal.get(route_key))
         cache[route_key] = journal
-        if len(cache) > self.cached_groups:
+        if len(cache) > CACHED_JOURNALS:
             del cache[next(iter(cache))]
         return journal
 
