@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from smtp_discovery.platform.errors import InfrastructureError
@@ -93,7 +94,7 @@ class TenantWriter:
         async with self._local:  # turns taken within this process need no fencing
             for attempt in range(self.attempts):
                 try:
-                    messages = await self._turn(change)
+                    messages, written = await self._turn(change)
                 except KafkaError as exc:
                     # Fenced by another writer (ProducerFenced, or the broker's newer error
                     # codes for it), or a coordinator busy finishing the other's transaction:
@@ -107,14 +108,15 @@ class TenantWriter:
                     await asyncio.sleep(0.05 * (attempt + 1))
                     continue
                 # Committed: from here on nothing may send the change round again.
-                if messages and not await self._caught_up():
+                if messages and not await self._caught_up(written):
                     log.warning("wrote to %s; the local view has not caught up yet", self.topic)
                 return messages
         raise WriteContended(
             f"{self.topic}: no turn in {self.attempts} tries (last: {type(last).__name__})"
         )
 
-    async def _turn(self, change: Change) -> list[Written]:
+    async def _turn(self, change: Change) -> tuple[list[Written], dict[TopicPartition, int]]:
+        """The messages written, and the offset of the last one on each partition."""
         producer = transactional_producer(self.options, writer_id(self.topic))
         try:
             await producer.start()  # fences every other writer of the topic
@@ -128,7 +130,8 @@ class TenantWriter:
             decided = change(self.directory)
             messages = list(await decided if inspect.isawaitable(decided) else decided)
             if not messages:
-                return []
+                return [], {}
+            written: dict[TopicPartition, int] = {}
             async with producer.transaction():
                 sent = [
                     await producer.send(self.topic, _value(m), key=m.kafka_key()) for m in messages
@@ -136,19 +139,21 @@ class TenantWriter:
                 for outcome in await asyncio.gather(*sent, return_exceptions=True):
                     if isinstance(outcome, BaseException):
                         raise outcome  # another writer took the turn
+                    tp = TopicPartition(outcome.topic, outcome.partition)
+                    written[tp] = max(written.get(tp, -1), outcome.offset)
         finally:
             try:
                 await producer.stop()
             except Exception:  # the turn's outcome is decided; a failing close changes nothing
                 log.warning("closing the writer of %s failed", self.topic, exc_info=True)
-        return messages
+        return messages, written
 
-    async def _caught_up(self) -> bool:
+    async def _caught_up(self, written: dict[TopicPartition, int]) -> bool:
         """After a commit: the view holds it (read-your-writes, in the topic's order, so a
         later writer's record is never undone). False, logged, when it cannot tell: the write
         is made either way."""
         try:
-            await asyncio.wait_for(self.follower.catch_up(), CATCH_UP_S)
+            await asyncio.wait_for(self.follower.applied(written), CATCH_UP_S)
         except TimeoutError:
             return False
         except KafkaError:

@@ -111,6 +111,28 @@ class CompactedTopicFollower:
             while not await reached():
                 await self._stepped.wait()
 
+    async def applied(self, offsets: dict[TopicPartition, int]) -> None:
+        """Return once the records at ``offsets`` (by partition: a writer's own, just
+        committed) have been applied.
+
+        :meth:`catch_up` is not enough for that: a transaction's commit returns before its
+        markers are written, and until they are the partition's last stable offset still lies
+        before the records it committed, so a view "at the end" can lack them (seen in the
+        cluster drill: the admin API answered the tenant it had just created with a 500, its
+        view not holding it yet)."""
+        consumer = self._consumer
+        assert consumer is not None, "start() the follower first"
+
+        async def reached() -> bool:
+            for tp, offset in offsets.items():
+                if await consumer.position(tp) <= offset:
+                    return False
+            return True
+
+        async with self._stepped:
+            while not await reached():
+                await self._stepped.wait()
+
     async def _step(self) -> None:
         assert self._consumer is not None
         batch = await self._consumer.getmany(timeout_ms=500)
