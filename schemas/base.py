@@ -13,7 +13,10 @@ from smtp_discovery.schemas.address import Address, AddressError, is_plain_addre
 
 SCHEMA_VERSION = 1
 
-_TENANT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62})$")
+TENANT_ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
+"""What a tenant id is, matched against the whole id (every decoder of one uses this)."""
+
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 
 def _check_tenant_id(value: str) -> str:

@@ -61,11 +61,16 @@ SYSTEM_REASONS = (
 )
 
 
-def _check_reason(value: str) -> str:
+def is_transition_reason(value: str) -> bool:
+    """A system reason, or ``admin:<action>``: the one rule every decoder of a reason applies."""
     if value in SYSTEM_REASONS:
-        return value
+        return True
     prefix, _, action = value.partition(":")
-    if prefix == "admin" and action in ADMIN_ACTIONS:
+    return prefix == "admin" and action in ADMIN_ACTIONS
+
+
+def _check_reason(value: str) -> str:
+    if is_transition_reason(value):
         return value
     raise ValueError(
         f"unknown transition reason {value!r}: expected one of {', '.join(SYSTEM_REASONS)} "

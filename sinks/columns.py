@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from smtp_discovery.schemas.mail import CalloutTempfailed, OutboundSent, RecipientDelivered
 from smtp_discovery.schemas.tenant import PROVIDER_DEFAULTS_KEY, ProviderDefaults
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES, TENANTS
 from smtp_discovery.sinks import schema
@@ -105,8 +104,10 @@ def _address_state(c: Columns, key: bytes | None, m: Any) -> None:
         values: tuple[Any, ...] = (record_key.split(":", 1)[0], record_key, "", "", "", "", "",
                                    "", NO_STATUS_SINCE, "", None, "", [], 0, 1)  # fmt: skip
     else:
+        # The key is the record key (compaction keeps one snapshot per key): no address is
+        # parsed again to find it.
         r = m.record
-        values = (r.tenant_id, m.parsed_address().record_key(r.tenant_id), r.address, r.status,
+        values = (r.tenant_id, (key or b"").decode("utf-8", "replace"), r.address, r.status,
                   r.role or "", r.primary or "", r.first_name, r.surname, r.status_since,
                   r.status_reason, r.discovered_at, r.discovered_reason or "", list(r.aliases),
                   r.version, 0)  # fmt: skip
@@ -131,26 +132,30 @@ def _state_change(c: Columns, key: bytes | None, m: Any) -> None:
     c[11].append(m.event_time)
 
 
-_CALLOUTS = ("callout_verified", "callout_rejected", "callout_tempfailed")
+_CALLOUTS = frozenset({"callout_verified", "callout_rejected", "callout_tempfailed"})
+_FROM_CLIENT = frozenset({"recipient_delivered", "outbound_sent"})
 
 
 def _mail_event(c: Columns, key: bytes | None, m: Any) -> None:
-    delivered = isinstance(m, RecipientDelivered)
+    # By ``type``, not by class: a contract model and its mirror (``sinks.decode``) give the
+    # same row.
+    kind = m.type
+    delivered = kind == "recipient_delivered"
     c[0].append(m.event_id)
-    c[1].append(m.type)
+    c[1].append(kind)
     c[2].append(m.tenant_id)
     c[3].append(m.address)
     c[4].append(m.event_time)
     c[5].append(m.node_id)
     c[6].append(getattr(m, "destination", None) or "")
     c[7].append(getattr(m, "reply_code", None) or 0)
-    c[8].append(m.reason if isinstance(m, CalloutTempfailed) else "")
+    c[8].append(m.reason if kind == "callout_tempfailed" else "")
     c[9].append(m.verdict if delivered else "")
     c[10].append(int(getattr(m, "catch_all", False)))
-    c[11].append(str(m.client_ip) if delivered or isinstance(m, OutboundSent) else "")
+    c[11].append(str(m.client_ip) if kind in _FROM_CLIENT else "")
     c[12].append(m.size if delivered else 0)
-    c[13].append(m.recipient_count if isinstance(m, OutboundSent) else 0)
-    c[14].append(m.latency_ms if m.type in _CALLOUTS else 0.0)
+    c[13].append(m.recipient_count if kind == "outbound_sent" else 0)
+    c[14].append(m.latency_ms if kind in _CALLOUTS else 0.0)
 
 
 def _tenant(c: Columns, key: bytes | None, m: Any) -> None:

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.platform.kafka import idempotent_producer
 from smtp_discovery.platform.ops import CounterView, GaugeView
-from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, decode_all, encode
+from smtp_discovery.schemas.codec import MessageDecodeError, dead_letter, encode
 from smtp_discovery.schemas.topics import (
     ADDRESS_STATE,
     DEAD_LETTER,
@@ -39,6 +39,7 @@ from smtp_discovery.schemas.topics import (
     TopicNames,
 )
 from smtp_discovery.sinks.columns import SOURCES, Columns, Taken
+from smtp_discovery.sinks.decode import decode_batch
 from smtp_discovery.sinks.once import first_of_each, not_stored, stored_queries
 from smtp_discovery.sinks.schema import Layout
 
@@ -88,6 +89,8 @@ class Sink:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.topics = tuple(topics)
         self._batches: dict[TopicPartition, Batch] = {}
+        self._writing: dict[TopicPartition, tuple[asyncio.Task[None], int]] = {}
+        """Per partition, the batch being written (its task and rows), if any."""
         self._taken: dict[TopicPartition, int] = {}
         """Offset after the last record taken per partition (in a batch or flushed)."""
         self._consumer: AIOKafkaConsumer | None = None
@@ -142,7 +145,8 @@ class Sink:
             position = self._taken.get(tp)
             if committed is not None and position is not None:
                 total += max(0, committed - position)
-        return float(total + sum(len(b.taken) for b in self._batches.values()))
+        held = sum(len(b.taken) for b in self._batches.values())
+        return float(total + held + sum(rows for _, rows in self._writing.values()))
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -175,9 +179,19 @@ class Sink:
                         if tp in consumer.assignment():  # not revoked since it was fetched
                             await self._take(tp, records)
                     await self._flush_due(force=False)
+                    await self._reap()
             async with self._work:
                 await self._flush_due(force=True)
+                for tp in list(self._writing):
+                    await self._written(tp)
         finally:
+            # Stopped by an error: a write cut short is replayed from its recorded range by
+            # whoever owns the partition next.
+            for task, _ in self._writing.values():
+                task.cancel()
+            await asyncio.gather(*(task for task, _ in self._writing.values()),
+                                 return_exceptions=True)  # fmt: skip
+            self._writing.clear()
             await consumer.stop()
             await self._producer.stop()
 
@@ -185,7 +199,7 @@ class Sink:
 
     async def _take(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         base = self.names.base_of(tp.topic)
-        messages, failed = decode_all(base, [record.value for record in records])
+        messages, failed = decode_batch(base, [record.value for record in records])
         for position, record in enumerate(records):
             if record.offset < self._taken.get(tp, -1):
                 continue  # delivered again after a seek: already taken
@@ -226,12 +240,45 @@ class Sink:
             if batch.replay_end is not None:
                 await self._flush_replays_reached(tp)
                 continue
+            writing = self._writing.get(tp)
+            if writing is not None and not writing[0].done() and not force:
+                continue  # its previous batch is still being written: no need to wait for it
             if batch.end > batch.start and (
                 force or now - batch.opened >= self.settings.batch_seconds
             ):
                 await self._flush(tp, batch)
 
     async def _flush(self, tp: TopicPartition, batch: Batch) -> None:
+        """Hand the batch to its partition's writer, and go on taking records.
+
+        The batch is written (range recorded, rows inserted, offset committed) in a task of its
+        own while the next records are fetched and decoded: the insert runs in ClickHouse's
+        thread, the decoding in this one. A partition has one write in flight at most, and its
+        next batch waits for it: ranges are recorded and offsets committed in order, and what
+        the sink holds while ClickHouse is down stays bounded (two batches a partition)."""
+        if self._batches.get(tp) is batch:
+            del self._batches[tp]
+        await self._written(tp)
+        self._writing[tp] = (asyncio.create_task(self._write(tp, batch)), len(batch.taken))
+
+    async def _written(self, tp: TopicPartition) -> None:
+        """Wait until the partition's batch in flight, if any, is written (or failed: then
+        raise what it raised)."""
+        writing = self._writing.get(tp)
+        if writing is not None:
+            try:
+                await writing[0]
+            finally:
+                if self._writing.get(tp) is writing:
+                    del self._writing[tp]
+
+    async def _reap(self) -> None:
+        """Forget the writes that are done; one that failed raises here, and stops the sink."""
+        for tp, (task, _) in list(self._writing.items()):
+            if task.done():
+                await self._written(tp)
+
+    async def _write(self, tp: TopicPartition, batch: Batch) -> None:
         """Record the range, insert it (retrying until ClickHouse takes it), commit it."""
         base = self.names.base_of(tp.topic)
         token = (
@@ -257,12 +304,10 @@ class Sink:
             log.warning(
                 "commit of %s failed (%s); the new owner replays it", tp, type(exc).__name__
             )
-            self._batches.pop(tp, None)
             return
         self.rows_written += len(taken)
         self.repeats += len(batch.taken) - len(taken)
         self.batches += 1
-        del self._batches[tp]
 
     # ---- ClickHouse ---------------------------------------------------------------------------
 
@@ -344,6 +389,8 @@ class Sink:
         """Uncommitted rows of partitions that moved away are the new owner's to write."""
         async with self._work:
             for tp in revoked:
+                await self._written(tp)  # a batch handed over before the rebalance: its commit
+                # succeeds, or fails and the new owner replays its recorded range
                 self._batches.pop(tp, None)
                 self._taken.pop(tp, None)
 

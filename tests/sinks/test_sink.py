@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -57,18 +58,24 @@ class Flaky:
         self.crash_before_insert = crash_before_insert
         self.data_inserts = 0
         self.failures = 0
+        self._counting = threading.Lock()
 
     def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
         if table.endswith("sink_progress"):
             return self.client.insert(table, *args, **kwargs)
-        if self.failures < self.fail:
-            self.failures += 1
+        with self._counting:  # the sink writes partitions' batches in parallel
+            failing = self.failures < self.fail
+            if failing:
+                self.failures += 1
+            else:
+                self.data_inserts += 1
+                number = self.data_inserts
+        if failing:
             raise ConnectionError("ClickHouse is unavailable")
-        self.data_inserts += 1
-        if self.data_inserts == self.crash_before_insert:
+        if number == self.crash_before_insert:
             raise Crash
         result = self.client.insert(table, *args, **kwargs)
-        if self.data_inserts == self.crash_after_insert:
+        if number == self.crash_after_insert:
             raise Crash
         return result
 
