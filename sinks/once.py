@@ -16,15 +16,15 @@ memory first.
 
 Asking ClickHouse about the ids themselves cost more than inserting them: each id is escaped
 character by character into the query and parsed back (10 µs an id, against 4 µs a row
-inserted, on the bench machine). The sink sends each id's ``halfMD5`` instead, a number that
-costs a fraction of that to send (4 µs an id all told), and ClickHouse answers with the stored
-ids whose hash matches; the sink keeps only exact matches, so a collision can never drop an
-event.
+inserted, on the bench machine). The sink sends each id's ``CRC32`` instead, a number that
+costs a fraction of that to send, and ClickHouse answers with the stored ids whose hash
+matches; the sink keeps only exact matches, so a collision can never drop an event. (An MD5
+of each id, the first choice, cost twice what the rest of the lookup does in Python.)
 """
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,8 +56,9 @@ def first_of_each(ids: Sequence[str]) -> list[int]:
 
 
 def id_hash(event_id: str) -> int:
-    """ClickHouse's ``halfMD5`` of an id: the first 8 bytes of its MD5, big-endian."""
-    return int.from_bytes(hashlib.md5(event_id.encode("utf-8")).digest()[:8], "big")
+    """ClickHouse's ``CRC32`` of an id (zlib's): a tenth of the cost of an MD5 in Python, and
+    half the digits to send. Its collisions only add candidates, which are compared exactly."""
+    return zlib.crc32(event_id.encode("utf-8"))
 
 
 def stored_queries(table: str, events: Events) -> list[tuple[str, dict[str, Any]]]:
@@ -66,7 +67,7 @@ def stored_queries(table: str, events: Events) -> list[tuple[str, dict[str, Any]
     sql = (
         f"SELECT event_id FROM {table} WHERE tenant_id IN {{tenants:Array(String)}} "
         "AND event_time BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
-        "AND halfMD5(event_id) IN {hashes:Array(UInt64)}"
+        "AND CRC32(event_id) IN {hashes:Array(UInt32)}"
     )
     queries = []
     for start in range(0, len(events.ids), IDS_PER_QUERY):
