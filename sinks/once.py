@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-IDS_PER_QUERY = 5_000
+IDS_PER_QUERY = 10_000
 """Event ids per query: their hashes travel as a query parameter, which an HTTP ClickHouse
-server limits in size."""
+server limits in size (1 MiB of URI by default: 10,000 CRC32s take about 110 KB). A default
+batch is one query: each query scans its tenants' event-time window once, whatever it asks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +79,26 @@ def stored_queries(table: str, events: Events) -> list[tuple[str, dict[str, Any]
             # A second either side: parameters may be sent without the milliseconds.
             "lo": min(times) - timedelta(seconds=1),
             "hi": max(times) + timedelta(seconds=1),
-            "hashes": [id_hash(event_id) for event_id in events.ids[start:end]],
+            "hashes": Numbers([id_hash(event_id) for event_id in events.ids[start:end]]),
         }))  # fmt: skip
     return queries
+
+
+class Numbers:
+    """Integers as the text ClickHouse reads for an array parameter, written at once.
+
+    clickhouse-connect formats a list parameter element by element (2.4 µs a number: the
+    lookup's largest cost once the ids were hashed cheaply); a value it does not know it binds
+    as its ``str()``, which here is the whole array, joined in one call (0.2 µs a number).
+    Only integers are held, so the text needs no escaping."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, numbers: Sequence[int]) -> None:
+        self.text = "[" + ",".join(map(str, map(int, numbers))) + "]"
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def not_stored(ids: Sequence[str], stored: set[str]) -> list[int]:
