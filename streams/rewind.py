@@ -16,6 +16,13 @@ it was assigned (the stalled case: fetched, dropped, never delivered). A partiti
 already delivering from is left where aiokafka leaves it: rewinding it would apply again every
 record since its beginning (harmless, as ids make them no-ops, but a late seek at start-up cost
 the worker a quarter of its throughput in bench.streams_worker), and its first commit follows.
+
+Faust's livelock check (every 2.5 commit intervals, in the main thread) reads the position of
+every assigned partition that has a highwater; aiokafka 0.14 asserts that the position is known.
+Between a seek to the beginning (the rewind above, or aiokafka's own reset after an out-of-range
+fetch) and the broker's answer it is not, and the assertion crashed the worker: the survivor of
+a SIGKILLed worker crashed as it took the partitions over (seen in the cluster drill and
+bench/cluster_drill.py). The check is skipped for such a partition until its next interval.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
@@ -44,6 +52,21 @@ class RewindingConsumerThread(driver.AIOKafkaConsumerThread):
         if rewind:
             await consumer.seek_to_beginning(*rewind)
         return committed
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        """Faust's livelock check of ``tp``, but not while its position is unknown (see the
+        module's doc): the check only logs a slow partition, and it runs again."""
+        if not self._position_known(tp):
+            return None
+        return super().verify_event_path(now, tp)
+
+    def _position_known(self, tp: TP) -> bool:
+        subscription = self._ensure_consumer()._fetcher._subscriptions.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return False
+        state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+        return state is not None and state.has_valid_position
 
 
 class RewindingConsumer(driver.Consumer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from time import monotonic
 from types import SimpleNamespace
 
 import pytest
@@ -57,5 +59,60 @@ async def test_a_partition_with_no_committed_offset_is_rewound_to_its_beginning(
         seen = await seek(thread, {committed, fresh})  # type: ignore[arg-type]
         assert seen == {committed: 1, fresh: None}
         assert (await consumer.position(committed), await consumer.position(fresh)) == (1, 0)
+    finally:
+        await consumer.stop()
+
+
+async def test_the_livelock_check_skips_a_partition_while_its_position_is_reset(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """A fetched partition being sought to its beginning has a highwater and no position until
+    the broker answers. Faust's livelock check (the main thread, while the seek runs in the
+    consumer's thread) read that position, aiokafka asserted it was known, and the worker
+    crashed: the survivor of a SIGKILLed worker, taking its partitions over (cluster drill)."""
+    topic = f"livelock-{unique}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(3):
+            await producer.send_and_wait(topic, f"{i}".encode(), partition=0)
+    finally:
+        await producer.stop()
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while await consumer.position(tp) < 3:
+            await consumer.getmany(timeout_ms=1000)
+        # Faust's check, on the consumer above: the parts of the thread it reads, no more.
+        thread = RewindingConsumerThread.__new__(RewindingConsumerThread)
+        thread.__dict__.update(
+            _ensure_consumer=lambda: consumer,
+            _verify_aiokafka_event_path=lambda now, tp: False,
+            consumer=SimpleNamespace(
+                app=SimpleNamespace(
+                    monitor=SimpleNamespace(stream_inbound_time={}),
+                    topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+                )
+            ),
+            time_started=monotonic(),
+            tp_stream_timeout_secs=300.0,
+        )
+        state = consumer._fetcher._subscriptions.subscription.assignment.state_value(tp)
+        seek = asyncio.ensure_future(consumer.seek_to_beginning(tp))
+        await asyncio.sleep(0)  # the seek has begun and awaits the broker
+        assert state.highwater == 3 and not state.has_valid_position, "not the crash's state"
+        assert thread.verify_event_path(monotonic(), tp) is None  # raised AssertionError
+        await seek
+        assert await consumer.position(tp) == 0
+        assert thread.verify_event_path(monotonic(), tp) is None  # Faust's own check again
     finally:
         await consumer.stop()
