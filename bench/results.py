@@ -2,6 +2,11 @@
 the machine and the date. ``bench/run`` calls this.
 
     bench/run [--quick]
+
+Each entry of ``BENCHMARKS`` gives a module's arguments for the full run and for ``--quick``.
+Quick arguments of ``None`` make a benchmark full-run only: ``--quick`` skips it and says so in
+RESULTS.md. That is for a benchmark whose short form already runs in the test suite (the
+cluster drill: tests/test_cluster_drill.py), where a quick run would only repeat it.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
-    # (module, full arguments, --quick arguments)
+BENCHMARKS: list[tuple[str, list[str], list[str] | None]] = [
+    # (module, full arguments, --quick arguments; None: full run only)
     ("bench.kafka_baseline", [], ["--events", "20000"]),
     (
         "bench.ingest",
@@ -35,7 +40,23 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench.end_to_end", [], ["--messages", "400", "--new", "30"]),
     ("bench.rcpt_under_load", [], ["--tenants", "10000", "--rcpts", "400", "--events", "100000"]),
     ("bench.policy", [], ["--requests", "1000", "--callouts", "200", "--rounds", "2"]),
+    # Full run only: its short form is tests/test_cluster_drill.py, in the suite.
+    ("bench.cluster_drill", [], None),
 ]
+
+
+def plan(quick: bool) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """The benchmarks to run, with their arguments, and those ``--quick`` skips."""
+    runs: list[tuple[str, list[str]]] = []
+    skipped: list[str] = []
+    for module, full, short in BENCHMARKS:
+        if not quick:
+            runs.append((module, full))
+        elif short is None:
+            skipped.append(module)
+        else:
+            runs.append((module, short))
+    return runs, skipped
 
 
 def machine() -> str:
@@ -80,7 +101,11 @@ def implausible(figures: list[dict[str, object]]) -> str:
     return ""
 
 
-def markdown(rows: list[tuple[str, str, list[dict[str, object]], float, str]], quick: bool) -> str:
+def markdown(
+    rows: list[tuple[str, str, list[dict[str, object]], float, str]],
+    quick: bool,
+    skipped: tuple[str, ...] = (),
+) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -104,6 +129,9 @@ def markdown(rows: list[tuple[str, str, list[dict[str, object]], float, str]], q
             ratio = data.pop("ratio", "")
             details = ", ".join(f"{k}={json.dumps(v)}" for k, v in data.items())
             lines.append(f"| {name} | {label} | {ratio} | {details} | {seconds:.0f} |")
+    if skipped:
+        names = ", ".join(f"`{m.removeprefix('bench.')}`" for m in skipped)
+        lines += ["", f"Not run by `--quick` (full run only): {names}."]
     return "\n".join(lines) + "\n"
 
 
@@ -112,8 +140,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs (minutes, not tens)")
     options = parser.parse_args()
     rows = []
-    for module, full, quick in BENCHMARKS:
-        args = quick if options.quick else full
+    runs, skipped = plan(options.quick)
+    for module in skipped:
+        print(f"skipping {module}: full run only", flush=True)
+    for module, args in runs:
         print(f"running {module} {' '.join(args)} …", flush=True)
         figures, seconds, error = run(module, args)
         for figure in figures:
@@ -124,7 +154,7 @@ def main() -> int:
     if any(row[4] for row in rows):
         print("not writing bench/RESULTS.md: a benchmark failed (above)", file=sys.stderr)
         return 1
-    (ROOT / "bench" / "RESULTS.md").write_text(markdown(rows, options.quick))  # type: ignore[arg-type]
+    (ROOT / "bench" / "RESULTS.md").write_text(markdown(rows, options.quick, tuple(skipped)))  # type: ignore[arg-type]
     print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
     return 0
 

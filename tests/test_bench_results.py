@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.results import implausible
+from bench.results import BENCHMARKS, implausible, markdown, plan
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,16 @@ def test_a_zero_nan_or_missing_figure_is_a_failure(figures: list[dict[str, objec
 def test_real_figures_pass() -> None:
     assert implausible([{"figure": "x", "ratio": 0.741, "events_per_s": 558.2, "p99": 0}]) == ""
     assert implausible([{"figure": "w", "ratio": 0.03, "vs_noop": 0.18, "window_s": 35.3}]) == ""
+
+
+def test_quick_skips_a_full_run_only_benchmark_and_says_so() -> None:
+    """The cluster drill's short form is in the suite: ``--quick`` must not run its full form,
+    and the full run must."""
+    quick, skipped = plan(quick=True)
+    full, none = plan(quick=False)
+    assert "bench.cluster_drill" not in dict(quick)
+    assert skipped == ["bench.cluster_drill"]
+    assert "bench.cluster_drill" in dict(full) and none == []
+    assert len(full) == len(BENCHMARKS) == len(quick) + len(skipped)
+    written = markdown([], quick=True, skipped=tuple(skipped))
+    assert "Not run by `--quick` (full run only): `cluster_drill`." in written

@@ -11,8 +11,9 @@ while the mail flows. Both runs must leave the same replies, address states, tra
 mailboxes and ClickHouse rows, with no event stored twice.
 
 The short form (here, in the suite): 4 partitions, a 6 s worker session timeout, a little mail.
-The full form (``bench/cluster_drill.py``, in ``bench/run``): compose's 12 partitions and
-default timeouts, more mail, and the throughput with one worker and with two.
+The full form (``bench/cluster_drill.py``, in the full ``bench/run``, not in ``--quick``):
+compose's 12 partitions and default timeouts, more mail, and the throughput with one worker and
+with two.
 """
 
 from __future__ import annotations

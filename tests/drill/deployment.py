@@ -283,9 +283,9 @@ class Deployment:
         began = time.monotonic()
         process = self.processes[service]
         while not ready(process.ops_port):
-            assert process.popen.poll() is None, f"{service} exited:\n{self.tail(service)}"
+            assert process.popen.poll() is None, self.exited(service)
             assert time.monotonic() - began < timeout, (
-                f"{service} not ready in {timeout}s:\n{self.tail(service)}"
+                f"{service} not ready in {timeout}s:\n{self.report(service)}"
             )
             time.sleep(0.1)
         return time.monotonic() - began
@@ -306,7 +306,9 @@ class Deployment:
         except subprocess.TimeoutExpired:
             process.popen.kill()
             process.popen.wait()
-            raise AssertionError(f"{service} did not stop in 60 s:\n{self.tail(service)}") from None
+            raise AssertionError(
+                f"{service} did not stop in 60 s:\n{self.report(service)}"
+            ) from None
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -320,11 +322,31 @@ class Deployment:
 
     def assert_running(self) -> None:
         for name, process in self.processes.items():
-            assert process.popen.poll() is None, f"{name} exited:\n{self.tail(name)}"
+            assert process.popen.poll() is None, self.exited(name)
+
+    def exited(self, service: str) -> str:
+        """Why ``service`` is gone: its exit status and :meth:`report`."""
+        status = self.processes[service].popen.returncode
+        return f"{service} exited with status {status}:\n{self.report(service)}"
 
     def tail(self, service: str, chars: int = 4000) -> str:
         log = self._log(service)
         return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+
+    def report(self, service: str, errors: int = 3, chars: int = 2500) -> str:
+        """What to read of a failed service's log: where the whole log is, its first error
+        records (a role's own failure is logged long before the tail, which is its stop
+        sequence: a Faust crash is reported last, its cause first), and its tail."""
+        log = self._log(service)
+        if not log.exists():
+            return f"(no log at {log})"
+        lines = log.read_text(errors="replace").splitlines()
+        first = [line for line in lines if re.search(r'"level": "(ERROR|CRITICAL)"', line)]
+        parts = [f"log: {log}"]
+        if first:
+            parts.append("first errors:\n" + "\n".join(line[:chars] for line in first[:errors]))
+        parts.append("tail:\n" + "\n".join(lines)[-chars:])
+        return "\n".join(parts)
 
 
 def cluster_logins(passwords: dict[str, str]) -> tuple[KafkaLogin, list[KafkaLogin]]:

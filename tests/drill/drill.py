@@ -816,7 +816,7 @@ async def one_run(
         return outcome
     except BaseException:
         for service in ("worker-1", "worker-2", "ingest-1", "ingest-2", "sink"):
-            print(f"--- {name} {service}\n{run.deployment.tail(service, 2500)}")
+            print(f"--- {name} {service}\n{run.deployment.report(service)}")
         raise
     finally:
         run.close()

@@ -168,3 +168,41 @@ async def test_a_writer_whose_turn_was_taken_retries_on_the_other_writers_result
     finally:
         for f in followers:
             await f.stop()
+
+
+@pytest.mark.kafka
+async def test_a_write_is_in_the_writers_own_view_as_soon_as_it_returns(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """Read-your-writes through the writer's own follower. A transaction's commit returns before
+    the broker has written its markers, and until then the records it committed lie past the
+    partition's last stable offset: a writer that returned at the commit left a view without
+    its own write (the admin API answered the tenant it had just created with a 500, in the
+    cluster drill). The writer waits until its follower has applied the offsets it wrote
+    (``CompactedTopicFollower.applied``); each write here is read back with no wait between."""
+    names = TopicNames(f"r{unique}.")
+    options = client_options(RuntimeConfig(), kafka_bootstrap)
+    await ensure_topics(options, partitions=1, replication=1, specs=names.specs())
+    directory = TenantDirectory()
+    follower = directory.follower(options, names(TENANTS))
+    await follower.start()
+    writer = TenantWriter(options, names(TENANTS), directory, follower)
+
+    def rename(view: TenantDirectory, tenant_id: str) -> list[TenantConfig]:
+        current = view.tenant(tenant_id)
+        assert current is not None
+        return [revised(current, T0, name="renamed")]
+
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 30)
+        for n in range(4):
+            name = f"t{n}"
+            written = await asyncio.wait_for(writer.write(lambda _view, t=name: [tenant(t)]), 60)
+            assert [m.kafka_key() for m in written] == [name.encode()]
+            created = directory.tenant(name)
+            assert created is not None, f"write {n} is not in the writer's own view"
+            await asyncio.wait_for(writer.write(lambda view, t=name: rename(view, t)), 60)
+            renamed = directory.tenant(name)
+            assert renamed is not None and renamed.name == "renamed", f"rename {n} is not in it"
+    finally:
+        await follower.stop()
