@@ -104,8 +104,9 @@ def grants(role: str, config: RuntimeConfig) -> list[Grant]:
     if role == "setup":
         return [
             Grant("cluster", "kafka-cluster", ("Describe",), why="how many brokers there are"),
-            *[Grant("topic", t(spec.name), ("Create", "DescribeConfigs"),
-                    why="creates missing topics, checks existing ones") for spec in REGISTRY],
+            *[Grant("topic", t(spec.name), ("Create", "Describe", "DescribeConfigs"),
+                    why="creates missing topics, checks existing ones (partitions, settings)")
+              for spec in REGISTRY],
         ]  # fmt: skip
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 

@@ -144,6 +144,10 @@ async def _until(condition: Any, what: str, timeout: float = 90) -> Any:
 async def test_every_role_works_with_only_its_own_grants(locked: Locked) -> None:
     ensured = _cli(locked.env("setup"), "topics", "ensure")
     assert ensured.returncode == 0, ensured.stdout + ensured.stderr
+    # Run again, as every later `docker compose up` or upgrade does: the topics exist now, and
+    # checking them takes reading their partitions (Describe), not only their settings.
+    again = _cli(locked.env("setup"), "topics", "ensure")
+    assert again.returncode == 0, again.stdout + again.stderr
     # The admin API's ClickHouse (a chDB of its own here: one process per path) gets the schema
     # as a deployment's migrate job gives it; the erasure below then finds its tables.
     migrated = _cli(locked.env("admin"), "migrate")
