@@ -53,8 +53,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -65,22 +66,20 @@ from aiokafka.errors import KafkaError
 from bench.kafka_baseline import emit
 from bench.streams_worker import (
     LOG_APPEND_TIME,
-    MARK,
     T0,
     TIMED,
     Rate,
     mail_events,
+    markers,
     note_marker,
     window_rate,
 )
 from smtp_discovery.localkafka import LocalKafka
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.schemas.codec import encode
-from smtp_discovery.schemas.mail import CalloutVerified
 from smtp_discovery.schemas.tenant import TenantConfig
 from smtp_discovery.schemas.topics import MAIL, TENANTS
 from smtp_discovery.schemas.topics import topic as spec_of
-from smtp_discovery.streams.partitioning import partition_for
 from tests.drill.deployment import Deployment
 from tests.drill.drill import KILLS, differences, grant_projects, one_run, start_cluster
 
@@ -238,7 +237,7 @@ async def stamped_by_broker(kafka: LocalKafka, config: RuntimeConfig) -> None:
 
 
 async def send(
-    kafka: LocalKafka, records: list[tuple[int | None, bytes, bytes]], topic: str
+    kafka: LocalKafka, records: Sequence[tuple[int | None, bytes, bytes]], topic: str
 ) -> None:
     """``records`` (partition or None, key, value), every one acknowledged by all replicas."""
     producer = AIOKafkaProducer(**kafka.client_options(), acks="all", linger_ms=5)
@@ -249,26 +248,6 @@ async def send(
         await producer.flush()
     finally:
         await producer.stop()
-
-
-def markers(kind: str, at: datetime, partitions: int) -> list[tuple[int | None, bytes, bytes]]:
-    """One verification of a never-seen address per partition of the mail topic (each put on
-    its partition as the ingest nodes put it): a new address always changes state, so a worker
-    answers each with outputs whose keys name the marker (``bench.streams_worker.note_marker``)."""
-    found: dict[int, tuple[bytes, bytes]] = {}
-    n = 0
-    while len(found) < partitions:
-        event = CalloutVerified(
-            tenant_id="bench",
-            event_time=at,
-            address=f"{MARK[1:]}{kind}{n}@bench.example",
-            destination="mx:25",
-            reply_code=250,
-        )
-        key = event.kafka_key()
-        found.setdefault(partition_for(key, partitions), (key, encode(event)))
-        n += 1
-    return [(partition, key, value) for partition, (key, value) in sorted(found.items())]
 
 
 async def produce_marked(kafka: LocalKafka, load: Load, events: int) -> int:

@@ -189,12 +189,14 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
         await producer.stop()
 
 
-def markers(kind: str, at: datetime) -> list[tuple[int, bytes, bytes]]:
+def markers(
+    kind: str, at: datetime, partitions: int = PARTITIONS
+) -> list[tuple[int, bytes, bytes]]:
     """(partition, key, value): one verification of a new address for every partition of the
     mail topic. A new address always changes state, so the worker answers it with outputs."""
     found: dict[int, tuple[bytes, bytes]] = {}
     n = 0
-    while len(found) < PARTITIONS:
+    while len(found) < partitions:
         event = CalloutVerified(
             tenant_id="bench",
             event_time=at,
@@ -203,7 +205,7 @@ def markers(kind: str, at: datetime) -> list[tuple[int, bytes, bytes]]:
             reply_code=250,
         )
         key = event.kafka_key()
-        found.setdefault(partition_for(key, PARTITIONS), (key, encode(event)))
+        found.setdefault(partition_for(key, partitions), (key, encode(event)))
         n += 1
     return [(partition, key, value) for partition, (key, value) in sorted(found.items())]
 
