@@ -13,6 +13,18 @@ from pydantic import Field
 
 from smtp_discovery.schemas.base import AddressMessage
 
+TempfailReason = Literal[
+    "reply_4xx",
+    "timeout",
+    "connect_failed",
+    "tls_failed",
+    "no_destination",
+    "probe_refused",
+    "reply_5xx",
+    "smtputf8_unsupported",
+]
+"""Why a callout gave no definite answer."""
+
 
 class MailEventBase(AddressMessage):
     node_id: str = Field(default="", max_length=128, description="Ingest node that saw it.")
@@ -49,16 +61,7 @@ class CalloutTempfailed(MailEventBase):
 
     type: Literal["callout_tempfailed"] = "callout_tempfailed"
     destination: str | None = Field(default=None, max_length=300)
-    reason: Literal[
-        "reply_4xx",
-        "timeout",
-        "connect_failed",
-        "tls_failed",
-        "no_destination",
-        "probe_refused",
-        "reply_5xx",
-        "smtputf8_unsupported",
-    ]
+    reason: TempfailReason
     reply_code: int | None = Field(default=None, ge=400, le=499)
     latency_ms: float = Field(default=0.0, ge=0)
 
@@ -117,4 +120,5 @@ __all__ = [
     "MailEventBase",
     "OutboundSent",
     "RecipientDelivered",
+    "TempfailReason",
 ]

@@ -33,6 +33,7 @@ from msgspec import Meta
 from smtp_discovery.schemas.address import is_plain_address
 from smtp_discovery.schemas.base import TENANT_ID_PATTERN
 from smtp_discovery.schemas.codec import MessageDecodeError, decode_all
+from smtp_discovery.schemas.mail import TempfailReason
 from smtp_discovery.schemas.state import AddressStatus, UserRole, is_transition_reason
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES
 
@@ -170,42 +171,33 @@ class CalloutRejectedFast(_MailFast, kw_only=True, tag="callout_rejected"):
 class CalloutTempfailedFast(_MailFast, kw_only=True, tag="callout_tempfailed"):
     type: ClassVar[str] = "callout_tempfailed"
     destination: Annotated[str, Meta(max_length=300)] | None = None
-    reason: Literal[
-        "reply_4xx",
-        "timeout",
-        "connect_failed",
-        "tls_failed",
-        "no_destination",
-        "probe_refused",
-        "reply_5xx",
-        "smtputf8_unsupported",
-    ]
+    reason: TempfailReason
     reply_code: Annotated[int, Meta(ge=400, le=499)] | None = None
     latency_ms: Latency = 0.0
 
 
-class RecipientDeliveredFast(_MailFast, kw_only=True, tag="recipient_delivered"):
-    type: ClassVar[str] = "recipient_delivered"
-    verdict: Literal["clean", "not_clean"]
+class _FromClientFast(_MailFast, kw_only=True):
+    """Mail a client sent through the gateway: its transaction and its IP (canonical IPv4
+    only; every other spelling is the contract's to read)."""
+
     message_id: MessageId
     client_ip: str
+
+    def __post_init__(self) -> None:
+        _plain(self.address)
+        _ipv4(self.client_ip)
+
+
+class RecipientDeliveredFast(_FromClientFast, kw_only=True, tag="recipient_delivered"):
+    type: ClassVar[str] = "recipient_delivered"
+    verdict: Literal["clean", "not_clean"]
     size: Annotated[int, Meta(ge=0)] = 0
     catch_all: bool = False
 
-    def __post_init__(self) -> None:
-        _plain(self.address)
-        _ipv4(self.client_ip)
 
-
-class OutboundSentFast(_MailFast, kw_only=True, tag="outbound_sent"):
+class OutboundSentFast(_FromClientFast, kw_only=True, tag="outbound_sent"):
     type: ClassVar[str] = "outbound_sent"
-    message_id: MessageId
-    client_ip: str
     recipient_count: Annotated[int, Meta(ge=1)] = 1
-
-    def __post_init__(self) -> None:
-        _plain(self.address)
-        _ipv4(self.client_ip)
 
 
 class CatchAllCheckedFast(_MailFast, kw_only=True, tag="catch_all_checked"):
