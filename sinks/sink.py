@@ -91,6 +91,8 @@ class Sink:
         self._batches: dict[TopicPartition, Batch] = {}
         self._writing: dict[TopicPartition, tuple[asyncio.Task[None], int]] = {}
         """Per partition, the batch being written (its task and rows), if any."""
+        self._failed: Exception | None = None
+        """A write that failed where only the main loop can stop the sink (a rebalance)."""
         self._taken: dict[TopicPartition, int] = {}
         """Offset after the last record taken per partition (in a batch or flushed)."""
         self._consumer: AIOKafkaConsumer | None = None
@@ -274,6 +276,8 @@ class Sink:
 
     async def _reap(self) -> None:
         """Forget the writes that are done; one that failed raises here, and stops the sink."""
+        if self._failed is not None:
+            raise self._failed
         for tp, (task, _) in list(self._writing.items()):
             if task.done():
                 await self._written(tp)
@@ -389,8 +393,12 @@ class Sink:
         """Uncommitted rows of partitions that moved away are the new owner's to write."""
         async with self._work:
             for tp in revoked:
-                await self._written(tp)  # a batch handed over before the rebalance: its commit
-                # succeeds, or fails and the new owner replays its recorded range
+                # A batch handed over before the rebalance: its commit succeeds, or fails and
+                # the new owner replays its recorded range.
+                try:
+                    await self._written(tp)
+                except Exception as exc:  # aiokafka would only log it: the main loop raises it
+                    self._failed = self._failed or exc
                 self._batches.pop(tp, None)
                 self._taken.pop(tp, None)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 import smtp_discovery.sinks.once
 import smtp_discovery.sinks.sink
@@ -374,3 +374,23 @@ def test_the_sink_hashes_an_id_as_clickhouse_does(clickhouse: Any) -> None:
             "SELECT CRC32({id:String})", parameters={"id": event_id}
         ).result_rows[0]
         assert stored == smtp_discovery.sinks.once.id_hash(event_id), event_id
+
+
+async def test_a_write_that_failed_during_a_rebalance_stops_the_sink() -> None:
+    """A rebalance waits for the writes of the partitions it takes away. One that failed with
+    an error nothing retries must not vanish into aiokafka's listener (which only logs): the
+    sink's main loop raises it at its next turn, as it does for a write it finds failed."""
+    sink = Sink({"bootstrap_servers": "127.0.0.1:9"}, None, Layout("unused"), TopicNames(""),
+                SinkSettings(group="g"))  # fmt: skip
+    tp = TopicPartition("discovery.mail", 0)
+
+    async def refused() -> None:
+        raise RuntimeError("the commit was refused")
+
+    sink._writing[tp] = (asyncio.create_task(refused()), 1)
+    try:
+        await sink.forget({tp})  # does not raise into the listener
+        with pytest.raises(RuntimeError, match="refused"):
+            await sink._reap()
+    finally:
+        await sink._producer.stop()
