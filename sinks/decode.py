@@ -4,9 +4,10 @@ accepting exactly what the contracts in ``schemas/`` accept.
 Validating each value against its pydantic contract cost the sink more than everything else it
 does per row (8 µs of about 12 on the bench machine; a bare insert of a row costs 4). The
 high-volume topics (state changes, address snapshots, mail events) are therefore decoded first
-by msgspec structs that mirror their contracts field by field, constraint by constraint (about
-1 µs a value). The contracts stay the definition; the mirrors are a fast path that may
-*decline* a value but never accepts one its contract refuses:
+by msgspec structs that mirror their contracts field by field, constraint by constraint: about
+a third of the contract's cost for a state change, a quarter for a mail event, checks included
+(best of 9 batches of 20,000 on the bench machine). The contracts stay the definition; the
+mirrors are a fast path that may *decline* a value but never accepts one its contract refuses:
 
 * a mirror's constraints are those of its contract or stricter (a required ``event_id`` where
   the contract would make one up, ASCII digits where the contract's pattern takes any digit,
@@ -37,7 +38,10 @@ from smtp_discovery.schemas.mail import TempfailReason
 from smtp_discovery.schemas.state import AddressStatus, UserRole, is_transition_reason
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES
 
-Aware = Annotated[datetime, Meta(tz=True)]
+Status = Literal[tuple(status.value for status in AddressStatus)]  # type: ignore[valid-type]
+Role = Literal[tuple(role.value for role in UserRole)]  # type: ignore[valid-type]
+"""An enum's values as text: msgspec reads a literal at a fraction of an enum's cost, and a
+row holds the text either way."""
 TenantId = Annotated[str, Meta(pattern=rf"^{TENANT_ID_PATTERN}\Z")]
 EventId = Annotated[str, Meta(min_length=1, max_length=128)]
 NodeId = Annotated[str, Meta(max_length=128)]
@@ -71,6 +75,12 @@ def _reason(reason: str) -> None:
         raise _Decline
 
 
+def _aware(at: datetime | None) -> None:
+    # Checked here: msgspec's own ``tz=True`` cost more than the rest of a datetime's decoding.
+    if at is not None and at.tzinfo is None:
+        raise _Decline
+
+
 def _ipv4(text: str) -> None:
     if _CANONICAL_IPV4.fullmatch(text) is None:
         raise _Decline
@@ -81,29 +91,30 @@ class _Fast(msgspec.Struct, kw_only=True):
 
     schema_version: Annotated[int, Meta(ge=1)] = 1
     event_id: EventId
-    event_time: Aware
+    event_time: datetime
     tenant_id: TenantId
     address: str
 
     def __post_init__(self) -> None:
         _plain(self.address)
+        _aware(self.event_time)
 
 
 class StateChangeFast(_Fast, kw_only=True):
     """``schemas.state.StateChange``."""
 
     type: Literal["state_change"] = "state_change"
-    from_status: AddressStatus | None
-    to_status: AddressStatus | None
+    from_status: Status | None
+    to_status: Status | None
     reason: str
     actor: Annotated[str, Meta(min_length=1, max_length=200)] = "system"
     cause_event_ids: tuple[str, ...] = ()
     version: Annotated[int, Meta(ge=1)]
-    role: UserRole | None = None
+    role: Role | None = None
     primary: str | None = None
 
     def __post_init__(self) -> None:
-        _plain(self.address)
+        super().__post_init__()
         _reason(self.reason)
         if self.primary is not None:
             _plain(self.primary)
@@ -114,20 +125,22 @@ class AddressStateFast(msgspec.Struct, kw_only=True):
 
     tenant_id: TenantId
     address: str
-    status: AddressStatus
-    status_since: Aware
+    status: Status
+    status_since: datetime
     status_reason: str
     version: Annotated[int, Meta(ge=1)] = 1
-    role: UserRole | None = None
+    role: Role | None = None
     first_name: Annotated[str, Meta(max_length=100)] = ""
     surname: Annotated[str, Meta(max_length=100)] = ""
     primary: str | None = None
     alias_candidates: tuple[str, ...] = ()
-    discovered_at: Aware | None = None
+    discovered_at: datetime | None = None
     discovered_reason: str | None = None
     aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _aware(self.status_since)
+        _aware(self.discovered_at)
         _reason(self.status_reason)
         if self.discovered_reason is not None:
             _reason(self.discovered_reason)
@@ -184,7 +197,7 @@ class _FromClientFast(_MailFast, kw_only=True):
     client_ip: str
 
     def __post_init__(self) -> None:
-        _plain(self.address)
+        super().__post_init__()
         _ipv4(self.client_ip)
 
 
