@@ -99,20 +99,31 @@ def _columns(table: schema.Table) -> tuple[str, ...]:
 
 
 def _address_state(c: Columns, key: bytes | None, m: Any) -> None:
-    if m is None:  # a tombstone: the address no longer exists, its key is all that is left
-        record_key = (key or b"").decode("utf-8", "replace")
-        values: tuple[Any, ...] = (record_key.split(":", 1)[0], record_key, "", "", "", "", "",
-                                   "", NO_STATUS_SINCE, "", None, "", [], 0, 1)  # fmt: skip
-    else:
-        # The key is the record key (compaction keeps one snapshot per key): no address is
-        # parsed again to find it.
-        r = m.record
-        values = (r.tenant_id, (key or b"").decode("utf-8", "replace"), r.address, r.status,
-                  r.role or "", r.primary or "", r.first_name, r.surname, r.status_since,
-                  r.status_reason, r.discovered_at, r.discovered_reason or "", list(r.aliases),
-                  r.version, 0)  # fmt: skip
-    for column, value in zip(c, values, strict=True):
-        column.append(value)
+    # The key is the record key (compaction keeps one snapshot per key): no address is parsed
+    # again to find it.
+    record_key = (key or b"").decode("utf-8", "replace")
+    if m is None:  # a tombstone (rare): the address no longer exists, its key is all that is left
+        values = (record_key.split(":", 1)[0], record_key, "", "", "", "", "", "",
+                  NO_STATUS_SINCE, "", None, "", [], 0, 1)  # fmt: skip
+        for column, value in zip(c, values, strict=True):
+            column.append(value)
+        return
+    r = m.record
+    c[0].append(r.tenant_id)
+    c[1].append(record_key)
+    c[2].append(r.address)
+    c[3].append(r.status)
+    c[4].append(r.role or "")
+    c[5].append(r.primary or "")
+    c[6].append(r.first_name)
+    c[7].append(r.surname)
+    c[8].append(r.status_since)
+    c[9].append(r.status_reason)
+    c[10].append(r.discovered_at)
+    c[11].append(r.discovered_reason or "")
+    c[12].append(list(r.aliases))
+    c[13].append(r.version)
+    c[14].append(0)
 
 
 def _state_change(c: Columns, key: bytes | None, m: Any) -> None:
