@@ -171,6 +171,13 @@ REGISTRY: tuple[TopicSpec, ...] = (
 TOPICS: dict[str, TopicSpec] = {spec.name: spec for spec in REGISTRY}
 
 
+ROUTED_PAST_WHEN_SETTLED = (RecipientDelivered, OutboundSent)
+"""The mail events ``mail_route`` sends past the worker when their address is settled. The
+worker treats those it does receive (the ingest view was a moment behind) alike: it skips them
+and does not keep them for a late message's replay (``streams.reorder``), so that the outcome
+does not depend on how fresh an ingest node's view was."""
+
+
 def mail_route(event: MailEvent, status: AddressStatus | None) -> str:
     """Where ingest publishes a mail event, given the address's status in its view.
 
@@ -184,7 +191,7 @@ def mail_route(event: MailEvent, status: AddressStatus | None) -> str:
     admin just removed is counted in the analytics, and that address is met again by its next
     callout or message.
     """
-    if status in SETTLED_STATUSES and isinstance(event, (RecipientDelivered, OutboundSent)):
+    if status in SETTLED_STATUSES and isinstance(event, ROUTED_PAST_WHEN_SETTLED):
         return MAIL_SETTLED
     return MAIL
 

@@ -298,11 +298,11 @@ class Topology:
         self.due.clear()
         for key, record in self.store.waiting():
             self.due.update(key, record)
-        for route_key, journal in self.store.journals():
+        for route_key, newest in self.store.journal_ends():
             self.due.update_journal(
                 route_key,
                 partition_for(route_key.encode(), self.settings.partitions),
-                journal.expires_at(self.policy.late_grace),
+                newest + self.policy.late_grace,
             )
         self.due.keep_partitions(active)
         self._indexed_partitions = active

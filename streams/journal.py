@@ -23,6 +23,11 @@ Bounded in time and size:
   base: first those already past the grace period, then, if still too many, the oldest. A late
   message older than what the journal still holds is then applied where the journal starts.
 
+Each message is stored under a key of its own, numbered in event-time order (``streams.store``):
+appending a message writes it alone, not the journal again. Mail to a user is kept (a late
+deletion may come before it), and it is most of the mail, so the write per message is the
+journal's cost; when the whole journal was one value, each message rewrote up to 64.
+
 Pure: bytes in, bytes out; no Faust, no Kafka.
 """
 
@@ -65,18 +70,45 @@ class Entry:
 
 @dataclass
 class Journal:
-    """The messages of one group since its base, in event-time order (arrival order on ties)."""
+    """The messages of one group since its base, in event-time order (arrival order on ties).
+
+    Stored one entry per table key (``streams.store``), numbered in order, so that appending
+    a message writes that message alone. The numbering below says which entries the store
+    holds already; it is the store's bookkeeping, and no rule reads it."""
 
     entries: list[Entry] = field(default_factory=list)
-    _encoded: bytes | None = field(default=None, repr=False, compare=False)
-    """The entries' encoding while it is known: most messages are appended, and appending to
-    the encoding is cheaper than encoding the journal again."""
+    first: int = field(default=0, compare=False)
+    """The number of ``entries[0]`` in the store; a fold moves it on."""
+    clean: int = field(default=0, compare=False)
+    """``entries[:clean]`` are stored, unchanged, under their numbers."""
+    stored: range = field(default=range(0), compare=False)
+    """The numbers the store holds for this group, whichever journal wrote them."""
+    head: int | None = field(default=None, compare=False)
+    """The first number as the store's head records it (None: no head stored)."""
     _ids: set[str] | None = field(default=None, repr=False, compare=False)
     _marks: dict[str, int] | None = field(default=None, repr=False, compare=False)
     """Erasure marks (entries of topic ``MARKS``): the mark, and when."""
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def succeed(self, entries: list[Entry]) -> Journal:
+        """A journal that takes this one's place in the store, with ``entries``. It is numbered
+        from one past the stored numbers, leaving a gap: until its head is written, the old
+        head reads the old journal alone, so a crash between the writes leaves one journal or
+        the other, never a mix. The store deletes the old keys after the new head."""
+        first = self.stored.stop + 1 if self.stored else 0
+        return Journal(entries, first=first, stored=self.stored, head=self.head)
+
+    def copy(self) -> Journal:
+        """The same entries and bookkeeping, to change without changing this one."""
+        return Journal(
+            list(self.entries),
+            first=self.first,
+            clean=self.clean,
+            stored=self.stored,
+            head=self.head,
+        )
 
     @property
     def newest(self) -> int | None:
@@ -119,16 +151,15 @@ class Journal:
         return newest is not None and newest <= at - grace // timedelta(microseconds=1)
 
     def add(self, entry: Entry) -> int:
-        """Insert in event-time order, after any message of the same time; returns its place."""
+        """Insert in event-time order, after any message of the same time; returns its place.
+        The entries from there on are numbered anew (appending renumbers nothing)."""
         entries = self.entries
         if not entries or entries[-1].at <= entry.at:
             place = len(entries)
-            if self._encoded is not None:
-                self._encoded += _encode_entry(entry)
         else:
             place = bisect.bisect_right([e.at for e in entries], entry.at)
-            self._encoded = None
         entries.insert(place, entry)
+        self.clean = min(self.clean, place)
         if self._ids is not None:
             self._ids.add(entry.event_id)
         if entry.topic == MARKS:
@@ -145,7 +176,9 @@ class Journal:
         past = bisect.bisect_left([e.at for e in self.entries], horizon)
         count = max(past, len(self.entries) - max_entries // 2)
         folded, self.entries = self.entries[:count], self.entries[count:]
-        self._encoded = self._ids = self._marks = None
+        self.first += count
+        self.clean = max(0, self.clean - count)
+        self._ids = self._marks = None
         return folded
 
     def expires_at(self, grace: timedelta) -> datetime | None:
@@ -153,34 +186,31 @@ class Journal:
         newest = self.newest
         return None if newest is None else from_micros(newest) + grace
 
-    # ---- encoding --------------------------------------------------------------------------
 
-    def encode(self) -> bytes:
-        """Each entry is a header line ``<at> <event id> <topic> <length>`` and the value's
-        bytes: no escaping, and the header alone says where the next entry starts."""
-        if self._encoded is None:
-            self._encoded = b"".join(_encode_entry(entry) for entry in self.entries)
-        return self._encoded
-
-    @classmethod
-    def decode(cls, raw: bytes | None) -> Journal:
-        entries: list[Entry] = []
-        if raw:
-            view = memoryview(raw)
-            position = 0
-            while position < len(raw):
-                end = raw.index(b"\n", position)
-                at, event_id, topic, length = raw[position:end].split(b" ")
-                start = end + 1
-                stop = start + int(length)
-                entries.append(
-                    Entry(int(at), event_id.decode(), topic.decode(), bytes(view[start:stop]))
-                )
-                position = stop
-        return cls(entries, raw or b"")
+def decode_entries(raw: bytes) -> list[Entry]:
+    """The entries of ``raw``: one (a stored entry), or several one after the other (a journal
+    stored whole, as the worker did before entries had keys of their own)."""
+    entries: list[Entry] = []
+    view = memoryview(raw)
+    position = 0
+    while position < len(raw):
+        end = raw.index(b"\n", position)
+        at, event_id, topic, length = raw[position:end].split(b" ")
+        start = end + 1
+        stop = start + int(length)
+        entries.append(Entry(int(at), event_id.decode(), topic.decode(), bytes(view[start:stop])))
+        position = stop
+    return entries
 
 
-def _encode_entry(entry: Entry) -> bytes:
+def entry_time(raw: bytes) -> int:
+    """A stored entry's event time, read from its header alone."""
+    return int(raw[: raw.index(b" ")])
+
+
+def encode_entry(entry: Entry) -> bytes:
+    """A header line ``<at> <event id> <topic> <length>`` and the value's bytes: no escaping,
+    and the header alone says where the value ends."""
     header = b"%d %s %s %d\n" % (
         entry.at,
         entry.event_id.encode(),

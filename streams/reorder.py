@@ -29,6 +29,7 @@ from typing import Any
 from smtp_discovery.schemas.address import parse_address
 from smtp_discovery.schemas.commands import EraseAddress, Tick
 from smtp_discovery.schemas.state import AddressRecord, StateChange, same_state
+from smtp_discovery.schemas.topics import ROUTED_PAST_WHEN_SETTLED
 from smtp_discovery.streams import rules
 from smtp_discovery.streams.journal import MARKS, Entry, Journal
 
@@ -37,7 +38,24 @@ Group = dict[str, AddressRecord]
 ORDER_FREE = frozenset({"domain_not_registered", "tempfail", "tenant_fact", "duplicate", "erased"})
 """Skips that no order of messages can change, so the journal does not keep their messages: a
 domain the tenant does not have, a tempfail and a fact about the tenant's server never touch a
-record. Mail to a user is kept: a late admin command (a deletion) may come before it."""
+record."""
+
+
+def _passes_by(outcome: rules.Outcome, message: Any) -> bool:
+    """A delivery to, or outbound mail from, an address that was settled at its place: ingest
+    routes such mail past the worker (``schemas.topics.ROUTED_PAST_WHEN_SETTLED``), so the
+    worker neither applies nor keeps what it receives of it. A late deletion placed before it
+    then does not bring the address back, as it would not for the mail ingest routed past; the
+    address is met again at its next callout or message. Keeping it would make the outcome
+    depend on how fresh an ingest node's view was, and cost a journal write for most mail.
+
+    One that made something fall due on its way (lazy time: an expiry at its event time) is
+    kept: its place in time mattered."""
+    return (
+        outcome.skipped == "settled"
+        and not outcome.records
+        and isinstance(message, ROUTED_PAST_WHEN_SETTLED)
+    )
 
 
 def erasure_mark(tenant_id: str, address: str) -> str:
@@ -59,11 +77,11 @@ class JournalState:
     def drop(self) -> None:
         """No journal: the group as it is becomes the starting point of the order."""
         if self.journal:
-            self.journal, self.base = Journal(), {}
+            self.journal, self.base = self.journal.succeed([]), {}
             self.base_changed = self.changed = True
 
     def restart(self, entry: Entry, group: Mapping[str, AddressRecord]) -> None:
-        self.journal, self.base = Journal([entry]), dict(group)
+        self.journal, self.base = self.journal.succeed([entry]), dict(group)
         self.base_changed = self.changed = True
 
 
@@ -102,14 +120,16 @@ def place(
     if journal.is_late(at) and not journal.beyond_grace(at, grace):
         if state.base is None:
             state.base = load_base()
-        placed = Journal(list(journal.entries))  # the journal changes only if the replay works
+        placed = journal.copy()  # the journal changes only if the replay works
         where = placed.add(entry)
         messages = [message if i == where else decode(e) for i, e in enumerate(placed.entries)]
         outcome = replay(state.base, messages[:where], message, messages[where + 1 :], group, ctx)
+        if _passes_by(outcome, message):
+            return outcome
         state.journal, state.changed = placed, True
     else:
         outcome = rules.apply(group, message, ctx)
-        if outcome.skipped in ORDER_FREE or journal.is_late(at):
+        if outcome.skipped in ORDER_FREE or _passes_by(outcome, message) or journal.is_late(at):
             return outcome  # (a late one here is past the grace period: the rules judged it)
         if not journal or journal.starts_anew(at, grace):
             state.restart(entry, group)
@@ -179,7 +199,7 @@ def _erase(
         outcome = replay(base, earlier, message, later, group, ctx)
     else:
         outcome = rules.apply(group, message, ctx)
-    placed = Journal(kept)
+    placed = journal.succeed(kept)
     placed.add(Entry(max([at, *(journal.entries[i].at for i in about)]), erased, MARKS, b""))
     state.journal, state.base = placed, base
     state.base_changed = state.changed = True

@@ -6,8 +6,21 @@ share it, one per line). The group index changes only when an address appears or
 so a message costs at most one record write.
 
 A third table, ``journal``, holds each group's recent messages and the group as it stood
-before them (``streams.journal``): under the route key, the messages; under the route key and
-``BASE_SUFFIX``, the base (absent: no record).
+before them (``streams.journal``):
+
+* under ``<route key>\\0<n>``, the message numbered ``n``, in event-time order from the first
+  number on, with no gap: appending a message writes that key alone;
+* under the route key, the *head*: ``@<first number>``, written only when the first number
+  changes (the journal starts, or its oldest messages are folded into the base);
+* under the route key and ``BASE_SUFFIX``, the base (absent: no record).
+
+A journal is read by its head and then its numbers upward until one is missing. A batch writes
+a journal's entries first, then its base, its head, and deletions last: a crash between them
+(the tables are written at least once, like the rest of the worker's state) leaves, in the
+common case of appended messages, a journal with some of the batch's messages, which their
+redelivery finds as repeats.
+A journal the worker stored whole under the route key, before entries had keys of their own,
+is read as it is and stored the new way when it is next written.
 
 Decoded groups are kept in a bounded cache, written through on every save: most mail goes to
 addresses seen a moment ago, and decoding a record from JSON was the largest cost per message
@@ -20,9 +33,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, MutableMapping
+from datetime import datetime
 
 from smtp_discovery.schemas.state import AddressRecord, AddressStatus
-from smtp_discovery.streams.journal import Journal
+from smtp_discovery.streams.journal import (
+    Journal,
+    decode_entries,
+    encode_entry,
+    entry_time,
+    from_micros,
+)
 
 Group = dict[str, AddressRecord]
 
@@ -31,6 +51,9 @@ _PENDING, _DISCOVERED = (f'"{status.value}"'.encode() for status in _WAITING)
 
 BASE_SUFFIX = "\x00base"
 """Appended to a route key for its journal's base, in the ``journal`` table."""
+
+_HEAD = b"@"
+"""What a journal's head starts with; a journal stored whole starts with a digit."""
 
 CACHED_JOURNALS = 20_000
 """Journals kept decoded: a few KB each (up to 64 raw messages), so at most some 100 MB in
@@ -113,11 +136,26 @@ class GroupStore:
         cache = self._journals
         journal = cache.pop(route_key, None)
         if journal is None:
-            journal = Journal.decode(self.journal.get(route_key))
+            journal = self._read_journal(route_key)
         cache[route_key] = journal
         if len(cache) > CACHED_JOURNALS:
             del cache[next(iter(cache))]
         return journal
+
+    def _read_journal(self, route_key: str) -> Journal:
+        head = self.journal.get(route_key)
+        if head is None:
+            return Journal()
+        if not head.startswith(_HEAD):  # stored whole: written the new way next time
+            return Journal(decode_entries(head))
+        first = number = int(head[1:])
+        entries = []
+        while (raw := self.journal.get(_entry_key(route_key, number))) is not None:
+            entries.extend(decode_entries(raw))
+            number += 1
+        return Journal(
+            entries, first=first, clean=len(entries), stored=range(first, number), head=first
+        )
 
     def load_base(self, route_key: str) -> Group:
         """The group before its journal's first message."""
@@ -129,30 +167,51 @@ class GroupStore:
         return base
 
     def save_journal(self, route_key: str, journal: Journal, base: Group | None) -> None:
-        """Write the journal, and its base when given (``None``: the base is unchanged). An
-        empty journal goes with its base."""
+        """Write what changed of the journal, and its base when given (``None``: the base is
+        unchanged). An empty journal goes with its base."""
+        table = self.journal
         if not journal:
             self._journals.pop(route_key, None)
-            self.journal.pop(route_key, None)
-            self.journal.pop(route_key + BASE_SUFFIX, None)
+            for number in journal.stored:
+                table.pop(_entry_key(route_key, number), None)
+            table.pop(route_key, None)
+            table.pop(route_key + BASE_SUFFIX, None)
             return
         self._journals[route_key] = journal
-        self.journal[route_key] = journal.encode()
-        if base is None:
-            return
-        if base:
-            self.journal[route_key + BASE_SUFFIX] = b"\n".join(
-                key.encode("utf-8") + b"\t" + record.model_dump_json().encode("utf-8")
-                for key, record in base.items()
-            )
-        else:
-            self.journal.pop(route_key + BASE_SUFFIX, None)
+        first, entries = journal.first, journal.entries
+        for place in range(journal.clean, len(entries)):
+            table[_entry_key(route_key, first + place)] = encode_entry(entries[place])
+        if base is not None:
+            if base:
+                table[route_key + BASE_SUFFIX] = b"\n".join(
+                    key.encode("utf-8") + b"\t" + record.model_dump_json().encode("utf-8")
+                    for key, record in base.items()
+                )
+            else:
+                table.pop(route_key + BASE_SUFFIX, None)
+        if journal.head != first:
+            table[route_key] = b"%s%d" % (_HEAD, first)
+        kept = range(first, first + len(entries))
+        for number in journal.stored:
+            if number not in kept:
+                table.pop(_entry_key(route_key, number), None)
+        journal.clean, journal.stored, journal.head = len(entries), kept, first
 
-    def journals(self) -> Iterator[tuple[str, Journal]]:
-        """Every journal (not their bases), for the timer's index."""
+    def journal_ends(self) -> Iterator[tuple[str, datetime]]:
+        """(route key, its journal's newest event time), for the timer's index: read from the
+        entries' headers, with no message decoded."""
+        newest: dict[str, int] = {}
         for key, raw in self.journal.items():
-            if not key.endswith(BASE_SUFFIX):
-                yield key, Journal.decode(raw)
+            route_key, separator, suffix = key.partition("\x00")
+            if separator:
+                if suffix.isdigit():
+                    at = entry_time(raw)
+                    if at > newest.get(route_key, -1):
+                        newest[route_key] = at
+            elif not raw.startswith(_HEAD) and raw:
+                newest[route_key] = max(entry.at for entry in decode_entries(raw))
+        for route_key, at in newest.items():
+            yield route_key, from_micros(at)
 
     def _remember(self, route_key: str, group: Group) -> None:
         """Most recently used last; the least recently used goes when the cache is full."""
@@ -175,3 +234,7 @@ class GroupStore:
                 record = AddressRecord.model_validate_json(raw)
                 if record.status in _WAITING:
                     yield key, record
+
+
+def _entry_key(route_key: str, number: int) -> str:
+    return f"{route_key}\x00{number}"
