@@ -14,13 +14,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.schemas.address import parse_address
-from smtp_discovery.schemas.state import AddressRecord, AddressStatus
+from smtp_discovery.schemas.state import AddressStatus
 from smtp_discovery.schemas.tenant import DiscoverySettings
 from smtp_discovery.streams.partitioning import partition_for
-from smtp_discovery.streams.rules import Policy, due_at
+from smtp_discovery.streams.rules import Policy, Timed, due_at
+
+
+class Tracked(Timed, Protocol):
+    """What the index reads of a record (an AddressRecord, or ``store.WaitingFields``)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def version(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +83,7 @@ class DueIndex:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def update(self, key: str, record: AddressRecord | None) -> None:
+    def update(self, key: str, record: Tracked | None) -> None:
         self._ticked.pop(key, None)
         if record is None or record.status not in (AddressStatus.PENDING, AddressStatus.DISCOVERED):
             self._waiting.pop(key, None)

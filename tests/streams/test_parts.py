@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtp_discovery.platform.clock import ManualClock
 from smtp_discovery.schemas.address import parse_address
@@ -14,6 +16,7 @@ from smtp_discovery.schemas.commands import CreateUser, Tick
 from smtp_discovery.schemas.state import AddressRecord, AddressStatus
 from smtp_discovery.schemas.tenant import DiscoverySettings
 from smtp_discovery.streams import rules
+from smtp_discovery.streams import store as store_module
 from smtp_discovery.streams.app import StreamsSettings, Topology
 from smtp_discovery.streams.clock import EPOCH, EventTimeClock, SystemClock, make_clock
 from smtp_discovery.streams.due import DueIndex
@@ -21,7 +24,7 @@ from smtp_discovery.streams.partitioning import partition_for
 from smtp_discovery.streams.recovery import HandOverRecovery
 from smtp_discovery.streams.rewind import RewindingConsumerThread
 from smtp_discovery.streams.rules import Context, Policy
-from smtp_discovery.streams.store import GroupStore
+from smtp_discovery.streams.store import GroupStore, WaitingFields
 from tests.streams.world import T0, World
 
 DAY = timedelta(days=1)
@@ -207,16 +210,14 @@ def test_only_waiting_records_are_decoded_to_rebuild_the_due_index(
     w.verify_and_deliver("carol@a.example", [0, 1, 2])  # discovered
     records = _encoded(w)
     decoded: list[str] = []
-    parse = AddressRecord.model_validate_json
+    parse = store_module._read_waiting
 
-    class Counting:
-        @staticmethod
-        def model_validate_json(raw: bytes) -> AddressRecord:
-            record = parse(raw)
-            decoded.append(record.address)
-            return record
+    def counting(raw: bytes) -> WaitingFields:
+        record = parse(raw)
+        decoded.append(record.address)
+        return record
 
-    monkeypatch.setattr("smtp_discovery.streams.store.AddressRecord", Counting)
+    monkeypatch.setattr(store_module, "_read_waiting", counting)
     waiting = {key: record.status.value for key, record in GroupStore(records, {}).waiting()}
     assert waiting == {"acme:other@a.example": "pending", "acme:carol@a.example": "discovered"}
     # The user named "discovered" looked like a candidate: decoded, then dropped. The other
@@ -245,3 +246,52 @@ async def test_the_due_index_waits_for_recovery_and_is_rebuilt_after_every_rebal
     await topology._forget_groups(topology.app, set())
     await topology._scan()
     assert len(rebuilt) == 2
+
+
+TIMES = st.one_of(
+    st.none(),
+    st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.sampled_from(AddressStatus),
+    since=TIMES.filter(lambda t: t is not None),
+    discovered=TIMES,
+    seen=TIMES,
+    version=st.integers(1, 2**40),
+    local=st.sampled_from(["alice", "jörg", "a.b+tag", "x" * 64]),
+    names=st.text(max_size=20),
+)
+def test_the_due_index_reads_what_the_contract_reads_of_a_stored_record(
+    status: AddressStatus,
+    since: datetime,
+    discovered: datetime | None,
+    seen: datetime | None,
+    version: int,
+    local: str,
+    names: str,
+) -> None:
+    """The lean decoding the index is rebuilt from gives the fields the contract gives."""
+    record = AddressRecord(
+        tenant_id="acme",
+        address=f"{local}@a.example",
+        status=status,
+        status_since=since,
+        status_reason="verified",
+        version=version,
+        first_name=names,
+        discovered_at=discovered,
+        last_seen=seen,
+        clean_by_day={since.date(): 3},
+        applied_event_ids=("e1", "e2"),
+    )
+    raw = record.model_dump_json().encode()
+    lean = store_module._read_waiting(raw)
+    full = AddressRecord.model_validate_json(raw)
+    for name in WaitingFields.__struct_fields__:
+        assert getattr(lean, name) == getattr(full, name), name
+    assert [lean.status_since, lean.discovered_at, lean.last_seen] == [since, discovered, seen]
