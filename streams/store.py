@@ -57,6 +57,9 @@ BASE_SUFFIX = "\x00base"
 _HEAD = b"@"
 """What a journal's head starts with; a journal stored whole starts with a digit."""
 
+_WHOLE = -1
+"""``Journal.head`` of a journal stored whole: a head to replace, whatever its first number."""
+
 CACHED_JOURNALS = 20_000
 """Journals kept decoded: a few KB each (up to 64 raw messages), so at most some 100 MB in
 practice; only groups with mail in the last grace period have one."""
@@ -149,7 +152,7 @@ class GroupStore:
         if head is None:
             return Journal()
         if not head.startswith(_HEAD):  # stored whole: written the new way next time
-            return Journal(decode_entries(head))
+            return Journal(decode_entries(head), head=_WHOLE)
         first = number = int(head[1:])
         entries = []
         while (raw := self.journal.get(_entry_key(route_key, number))) is not None:
@@ -172,12 +175,16 @@ class GroupStore:
         """Write what changed of the journal, and its base when given (``None``: the base is
         unchanged). An empty journal goes with its base."""
         table = self.journal
+        # With no head stored, nothing of the group is (most journals start from nothing, and
+        # a deletion that finds no key is a table lookup and an exception, for nothing).
+        stored = journal.head is not None
         if not journal:
             self._journals.pop(route_key, None)
-            for number in journal.stored:
-                table.pop(_entry_key(route_key, number), None)
-            table.pop(route_key, None)
-            table.pop(route_key + BASE_SUFFIX, None)
+            if stored:
+                for number in journal.stored:
+                    table.pop(_entry_key(route_key, number), None)
+                table.pop(route_key, None)
+                table.pop(route_key + BASE_SUFFIX, None)
             return
         self._journals[route_key] = journal
         first, entries = journal.first, journal.entries
@@ -189,7 +196,7 @@ class GroupStore:
                     key.encode("utf-8") + b"\t" + record.model_dump_json().encode("utf-8")
                     for key, record in base.items()
                 )
-            else:
+            elif stored:
                 table.pop(route_key + BASE_SUFFIX, None)
         if journal.head != first:
             table[route_key] = b"%s%d" % (_HEAD, first)

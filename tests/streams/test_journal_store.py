@@ -175,3 +175,13 @@ def test_a_journal_stored_whole_is_read_and_then_stored_a_message_a_key() -> Non
         _entry(40, 40),
     ]
     assert dict(store.journal_ends()) == {ROUTE_KEY: from_micros(40)}
+
+
+def test_a_journal_stored_whole_goes_with_its_base() -> None:
+    entries = [_entry(at, at) for at in (10, 20)]
+    table = Table({ROUTE_KEY: b"".join(encode_entry(e) for e in entries)})
+    table[ROUTE_KEY + BASE_SUFFIX] = b"acme:alice@a.example\t{}"
+    store = GroupStore({}, {}, table)
+    journal = store.load_journal(ROUTE_KEY)
+    store.save_journal(ROUTE_KEY, journal.succeed([]), {})
+    assert dict(table) == {}
