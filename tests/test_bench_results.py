@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.results import BENCHMARKS, implausible, markdown, plan
+from bench.streams_worker import restore_window
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,19 @@ def test_quick_skips_a_full_run_only_benchmark_and_says_so() -> None:
     assert len(full) == len(BENCHMARKS) == len(quick) + len(skipped)
     written = markdown([], quick=True, skipped=tuple(skipped))
     assert "Not run by `--quick` (full run only): `cluster_drill`." in written
+
+
+def test_the_restore_window_is_read_from_the_workers_log_or_fails() -> None:
+    log = (
+        "2026-12-03 06:36:01,100 INFO smtp_discovery.streams.recovery [^---HandOverRecovery]: "
+        "Restoring state from changelog topics...\n"
+        "2026-12-03 06:36:02,000 INFO x: Still fetching changelog topics for recovery\n"
+        "2026-12-03 06:37:08,600 INFO smtp_discovery.streams.recovery [^---HandOverRecovery]: "
+        "Done reading from changelog topics\n"
+    )
+    assert restore_window(log) == pytest.approx(67.5)
+    with pytest.raises(RuntimeError, match="did not log"):
+        restore_window(log.splitlines()[0])
+    same = log.replace("06:37:08,600", "06:36:01,100")
+    with pytest.raises(RuntimeError, match="no figure"):
+        restore_window(same)
