@@ -27,7 +27,7 @@ from smtp_discovery.schemas.codec import decode, encode
 from smtp_discovery.schemas.state import AddressRecord, AddressStateSnapshot, AddressStatus
 from smtp_discovery.schemas.tenant import Destination, TenantConfig
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, TENANTS
-from tests.smtp_discovery.kafka_helpers import consume_until
+from tests.smtp_discovery.kafka_helpers import consume_until, read_to_end
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -88,6 +88,12 @@ class Ingest:
         records = await consume_until(self.bootstrap, names, count, timeout=timeout)
         events = [decode(MAIL, r.value) for r in records]
         return sorted(events, key=lambda e: e.event_time)
+
+    async def all_events(self, topics: tuple[str, ...] = (MAIL, MAIL_SETTLED)) -> list[Any]:
+        """Every mail event on the topics now (after the node stopped: all it published)."""
+        names = tuple(self.config.topics(t) for t in topics)
+        records = await read_to_end(self.bootstrap, names)
+        return sorted((decode(MAIL, r.value) for r in records), key=lambda e: e.event_time)
 
     async def publish(self, base_topic: str, messages: Sequence[Message]) -> None:
         await _publish(self.bootstrap, self.config.topics(base_topic), messages)

@@ -6,7 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 
@@ -38,6 +39,32 @@ async def consume_until(
             batch = await consumer.getmany(timeout_ms=200)
             for partition_records in batch.values():
                 records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def read_to_end(bootstrap: str, topics: tuple[str, ...]) -> list[ConsumerRecord]:
+    """Every record on ``topics`` now: read from the beginning up to each partition's end
+    offset, so that what is missing is known at once (no deadline to wait out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    parts = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    assert len({tp.topic for tp in parts}) == len(topics), f"not every topic of {topics} exists"
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            while await consumer.position(tp) < ends[tp]:
+                records.extend((await consumer.getmany(tp, timeout_ms=500)).get(tp, []))
     finally:
         await consumer.stop()
     return records
