@@ -33,6 +33,7 @@ from smtp_discovery.ingest.node import IngestNode
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.kafka import ensure_topics, idempotent_producer
+from smtp_discovery.platform.stopping import die_with_parent
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.tenant import Destination, TenantConfig
 from smtp_discovery.schemas.topics import TENANTS
@@ -93,6 +94,7 @@ async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> Non
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),  # a bench stopped by a signal takes its worker with it
     )
     stop = asyncio.Event()
     sink = Sink(options, client, layout, config.topics, sink_settings(config))
