@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAuthorizationFailedError, for_code
 
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError, InfrastructureError
@@ -171,9 +172,13 @@ async def _check_existing(
     outcomes = []
     for spec in specs:
         problems = []
-        have = len(described.get(spec.name, {}).get("partitions", ()))
+        topic = described.get(spec.name, {})
+        have = len(topic.get("partitions", ()))
         want = spec.partition_count(partitions)
-        if have != want:
+        refused = topic.get("error_code", 0)
+        if refused:
+            problems.append(describe_refusal(refused))
+        elif have != want:
             problems.append(f"has {have} partitions, the registry wants {want}")
         policy = policies.get(spec.name)
         if policy is not None and policy != str(spec.cleanup):
@@ -208,6 +213,19 @@ async def topic_configs(
         await asyncio.sleep(0.2)
 
 
+_NOT_TRANSIENT = frozenset({TopicAuthorizationFailedError.errno})
+"""Errors describing a topic that waiting does not end."""
+
+
+def describe_refusal(code: int) -> str:
+    """Why a topic could not be described, in words an operator acts on: without ``Describe``
+    the broker answers as if the topic had no partitions, which hid a missing grant."""
+    name = for_code(code).__name__
+    if code == TopicAuthorizationFailedError.errno:
+        return f"cannot be described ({name}): this principal needs Describe on the topic"
+    return f"cannot be described ({name}, error {code})"
+
+
 async def _describe_settled(
     admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15.0
 ) -> dict[str, dict[str, Any]]:
@@ -221,6 +239,7 @@ async def _describe_settled(
             and all(p["error_code"] == 0 for p in described[name]["partitions"])
             for name in names
         )
-        if settled or asyncio.get_running_loop().time() > deadline:
+        refused = any(described.get(name, {}).get("error_code") in _NOT_TRANSIENT for name in names)
+        if settled or refused or asyncio.get_running_loop().time() > deadline:
             return described
         await asyncio.sleep(0.1)
