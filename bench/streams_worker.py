@@ -409,10 +409,10 @@ async def baseline(bootstrap: str, events: int, addresses: int) -> float:
     return await pass_through(bootstrap, names(MAIL), names(STATE_CHANGES), events)
 
 
-def changelog_records(
-    count: int,
-) -> tuple[list[tuple[int, bytes, bytes]], list[tuple[int, bytes, bytes]]]:
-    records, groups = [], []
+def changelog_records(count: int) -> list[tuple[int, bytes, bytes]]:
+    """The groups table's changelog of ``count`` addresses, one to a group, half of them
+    pending and half discovered (all waiting: the index rebuild reads every one)."""
+    groups = []
     for i in range(count):
         address = f"user{i}@bench.example"
         route_key = f"bench:user{i}"
@@ -430,13 +430,11 @@ def changelog_records(
             clean_by_day={T0.date(): 1},
             applied_event_ids=(f"{i:032x}",),
         )
-        records.append(
-            (partition, json.dumps(record_key).encode(), record.model_dump_json().encode())
-        )
-        groups.append(
-            (partition, json.dumps(route_key).encode(), json.dumps([record_key]).encode())
-        )
-    return records, groups
+        # A group of one, as the worker stores it: the record inline in the group's entry
+        # (streams.store); the records table holds only larger groups' records.
+        inline = b"=%s\t%s" % (record_key.encode(), record.model_dump_json().encode())
+        groups.append((partition, json.dumps(route_key).encode(), inline))
+    return groups
 
 
 async def produce_partitioned(
@@ -464,8 +462,7 @@ async def recovery(bootstrap: str, addresses: int, tmp: Path) -> dict[str, float
     first = start_worker(env, tmp / "first.log")
     await wait_for_log(tmp / "first.log", "Worker ready", 120)
     stop(first)
-    records, groups = changelog_records(addresses)
-    await produce_partitioned(bootstrap, f"{app_id}-records-changelog", records)
+    groups = changelog_records(addresses)
     await produce_partitioned(bootstrap, f"{app_id}-groups-changelog", groups)
     began = time.monotonic()
     fresh = start_worker(worker_env(bootstrap, names, app_id, tmp / "fresh"), tmp / "fresh.log")

@@ -1,9 +1,13 @@
 """Address records in Faust tables, loaded and saved a route-key group at a time.
 
 Two tables, both written only while the worker processes a message of the group's partition:
-``records`` (record key -> AddressRecord JSON) and ``groups`` (route key -> the record keys that
-share it, one per line). The group index changes only when an address appears or disappears,
-so a message costs at most one record write.
+``groups`` (route key -> its records) and ``records`` (record key -> AddressRecord JSON). Most
+groups hold one address, and such a group's entry holds its record itself, inline
+(``=<record key>\\t<JSON>``); a larger group's entry lists its record keys, one per line, and
+each record is in ``records``. A message costs one write either way, and a group of one is one
+changelog record to restore, not two (an index entry and a record). The form changes only when
+an address joins or leaves a group. Entries written before inline records existed (every group
+listed) are read as they are and take the inline form at their group's next write.
 
 A third table, ``journal``, holds each group's recent messages and the group as it stood
 before them (``streams.journal``):
@@ -57,6 +61,9 @@ BASE_SUFFIX = "\x00base"
 _HEAD = b"@"
 """What a journal's head starts with; a journal stored whole starts with a digit."""
 
+_INLINE = b"="
+"""What a group index entry holding its one record starts with: ``=<record key>\\t<JSON>``."""
+
 _WHOLE = -1
 """``Journal.head`` of a journal stored whole: a head to replace, whatever its first number."""
 
@@ -92,6 +99,8 @@ class GroupStore:
         self._cache: dict[str, Group] = {}
         self._journals: dict[str, Journal] = {}
         """Decoded journals, kept like the groups (and forgotten with them)."""
+        self._inline: set[str] = set()
+        """Cached groups stored inline (a group of one, in its index entry)."""
         self.misses = 0
         """Groups read from the tables (decoded) rather than the cache, for the metrics."""
 
@@ -99,41 +108,72 @@ class GroupStore:
         """Drop every cached group: the partitions this worker owns may have changed."""
         self._cache.clear()
         self._journals.clear()
-
-    def members(self, route_key: str) -> list[str]:
-        return _members(self.groups.get(route_key))
+        self._inline.clear()
 
     def load(self, route_key: str) -> Group:
         """The group's records (a read-only view: callers copy before they change it)."""
         cached = self._cache.pop(route_key, None)
         if cached is None:
             self.misses += 1
-            cached = {}
-            for key in self.members(route_key):
-                raw = self.records.get(key)
-                if raw is not None:
-                    cached[key] = AddressRecord.model_validate_json(raw)
+            cached = self._read(route_key)
         self._remember(route_key, cached)
         return cached
 
+    def _read(self, route_key: str) -> Group:
+        raw = self.groups.get(route_key)
+        if raw is None:
+            return {}
+        if raw.startswith(_INLINE):
+            key, _, value = raw[1:].partition(b"\t")
+            self._inline.add(route_key)
+            return {key.decode("utf-8"): AddressRecord.model_validate_json(value)}
+        self._inline.discard(route_key)
+        group = {}
+        for key in _members(raw):
+            value = self.records.get(key)
+            if value is not None:
+                group[key] = AddressRecord.model_validate_json(value)
+        return group
+
     def save(self, route_key: str, changed: dict[str, AddressRecord | None]) -> None:
+        """Write the changed records: a group of one inline in its index entry, a larger group
+        as the list of its members and a record each."""
         if not changed:
             return
         group = dict(self.load(route_key))
         before = list(group)
+        was_inline = route_key in self._inline
         for key, record in changed.items():
             if record is None:
-                self.records.pop(key, None)
                 group.pop(key, None)
             else:
-                self.records[key] = record.model_dump_json().encode("utf-8")
                 group[key] = record
         members = list(group)
-        if members != before:
-            if members:
+        listed = [] if was_inline else before
+        if len(members) == 1:
+            (key,) = members
+            if key in changed or not was_inline:
+                self.groups[route_key] = b"%s%s\t%s" % (
+                    _INLINE,
+                    key.encode("utf-8"),
+                    group[key].model_dump_json().encode("utf-8"),
+                )
+            self._inline.add(route_key)
+            gone = listed  # moved inline, or removed
+        else:
+            self._inline.discard(route_key)
+            written = set(changed) if not was_inline else set(members)
+            for key in members:
+                if key in written:
+                    self.records[key] = group[key].model_dump_json().encode("utf-8")
+            gone = [key for key in listed if key not in group]
+            if not members:
+                if before:
+                    self.groups.pop(route_key, None)
+            elif members != before or was_inline:
                 self.groups[route_key] = "\n".join(members).encode("utf-8")
-            else:
-                self.groups.pop(route_key, None)
+        for key in gone:
+            self.records.pop(key, None)
         self._remember(route_key, group)
 
     def load_journal(self, route_key: str) -> Journal:
@@ -227,7 +267,9 @@ class GroupStore:
         cache = self._cache
         cache[route_key] = group
         if len(cache) > self.cached_groups:
-            del cache[next(iter(cache))]
+            oldest = next(iter(cache))
+            del cache[oldest]
+            self._inline.discard(oldest)
 
     def waiting(self) -> Iterator[tuple[str, WaitingFields]]:
         """The pending and discovered records: what the due index holds.
@@ -238,11 +280,20 @@ class GroupStore:
         records are users, and decoding every record made rebuilding the index after a
         rebalance take longer than restoring the tables.
         """
-        for key, raw in self.records.items():
+        for key, raw in self._stored_records():
             if _PENDING in raw or _DISCOVERED in raw:
                 record = _read_waiting(raw)
                 if record.status in _WAITING:
                     yield key, record
+
+    def _stored_records(self) -> Iterator[tuple[str, bytes]]:
+        """Every stored record's key and JSON: those inline in the group index, and those of
+        larger groups in the records table."""
+        for raw in self.groups.values():
+            if raw.startswith(_INLINE):
+                key, _, value = raw[1:].partition(b"\t")
+                yield key.decode("utf-8"), value
+        yield from self.records.items()
 
 
 class WaitingFields(msgspec.Struct, frozen=True):

@@ -88,8 +88,7 @@ async def test_a_batch_writes_each_changed_key_once_after_its_outputs_are_acknow
         (f"send {STATE_CHANGES}", "acme:alice"),
         (f"send {ADDRESS_STATE}", "acme:alice@a.example"),
         (f"send {STATE_CHANGES}", "acme:alice"),
-        ("write records", "acme:alice@a.example"),
-        ("write groups", "acme:alice"),
+        ("write groups", "acme:alice"),  # a group of one: its record, inline, one write
     ]
     assert store.load("acme:alice")["acme:alice@a.example"].status == "discovered"
     assert processor.counts["applied"] == 4
