@@ -24,9 +24,8 @@ Bounded in time and size:
   message older than what the journal still holds is then applied where the journal starts.
 
 Each message is stored under a key of its own, numbered in event-time order (``streams.store``):
-appending a message writes it alone, not the journal again. Mail to a user is kept (a late
-deletion may come before it), and it is most of the mail, so the write per message is the
-journal's cost; when the whole journal was one value, each message rewrote up to 64.
+appending a message writes it alone, not the journal again. When the whole journal was one
+value, each message rewrote up to 64 (4.5 KB a message where 350 B now do).
 
 Pure: bytes in, bytes out; no Faust, no Kafka.
 """
