@@ -70,6 +70,7 @@ from smtp_discovery.schemas.topics import (
     TopicNames,
 )
 from smtp_discovery.streams.partitioning import partition_for
+from smtp_discovery.streams.store import inline_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
@@ -409,7 +410,7 @@ async def baseline(bootstrap: str, events: int, addresses: int) -> float:
     return await pass_through(bootstrap, names(MAIL), names(STATE_CHANGES), events)
 
 
-def changelog_records(count: int) -> list[tuple[int, bytes, bytes]]:
+def group_changelog(count: int) -> list[tuple[int, bytes, bytes]]:
     """The groups table's changelog of ``count`` addresses, one to a group, half of them
     pending and half discovered (all waiting: the index rebuild reads every one)."""
     groups = []
@@ -432,7 +433,7 @@ def changelog_records(count: int) -> list[tuple[int, bytes, bytes]]:
         )
         # A group of one, as the worker stores it: the record inline in the group's entry
         # (streams.store); the records table holds only larger groups' records.
-        inline = b"=%s\t%s" % (record_key.encode(), record.model_dump_json().encode())
+        inline = inline_entry(record_key, record.model_dump_json())
         groups.append((partition, json.dumps(route_key).encode(), inline))
     return groups
 
@@ -462,7 +463,7 @@ async def recovery(bootstrap: str, addresses: int, tmp: Path) -> dict[str, float
     first = start_worker(env, tmp / "first.log")
     await wait_for_log(tmp / "first.log", "Worker ready", 120)
     stop(first)
-    groups = changelog_records(addresses)
+    groups = group_changelog(addresses)
     await produce_partitioned(bootstrap, f"{app_id}-groups-changelog", groups)
     began = time.monotonic()
     fresh = start_worker(worker_env(bootstrap, names, app_id, tmp / "fresh"), tmp / "fresh.log")

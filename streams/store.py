@@ -123,10 +123,11 @@ class GroupStore:
         raw = self.groups.get(route_key)
         if raw is None:
             return {}
-        if raw.startswith(_INLINE):
-            key, _, value = raw[1:].partition(b"\t")
+        inline = _inline_record(raw)
+        if inline is not None:
+            key, value = inline
             self._inline.add(route_key)
-            return {key.decode("utf-8"): AddressRecord.model_validate_json(value)}
+            return {key: AddressRecord.model_validate_json(value)}
         self._inline.discard(route_key)
         group = {}
         for key in _members(raw):
@@ -153,11 +154,7 @@ class GroupStore:
         if len(members) == 1:
             (key,) = members
             if key in changed or not was_inline:
-                self.groups[route_key] = b"%s%s\t%s" % (
-                    _INLINE,
-                    key.encode("utf-8"),
-                    group[key].model_dump_json().encode("utf-8"),
-                )
+                self.groups[route_key] = inline_entry(key, group[key].model_dump_json())
             self._inline.add(route_key)
             gone = listed  # moved inline, or removed
         else:
@@ -290,9 +287,9 @@ class GroupStore:
         """Every stored record's key and JSON: those inline in the group index, and those of
         larger groups in the records table."""
         for raw in self.groups.values():
-            if raw.startswith(_INLINE):
-                key, _, value = raw[1:].partition(b"\t")
-                yield key.decode("utf-8"), value
+            inline = _inline_record(raw)
+            if inline is not None:
+                yield inline
         yield from self.records.items()
 
 
@@ -314,6 +311,19 @@ class WaitingFields(msgspec.Struct, frozen=True):
 
 
 _read_waiting = msgspec.json.Decoder(WaitingFields).decode
+
+
+def inline_entry(key: str, record_json: str) -> bytes:
+    """A group of one's entry in the ``groups`` table: its record, inline."""
+    return b"%s%s\t%s" % (_INLINE, key.encode("utf-8"), record_json.encode("utf-8"))
+
+
+def _inline_record(raw: bytes) -> tuple[str, bytes] | None:
+    """(record key, record JSON) of an inline entry; None for a member list."""
+    if not raw.startswith(_INLINE):
+        return None
+    key, _, value = raw[1:].partition(b"\t")
+    return key.decode("utf-8"), value
 
 
 def _entry_key(route_key: str, number: int) -> str:
