@@ -36,6 +36,7 @@ from smtp_discovery.schemas.topics import (
     TENANTS,
     TopicNames,
 )
+from smtp_discovery.streams.changelog import AcknowledgedTable, acknowledged
 from smtp_discovery.streams.clock import PartitionClock
 from smtp_discovery.streams.due import DueIndex
 from smtp_discovery.streams.partitioning import partition_for
@@ -143,9 +144,12 @@ class Topology:
             "partitions": settings.partitions,
             "recovery_buffer_size": 10_000,
         }
-        records = app.Table("records", **table_options)
-        groups = app.Table("groups", **table_options)
-        journal = app.Table("journal", **table_options)
+        records, groups, journal = self.tables = tuple(
+            app.tables.add(
+                AcknowledgedTable(app, name=name, beacon=app.tables.beacon, **table_options)
+            )
+            for name in ("records", "groups", "journal")
+        )
         self.store = GroupStore(records, groups, journal, cached_groups=settings.cached_groups)
         # Another worker may have written a partition's tables while this one did not own it.
         app.on_partitions_revoked.connect(self._forget_groups)
@@ -155,6 +159,7 @@ class Topology:
             directory=self.directory,
             clock=clock,
             send=self._send,
+            tables_written=partial(acknowledged, self.tables),
             due=self.due,
             policy=self.policy,
         )

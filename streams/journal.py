@@ -11,7 +11,9 @@ event-time order, as they arrived (the raw value and its topic, decoded again on
 needed), and the *base*: the group as it stood before the journal's first message. A message in
 order is applied to the group as it is and appended. A late one (older than the journal's
 newest) is applied by replaying the base through the journal with the late message in its place
-(``streams.reorder``). A redelivered message the journal holds is dropped at once.
+(``streams.reorder``). A redelivered message the journal holds changes nothing: the group is
+brought to the base replayed through the journal, which it already is unless its worker died
+between writing the journal and the group.
 
 Bounded in time and size:
 
@@ -123,14 +125,16 @@ class Journal:
         return event_id in self._ids
 
     def erased_after(self, mark: Callable[[], str], at: int) -> bool:
-        """An erasure mark later than ``at`` stands for the message's address (``mark`` is
-        worked out only if the journal holds a mark)."""
+        """An erasure mark no earlier than ``at`` stands for the message's address (``mark``
+        is worked out only if the journal holds a mark). The mark is as late as the latest
+        message it erased, which may be delivered again (its offset was not committed when its
+        worker died): it must not bring the address back."""
         if self._marks is None:
             self._marks = {e.event_id: e.at for e in self.entries if e.topic == MARKS}
         if not self._marks:
             return False
         erased = self._marks.get(mark())
-        return erased is not None and erased > at
+        return erased is not None and erased >= at
 
     def is_late(self, at: int) -> bool:
         """Older than a message the journal holds: its outcome needs a replay."""

@@ -8,10 +8,21 @@ deterministic), which consumers drop as repeats; the other order could lose an o
 because the redelivered message would find itself already applied. A counted message that
 changes no state has no output at all: it costs a table write and nothing else.
 
+The tables are written in steps, each once Kafka acknowledged the one before: the journals,
+then the records of larger groups, then the groups' index entries, then the records those no
+longer list. Each table has a changelog topic of its own, and a worker killed between two
+writes can leave any topic behind the others; in this order, a table that a new owner restores
+ahead of another is one that can bring the other up to date: the journal rebuilds a group that
+is behind it when the group's messages are delivered again (``streams.reorder``), and a group's
+own writes go in the order ``streams.store.GroupWrite`` gives. Before, a journal entry restored
+without the record it went with made the redelivered message a repeat, and lost its count.
+Only steps with writes wait: a batch of groups of one waits between its journals and its
+groups, and at its end.
+
 A batch loads each route-key group once, sends all its outputs before waiting for any
 acknowledgement, and writes each changed key once, after every output was acknowledged; its
-messages are acknowledged (their offsets may commit) only after that. Transitions are logged at
-debug level: the state-changes topic is their record.
+messages are acknowledged (their offsets may commit) only once its table writes are too.
+Transitions are logged at debug level: the state-changes topic is their record.
 """
 
 from __future__ import annotations
@@ -62,6 +73,10 @@ def _nothing() -> None:
     return None
 
 
+async def _no_wait() -> None:
+    return None
+
+
 @dataclass
 class Incoming:
     topic: str
@@ -97,42 +112,79 @@ class Processor:
         send: Send,
         due: DueIndex,
         policy: rules.Policy,
+        tables_written: Callable[[], Awaitable[None]] = _no_wait,
     ) -> None:
         self.store = store
         self.directory = directory
         self.clock = clock
         self.send = send
+        self.tables_written = tables_written
+        """Returns once Kafka acknowledged every table write made so far (the tables'
+        changelogs; nothing to wait for with tables in memory)."""
         self.due = due
         self.policy = policy
         self.counts: Counter[str] = Counter()
 
     async def handle_batch(self, batch: Sequence[Incoming]) -> None:
         """Apply the messages in order; send every output and wait for Kafka's acknowledgement
-        once; then write each changed key once. The caller acknowledges the messages after."""
+        once; then write each changed key once, in steps (the module's docstring). The caller
+        acknowledges the messages after."""
         work = _Batch()
         for incoming in batch:
             self._apply(work, incoming)
         futures = [await self.send(*output) for output in work.outputs]
         if futures:
             await asyncio.gather(*futures)
+        store, writer = self.store, work.writer
+        staged = []
         for route_key, changed in work.changed.items():
-            work.writer[route_key].enter()
-            self.store.save(route_key, changed)
+            writer[route_key].enter()
+            staged.append((writer[route_key], store.stage(route_key, changed)))
             for key, record in changed.items():
                 self.due.update(key, record)
-        for route_key, journaled in work.journals.items():
-            if not journaled.changed:
+        journals = [
+            (by, partial(self._save_journal, route_key, journaled, by.partition))
+            for route_key, journaled in work.journals.items()
+            if journaled.changed
+            for by in [writer[route_key]]
+        ]
+        await self._write_in_steps(
+            [
+                journals,
+                [(by, partial(store.write_records, w)) for by, w in staged if w.records],
+                [(by, partial(store.write_entry, w)) for by, w in staged if w.has_entry],
+                [(by, partial(store.write_gone, w)) for by, w in staged if w.gone],
+            ]
+        )
+
+    async def _write_in_steps(
+        self, steps: Sequence[Sequence[tuple[Incoming, Callable[[], None]]]]
+    ) -> None:
+        """Make each step's writes (each as a message of its partition), and wait for Kafka to
+        acknowledge them before the next step and at the end."""
+        written = False
+        for step in steps:
+            if not step:
                 continue
-            work.writer[route_key].enter()
-            journal = journaled.journal
-            self.store.save_journal(
-                route_key, journal, journaled.base if journaled.base_changed else None
-            )
-            self.due.update_journal(
-                route_key,
-                work.writer[route_key].partition,
-                journal.expires_at(self.policy.late_grace),
-            )
+            if written:
+                await self.tables_written()
+            for incoming, write in step:
+                incoming.enter()
+                write()
+            written = True
+        if written:
+            await self.tables_written()
+
+    def _save_journal(self, route_key: str, journaled: JournalState, partition: int) -> None:
+        journal = journaled.journal
+        self.store.save_journal(
+            route_key, journal, journaled.base if journaled.base_changed else None
+        )
+        self.due.update_journal(
+            route_key,
+            partition,
+            journal.expires_at(self.policy.late_grace),
+        )
 
     def _apply(self, work: _Batch, incoming: Incoming) -> None:
         try:

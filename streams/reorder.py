@@ -114,9 +114,11 @@ def place(
     if journal.erased_after(lambda: erasure_mark(message.tenant_id, message.address), at):
         return rules.Outcome(skipped="erased")
     if journal.holds(message.event_id):
-        if rules.is_mail(message):
-            return rules.Outcome(skipped="duplicate")
-        return rules.apply(group, message, ctx)  # a command again: its result again
+        where = next(i for i, e in enumerate(journal.entries) if e.event_id == message.event_id)
+        outcome = _again(group, state, where, ctx, load_base, decode)
+        if not rules.is_mail(message):  # a command again: its result again (the same id)
+            outcome.results = rules.apply(group, message, ctx).results
+        return outcome
     if journal.is_late(at) and not journal.beyond_grace(at, grace):
         if state.base is None:
             state.base = load_base()
@@ -129,8 +131,15 @@ def place(
         state.journal, state.changed = placed, True
     else:
         outcome = rules.apply(group, message, ctx)
-        if outcome.skipped in ORDER_FREE or _passes_by(outcome, message) or journal.is_late(at):
-            return outcome  # (a late one here is past the grace period: the rules judged it)
+        if journal.is_late(at):
+            # Past the grace period: the rules judged it. What it changed is in no journal, so
+            # the group as it is becomes the base (the group is always its journal's base with
+            # the journal's messages applied, which ``_again`` relies on).
+            if outcome.records:
+                state.drop()
+            return outcome
+        if outcome.skipped in ORDER_FREE or _passes_by(outcome, message):
+            return outcome
         if not journal or journal.starts_anew(at, grace):
             state.restart(entry, group)
             return outcome
@@ -142,6 +151,32 @@ def place(
             state.base = load_base()
         state.base = fold(state.base, [decode(e) for e in folded], ctx)
         state.base_changed = True
+    return outcome
+
+
+def _again(
+    group: Mapping[str, AddressRecord],
+    state: JournalState,
+    where: int,
+    ctx: rules.Context,
+    load_base: Callable[[], Group],
+    decode: Callable[[Entry], Any],
+) -> rules.Outcome:
+    """The message the journal holds at ``where``, delivered again. The worker that applied it
+    may have died after its journal was written and before its group was (``streams.processor``
+    writes them in that order), so the group is brought to what the journal says: the base
+    replayed through the journal's messages. Usually that is the group as it is, and nothing
+    changes. Its outputs were acknowledged before either table was written, so none is sent
+    again here."""
+    if state.base is None:
+        state.base = load_base()
+    messages = [decode(e) for e in state.journal.entries]
+    outcome = replay(
+        state.base, messages[:where], messages[where], messages[where + 1 :], group, ctx
+    )
+    outcome.changes, outcome.results, outcome.messages = [], [], []
+    if not outcome.records:
+        outcome.skipped = "duplicate"
     return outcome
 
 
@@ -186,10 +221,19 @@ def _erase(
     journal, at = state.journal, entry.at
     key = parse_address(message.address).record_key(ctx.tenant.tenant_id)
     erased = erasure_mark(message.tenant_id, message.address)
+    made = message.event_id.encode()
+    mark = next(
+        (i for i, e in enumerate(journal.entries) if e.topic == MARKS and e.value == made), None
+    )
+    if mark is not None:
+        # Delivered again: what came after it (a new life of the address) must stay.
+        outcome = _again(group, state, mark, ctx, load_base, decode)
+        outcome.results = rules.apply({}, message, ctx).results
+        return _deleted_again(outcome, key, group)
     if not journal:
         after, outcome = step(group, message, ctx)
-        state.restart(Entry(at, erased, MARKS, b""), after)
-        return outcome
+        state.restart(Entry(at, erased, MARKS, made), after)
+        return _deleted_again(outcome, key, group)
     base = _without(state.base if state.base is not None else load_base(), erased)
     about = {i for i, e in enumerate(journal.entries) if _about(decode(e), key, ctx)}
     kept = [e for i, e in enumerate(journal.entries) if i not in about]
@@ -200,9 +244,21 @@ def _erase(
     else:
         outcome = rules.apply(group, message, ctx)
     placed = journal.succeed(kept)
-    placed.add(Entry(max([at, *(journal.entries[i].at for i in about)]), erased, MARKS, b""))
+    placed.add(Entry(max([at, *(journal.entries[i].at for i in about)]), erased, MARKS, made))
     state.journal, state.base = placed, base
     state.base_changed = state.changed = True
+    return _deleted_again(outcome, key, group)
+
+
+def _deleted_again(
+    outcome: rules.Outcome, key: str, group: Mapping[str, AddressRecord]
+) -> rules.Outcome:
+    """An erasure of an address its group does not hold deletes its record all the same: a
+    worker killed between a group's writes may have left the record behind, no longer listed
+    (``streams.store.GroupWrite``), and only the erasure's redelivery can find it. Deleting
+    publishes nothing."""
+    if key not in group:
+        outcome.records.setdefault(key, None)
     return outcome
 
 

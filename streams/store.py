@@ -20,9 +20,10 @@ before them (``streams.journal``):
 
 A journal is read by its head and then its numbers upward until one is missing. A batch writes
 a journal's entries first, then its base, its head, and deletions last: a crash between them
-(the tables are written at least once, like the rest of the worker's state) leaves, in the
-common case of appended messages, a journal with some of the batch's messages, which their
-redelivery finds as repeats.
+(the tables are written at least once, like the rest of the worker's state) leaves a journal
+with every message it held and some of the batch's, which their redelivery finds as repeats.
+The tables are three changelog topics, and a batch writes them in steps, the journal first
+(``streams.processor``; ``GroupWrite`` says why the groups' own writes go in order).
 A journal the worker stored whole under the route key, before entries had keys of their own,
 is read as it is and stored the new way when it is next written.
 
@@ -37,12 +38,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 
 import msgspec
 
 from smtp_discovery.schemas.state import AddressRecord, AddressStatus
 from smtp_discovery.streams.journal import (
+    Entry,
     Journal,
     decode_entries,
     encode_entry,
@@ -137,10 +141,21 @@ class GroupStore:
         return group
 
     def save(self, route_key: str, changed: dict[str, AddressRecord | None]) -> None:
-        """Write the changed records: a group of one inline in its index entry, a larger group
-        as the list of its members and a record each."""
+        """Write the changed records at once (a batch writes them by table instead,
+        :meth:`stage`)."""
+        write = self.stage(route_key, changed)
+        self.write_records(write)
+        self.write_entry(write)
+        self.write_gone(write)
+
+    def stage(self, route_key: str, changed: dict[str, AddressRecord | None]) -> GroupWrite:
+        """What writing the changed records takes: a group of one inline in its index entry, a
+        larger group as the list of its members and a record each. Nothing is written yet
+        (``write_records``, ``write_entry``, ``write_gone``, in that order); the cache holds the
+        new group at once."""
+        write = GroupWrite(route_key)
         if not changed:
-            return
+            return write
         group = dict(self.load(route_key))
         before = list(group)
         was_inline = route_key in self._inline
@@ -154,24 +169,47 @@ class GroupStore:
         if len(members) == 1:
             (key,) = members
             if key in changed or not was_inline:
-                self.groups[route_key] = inline_entry(key, group[key].model_dump_json())
+                write.entry = inline_entry(key, group[key].model_dump_json())
             self._inline.add(route_key)
-            gone = listed  # moved inline, or removed
+            write.gone = listed  # moved inline, or removed
         else:
             self._inline.discard(route_key)
             written = set(changed) if not was_inline else set(members)
             for key in members:
                 if key in written:
-                    self.records[key] = group[key].model_dump_json().encode("utf-8")
-            gone = [key for key in listed if key not in group]
+                    write.records[key] = group[key].model_dump_json().encode("utf-8")
+            write.gone = [key for key in listed if key not in group]
             if not members:
-                if before:
-                    self.groups.pop(route_key, None)
+                write.drop_entry = bool(before)
             elif members != before or was_inline:
-                self.groups[route_key] = "\n".join(members).encode("utf-8")
-        for key in gone:
-            self.records.pop(key, None)
+                write.entry = "\n".join(members).encode("utf-8")
+        # A removal the group no longer shows (its entry was written, the record's deletion
+        # lost in a crash) is made again: an erased address leaves no record behind.
+        write.gone += [
+            key
+            for key, record in changed.items()
+            if record is None and key not in before and key not in write.gone
+        ]
         self._remember(route_key, group)
+        return write
+
+    def write_records(self, write: GroupWrite) -> None:
+        """The records of a larger group's changed members (first: an entry may list them)."""
+        for key, value in write.records.items():
+            self.records[key] = value
+
+    def write_entry(self, write: GroupWrite) -> None:
+        """The group's index entry (after the records it lists)."""
+        if write.entry is not None:
+            self.groups[write.route_key] = write.entry
+        elif write.drop_entry:
+            self.groups.pop(write.route_key, None)
+
+    def write_gone(self, write: GroupWrite) -> None:
+        """The records the entry no longer lists (last: until the entry is written, it may
+        still list them)."""
+        for key in write.gone:
+            self.records.pop(key, None)
 
     def load_journal(self, route_key: str) -> Journal:
         """The group's journal (callers may change it: the worker writes it back, or stops)."""
@@ -191,12 +229,29 @@ class GroupStore:
         if not head.startswith(_HEAD):  # stored whole: written the new way next time
             return Journal(decode_entries(head), head=_WHOLE)
         first = number = int(head[1:])
-        entries = []
+        entries: list[Entry] = []
+        seen: set[Entry] = set()
+        in_place = True
         while (raw := self.journal.get(_entry_key(route_key, number))) is not None:
-            entries.extend(decode_entries(raw))
+            for entry in decode_entries(raw):
+                if entry in seen or (entries and entry.at < entries[-1].at):
+                    in_place = False
+                    if entry in seen:
+                        continue
+                seen.add(entry)
+                entries.append(entry)
             number += 1
+        if not in_place:
+            # A crash while the messages after a late one moved up a number (``save_journal``):
+            # each old message is still there, some twice or out of place. Read once each, in
+            # order (the sort keeps ties as stored), and stored again whole at the next save.
+            entries.sort(key=attrgetter("at"))
         return Journal(
-            entries, first=first, clean=len(entries), stored=range(first, number), head=first
+            entries,
+            first=first,
+            clean=len(entries) if in_place else 0,
+            stored=range(first, number),
+            head=first,
         )
 
     def load_base(self, route_key: str) -> Group:
@@ -225,8 +280,16 @@ class GroupStore:
             return
         self._journals[route_key] = journal
         first, entries = journal.first, journal.entries
-        for place in range(journal.clean, len(entries)):
-            table[_entry_key(route_key, first + place)] = encode_entry(entries[place])
+        changed = range(first + journal.clean, first + len(entries))
+        # New numbers upward, then those rewritten downward (the messages after a late one
+        # move up): until a number is rewritten, the message it held is already at its new
+        # number, so a crash in between leaves every old message readable, with some of the
+        # new ones (``_read_journal`` reads a message stored twice once, in its place).
+        for number in (
+            *(n for n in changed if n not in journal.stored),
+            *(n for n in reversed(changed) if n in journal.stored),
+        ):
+            table[_entry_key(route_key, number)] = encode_entry(entries[number - first])
         if base is not None:
             if base:
                 table[route_key + BASE_SUFFIX] = b"\n".join(
@@ -291,6 +354,29 @@ class GroupStore:
             if inline is not None:
                 yield inline
         yield from self.records.items()
+
+
+@dataclass(slots=True)
+class GroupWrite:
+    """One group's save, by table. The tables' changelogs are separate topics, and a worker
+    killed between two writes may leave any of them behind the others, so a batch writes each
+    part only once what it depends on is acknowledged (``streams.processor``): the records of a
+    larger group before an entry that lists them, the entry before the deletion of a record it
+    no longer lists. Otherwise a group that grows from one address to two could be restored as
+    a list whose records were lost, and one that shrinks as a list of deleted records."""
+
+    route_key: str
+    records: dict[str, bytes] = field(default_factory=dict)
+    """Records of a larger group to write."""
+    entry: bytes | None = None
+    """The group's new index entry (None: unchanged, or removed with ``drop_entry``)."""
+    drop_entry: bool = False
+    gone: list[str] = field(default_factory=list)
+    """Records to delete."""
+
+    @property
+    def has_entry(self) -> bool:
+        return self.entry is not None or self.drop_entry
 
 
 class WaitingFields(msgspec.Struct, frozen=True):

@@ -150,8 +150,8 @@ async def test_a_late_message_is_put_in_its_event_time_place_across_batches() ->
         "acme:alice",  # the head, once: the journal starts at 0
         "acme:alice\x001",
         "acme:alice\x002",
-        "acme:alice\x002",  # day 0.2's refusal, before ...
-        "acme:alice\x003",  # ... day 0.3's delivery
+        "acme:alice\x003",  # day 0.3's delivery moves up a number (a new one: written first) ...
+        "acme:alice\x002",  # ... and day 0.2's refusal takes its place
     ]
     assert ("write journal", "acme:alice\x00base") not in writes  # an empty base is no write
     reasons = [

@@ -181,7 +181,10 @@ async def test_an_infrastructure_failure_acknowledges_nothing(
     kafka_bootstrap: str, unique: str, tmp_path: Path, fault: str
 ) -> None:
     """A failing output or table write under a batch: the worker exits without acknowledging
-    it, and the worker that takes over applies it: no transition lost or doubled."""
+    it, and the worker that takes over applies it: no transition lost or doubled. The table
+    write fails once the batch's journals are in Kafka and before its groups are: the worker
+    that takes over must not take the batch's messages, which the journals hold, for repeats
+    (it did, and their counts were lost)."""
     scenario = Scenario().build()
     scenario.run_oracle()
     run = WorkerRun(kafka_bootstrap, f"f{unique}", tmp_path)

@@ -3,7 +3,8 @@ PYTHONPATH starts with this directory (tests/streams/worker_harness.py does that
 asks for a fault). Production code has no hook for them.
 
 ``DISCOVERY_TEST_FAULT=send:N`` makes the N+1st output sent to Kafka fail;
-``table-write:N`` makes the N+1st group written to the tables fail. Once: the process is
+``table-write:N`` makes the N+1st group index entry written fail (the batch's journals
+are in Kafka by then, its groups not). Once: the process is
 expected to exit at the first failure.
 """
 
@@ -36,13 +37,13 @@ def _inject(kind: str, after: int) -> None:
 
         Topology._send = failing_send  # type: ignore[method-assign]
     elif kind == "table-write":
-        save = GroupStore.save
+        write_entry = GroupStore.write_entry
 
-        def failing_save(self: Any, *args: Any) -> None:
+        def failing_write(self: Any, *args: Any) -> None:
             failing_after("the table write failed")
-            save(self, *args)
+            write_entry(self, *args)
 
-        GroupStore.save = failing_save  # type: ignore[method-assign]
+        GroupStore.write_entry = failing_write  # type: ignore[method-assign]
     else:
         raise ValueError(f"unknown fault {kind!r}")
 
