@@ -193,7 +193,7 @@ def _transitions(log: Log) -> dict[str, Any]:
     sizes=st.lists(st.integers(1, 5), min_size=18, max_size=18),
     data=st.data(),
 )
-@settings(max_examples=int(__import__("os").environ.get("N", 300)), deadline=None)
+@settings(max_examples=300, deadline=None)
 async def test_a_worker_killed_between_its_table_writes_loses_and_doubles_nothing(
     plan: list[tuple[str, str, int]], sizes: list[int], data: st.DataObject
 ) -> None:
