@@ -258,13 +258,7 @@ class Processor:
             work.writer[route_key] = incoming
         self._outputs(work, outcome, incoming.partition)
         if outcome.records:
-            after = dict(group)
-            for key, record in outcome.records.items():
-                if record is None:
-                    after.pop(key, None)
-                else:
-                    after[key] = record
-            work.groups[route_key] = after
+            work.groups[route_key] = reorder.applied(group, outcome.records)
             work.changed.setdefault(route_key, {}).update(outcome.records)
             work.writer[route_key] = incoming
         else:

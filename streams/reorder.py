@@ -117,7 +117,7 @@ def place(
         where = next(i for i, e in enumerate(journal.entries) if e.event_id == message.event_id)
         outcome = _again(group, state, where, ctx, load_base, decode)
         if not rules.is_mail(message):  # a command again: its result again (the same id)
-            outcome.results = rules.apply(group, message, ctx).results
+            outcome.results = rules.apply(applied(group, outcome.records), message, ctx).results
         return outcome
     if journal.is_late(at) and not journal.beyond_grace(at, grace):
         if state.base is None:
@@ -187,13 +187,20 @@ def step(
     if isinstance(message, _Erased):
         return _without(group, message.mark), rules.Outcome(skipped="erased")
     outcome = rules.apply(group, message, ctx)
+    return applied(group, outcome.records), outcome
+
+
+def applied(
+    group: Mapping[str, AddressRecord], records: Mapping[str, AddressRecord | None]
+) -> Group:
+    """The group with an outcome's records written into it (None: removed)."""
     after = dict(group)
-    for key, record in outcome.records.items():
+    for key, record in records.items():
         if record is None:
             after.pop(key, None)
         else:
             after[key] = record
-    return after, outcome
+    return after
 
 
 def fold(base: Mapping[str, AddressRecord], messages: Iterable[Any], ctx: rules.Context) -> Group:
