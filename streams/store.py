@@ -241,18 +241,17 @@ class GroupStore:
                 seen.add(entry)
                 entries.append(entry)
             number += 1
-        if not in_place:
-            # A crash while the messages after a late one moved up a number (``save_journal``):
-            # each old message is still there, some twice or out of place. Read once each, in
-            # order (the sort keeps ties as stored), and stored again whole at the next save.
-            entries.sort(key=attrgetter("at"))
-        return Journal(
-            entries,
-            first=first,
-            clean=len(entries) if in_place else 0,
-            stored=range(first, number),
-            head=first,
+        journal = Journal(
+            entries, first=first, clean=len(entries), stored=range(first, number), head=first
         )
+        if in_place:
+            return journal
+        # A crash while the messages after a late one moved up a number (``save_journal``):
+        # each old message is still there, some twice or out of place. Read once each, in
+        # order (the sort keeps ties as stored), and stored anew at the next save, past a gap
+        # (``Journal.succeed``), so that a crash then leaves this journal or the new one.
+        entries.sort(key=attrgetter("at"))
+        return journal.succeed(entries)
 
     def load_base(self, route_key: str) -> Group:
         """The group before its journal's first message."""

@@ -128,14 +128,16 @@ class Crashing(Table):
     added=st.lists(st.integers(-1, 14), min_size=1, max_size=4),
     restart=st.booleans(),
     allowed=st.integers(0, 12),
+    again=st.integers(0, 12),
 )
 @settings(max_examples=500, deadline=None)
 def test_a_crash_between_the_writes_leaves_the_old_journal_or_some_of_the_new(
-    kept: int, added: list[int], restart: bool, allowed: int
+    kept: int, added: list[int], restart: bool, allowed: int, again: int
 ) -> None:
     """Messages added (in order or late, among the old ones): the old journal, with some of
     the new messages in their places and none of its own lost or read twice. A journal started
-    anew: the old journal or the new one, never a mix."""
+    anew: the old journal or the new one, never a mix. The worker that takes over, appending a
+    message and dying in its turn, loses none of the old ones either."""
     table = Crashing()
     store = GroupStore({}, {}, table)
     journal = store.load_journal(ROUTE_KEY)
@@ -160,6 +162,15 @@ def test_a_crash_between_the_writes_leaves_the_old_journal_or_some_of_the_new(
         assert read == sorted(set(read), key=lambda e: (e.at, e.event_id))
         if table.allowed > 0:  # every write made: exactly the new journal
             assert read == journal.entries
+    successor = GroupStore({}, {}, table)
+    taken_over = successor.load_journal(ROUTE_KEY)
+    taken_over.add(_entry(100, 999))
+    table.allowed = again
+    with contextlib.suppress(Crash):
+        successor.save_journal(ROUTE_KEY, taken_over, None)
+    assert set(old if not restart else ()) <= set(
+        GroupStore({}, {}, dict(table)).load_journal(ROUTE_KEY).entries
+    )
 
 
 def test_a_journal_stored_whole_is_read_and_then_stored_a_message_a_key() -> None:
