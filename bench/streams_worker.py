@@ -15,8 +15,8 @@ Figures (one JSON object each):
   event, plus the state changes and address snapshots the worker published meanwhile).
 * ``worker_recovery_s``: seconds a fresh worker (empty data directory) needs to restore a
   table of N addresses from its changelog and index the waiting ones: from its start to
-  ready (``tables_restored_s``), and the restore proper, from Faust's first to its last
-  changelog read by the worker's log (``restore_s``, and ``restore_s_per_million``
+  ready (``tables_restored_s``), and the restore proper, from the first to the last changelog
+  read by the worker's log (``restore_s``, and ``restore_s_per_million``
   addresses: the figure the issue's one-million goal is read against in the quick run).
 
 How a Faust process's rate is timed from outside it (the worker's code is not touched): the
@@ -485,19 +485,29 @@ async def recovery(bootstrap: str, addresses: int, tmp: Path) -> dict[str, float
 
 
 _STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*"
-RESTORE_BEGINS = re.compile(_STAMP + re.escape("Restoring state from changelog topics"))
-RESTORE_ENDS = re.compile(_STAMP + re.escape("Done reading from changelog topics"))
+RESTORE_BEGINS = re.compile(
+    _STAMP + "(?:" + re.escape("reading changelogs ahead:") + "|"
+    + re.escape("Restoring state from changelog topics") + ")"
+)  # fmt: skip
+RESTORE_ENDS = re.compile(
+    _STAMP + "(?:" + r"read \d+ changelog records ahead" + "|"
+    + re.escape("Done reading from changelog topics") + ")"
+)  # fmt: skip
 
 
 def restore_window(log_text: str) -> float:
-    """Seconds the worker spent reading its changelogs, by its own log's stamps: from Faust's
-    "Restoring state" to its "Done reading" (the process's start and the group's join, a fixed
-    cost, are left out, so that a rate per million from a small table is not inflated by
-    them). A worker that logged neither, or a window of zero, fails the run."""
-    begins, ends = RESTORE_BEGINS.search(log_text), RESTORE_ENDS.search(log_text)
-    if begins is None or ends is None:
+    """Seconds the worker spent reading its changelogs, by its own log's stamps: from the first
+    read's beginning (the worker's read-ahead, streams.readahead, or Faust's own "Restoring
+    state") to the last read's end (the read-ahead's, or Faust's "Done reading" when it had
+    records left to read). The process's start and the group's join, a fixed cost, are left
+    out, so that a rate per million from a small table is not inflated by them. A worker that
+    logged neither, or a window of zero, fails the run."""
+    begins = [m.group(1) for m in RESTORE_BEGINS.finditer(log_text)]
+    ends = [m.group(1) for m in RESTORE_ENDS.finditer(log_text)]
+    if not begins or not ends:
         raise RuntimeError("the fresh worker did not log its restore's beginning and end")
-    began, ended = (datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f") for m in (begins, ends))
+    began, ended = (datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+                    for stamp in (min(begins), max(ends)))  # fmt: skip
     window = (ended - began).total_seconds()
     if not window > 0:
         raise RuntimeError(f"restore window of {window} s: no figure")

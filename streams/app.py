@@ -151,6 +151,10 @@ class Topology:
             for name in ("records", "groups", "journal")
         )
         self.store = GroupStore(records, groups, journal, cached_groups=settings.cached_groups)
+        if settings.store == "rocksdb" and isinstance(app.tables, StreamsTableManager):
+            # A store that persists its offsets can be read into ahead of Faust's recovery
+            # (streams.readahead); the in-memory store starts empty each time.
+            app.tables.changelog_options = kafka_options
         # Another worker may have written a partition's tables while this one did not own it.
         app.on_partitions_revoked.connect(self._forget_groups)
         app.on_partitions_assigned.connect(self._forget_groups)

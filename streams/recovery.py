@@ -17,15 +17,45 @@ the fetcher delivers nothing (``Consumer.getmany`` seeks back to the committed o
 of yielding what it fetched, and cancels a delivery in progress); anything delivered before the
 stop was fetched before the seek that follows it, so the queue clear only drops records Kafka
 will hand out again. Faust restarts the flow itself once the queues are cleared.
+
+Before Faust reads the active changelogs one record at a time, :mod:`streams.readahead` reads
+them in bulk into the stores (``_build_offsets`` is where Faust takes the stores' offsets to
+start from): Faust then finds what is left, usually nothing.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
+from faust.types import TP, ConsumerT
+
+from smtp_discovery.streams.readahead import Span, read_ahead
+
+READ_AHEAD_SHARE = 0.5
+"""Share of Faust's request timeout the read-ahead may take: Faust cancels the step it runs in
+at that timeout, and leaves what is left to its own reading."""
 
 
 class HandOverRecovery(Recovery):
+    async def _build_offsets(
+        self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        options = getattr(self.tables, "changelog_options", None)
+        if title == "active" and options is not None and tps:
+            spans = {
+                tp: Span(self.tp_to_table[tp], destination.get(tp), self.active_highwaters[tp])
+                for tp in tps
+                if self.active_highwaters.get(tp) is not None
+            }
+            budget = self.app.conf.broker_request_timeout * READ_AHEAD_SHARE
+            if await read_ahead(options, spans, budget_s=budget):
+                for tp, span in spans.items():
+                    destination[tp] = span.table.persisted_offset(tp)
+        await super()._build_offsets(consumer, tps, destination, title)
+
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         self.app.consumer.stop_flow()
         await super().on_recovery_completed(generation_id)
@@ -33,6 +63,10 @@ class HandOverRecovery(Recovery):
 
 class StreamsTableManager(TableManager):
     """Faust's table manager with :class:`HandOverRecovery` (pass as ``TableManager=``)."""
+
+    changelog_options: dict[str, Any] | None = None
+    """aiokafka options to read the changelogs ahead of Faust with (None: Faust reads them;
+    set only for stores that persist their offsets, which the read-ahead moves along)."""
 
     @property
     def recovery(self) -> Recovery:

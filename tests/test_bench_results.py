@@ -56,3 +56,14 @@ def test_the_restore_window_is_read_from_the_workers_log_or_fails() -> None:
     same = log.replace("06:37:08,600", "06:36:01,100")
     with pytest.raises(RuntimeError, match="no figure"):
         restore_window(same)
+    # Read ahead of Faust: from the read-ahead's start to the last read's end, whichever it is.
+    ahead = (
+        "2026-12-03 06:35:59,000 INFO smtp_discovery.streams.readahead reading changelogs "
+        "ahead: 12 partitions, offsets up to 83332\n"
+        "2026-12-03 06:36:00,500 INFO smtp_discovery.streams.readahead read 250000 changelog "
+        "records ahead in 1.5 s; 0 partitions left to Faust\n"
+    )
+    assert restore_window(ahead) == pytest.approx(1.5)
+    assert restore_window(ahead + log) == pytest.approx(69.6)
+    with pytest.raises(RuntimeError, match="did not log"):
+        restore_window(ahead.splitlines()[0])
