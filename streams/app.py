@@ -305,8 +305,8 @@ class Topology:
     def rebuild_due_index(self, active: frozenset[int]) -> None:
         """After a rebalance: index the waiting records of the partitions this worker owns."""
         self.due.clear()
-        for key, record in self.store.waiting():
-            self.due.update(key, record)
+        for route_key, key, record in self.store.waiting():
+            self.due.update(key, record, route_key)
         for route_key, newest in self.store.journal_ends():
             self.due.update_journal(
                 route_key,

@@ -83,14 +83,17 @@ class DueIndex:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def update(self, key: str, record: Tracked | None) -> None:
+    def update(self, key: str, record: Tracked | None, route_key: str | None = None) -> None:
+        """Index ``record`` (None, or a status that cannot become due: forget it). Its
+        partition comes from ``route_key`` where the caller has it, else from its address."""
         self._ticked.pop(key, None)
         if record is None or record.status not in (AddressStatus.PENDING, AddressStatus.DISCOVERED):
             self._waiting.pop(key, None)
             return
         known = self._waiting.get(key)
         if known is None:  # a record key's partition never changes: work it out once
-            route_key = parse_address(record.address).route_key(record.tenant_id)
+            if route_key is None:
+                route_key = parse_address(record.address).route_key(record.tenant_id)
             partition = partition_for(route_key.encode(), self.partitions)
         else:
             partition = known.partition

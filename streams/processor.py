@@ -141,7 +141,7 @@ class Processor:
             writer[route_key].enter()
             staged.append((writer[route_key], store.stage(route_key, changed)))
             for key, record in changed.items():
-                self.due.update(key, record)
+                self.due.update(key, record, route_key)
         journals = [
             (by, partial(self._save_journal, route_key, journaled, by.partition))
             for route_key, journaled in work.journals.items()

@@ -99,9 +99,9 @@ def test_what_is_read_back_is_what_was_written_and_nothing_stale_stays(
         assert set(records) == listed
         assert set(groups) == {rk for rk, group in expected.items() if group}
         waiting = {
-            key: record.status
-            for group in expected.values()
+            key: (rk, record.status)
+            for rk, group in expected.items()
             for key, record in group.items()
             if record.status in (AddressStatus.PENDING, AddressStatus.DISCOVERED)
         }
-        assert {key: fields.status for key, fields in fresh.waiting()} == waiting
+        assert {key: (rk, fields.status) for rk, key, fields in fresh.waiting()} == waiting

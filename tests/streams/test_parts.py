@@ -221,8 +221,18 @@ def test_only_waiting_records_are_decoded_to_rebuild_the_due_index(
         return record
 
     monkeypatch.setattr(store_module, "_read_waiting", counting)
-    waiting = {key: record.status.value for key, record in GroupStore(records, {}).waiting()}
-    assert waiting == {"acme:other@a.example": "pending", "acme:carol@a.example": "discovered"}
+    groups: dict[str, list[str]] = {}
+    for key, record in w.records.items():  # every record in a member list (a larger group)
+        groups.setdefault(parse_address(record.address).route_key(record.tenant_id), []).append(key)
+    listed = {route_key: "\n".join(keys).encode() for route_key, keys in groups.items()}
+    waiting = {
+        key: (route_key, record.status.value)
+        for route_key, key, record in GroupStore(records, listed).waiting()
+    }
+    assert waiting == {
+        "acme:other@a.example": ("acme:other", "pending"),
+        "acme:carol@a.example": ("acme:carol", "discovered"),
+    }
     # The user named "discovered" looked like a candidate: decoded, then dropped. The other
     # user and the alias were never decoded.
     assert sorted(decoded) == ["carol@a.example", "named@a.example", "other@a.example"]
