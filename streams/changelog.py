@@ -12,15 +12,19 @@ and Faust flushes its producer before it commits offsets. That is not enough for
   buffer may still be on its way to the producer: the commit that follows can cover a write
   that is not in Kafka. Waiting for every write of a batch before its messages are
   acknowledged closes that gap.
+
+The same class reads a whole table faster than Faust does (:meth:`AcknowledgedTable.stored_items`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faust
+from faust.stores.base import SerializedStore
 from faust.types import FutureMessage
 
 
@@ -35,6 +39,27 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         sent = super().send_changelog(*args, **kwargs)
         self.unacknowledged.append(sent)
         return sent
+
+    def stored_items(self) -> Iterator[tuple[Any, Any]]:
+        """What ``items()`` yields (the keys and values of the partitions this worker actively
+        owns), for a walk over the whole table.
+
+        Faust decodes each key and value through its codec registry: over a million groups
+        that was a third of rebuilding the due index (py-spy), with the agent waiting. A store
+        that keeps serialized bytes is read here directly, a JSON key (a ``str`` key type)
+        decoded by ``json`` and a raw value (``bytes``) taken as it is; any other table goes
+        through ``items()``."""
+        store = self.data
+        if not (
+            isinstance(store, SerializedStore)
+            and self.key_serializer == "json"
+            and self.value_serializer == "raw"
+        ):
+            yield from self.items()
+            return
+        loads = json.loads
+        for key, value in store._iteritems():
+            yield loads(key), value
 
 
 async def acknowledged(tables: Iterable[AcknowledgedTable]) -> None:

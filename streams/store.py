@@ -37,7 +37,7 @@ on every rebalance.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
@@ -309,7 +309,7 @@ class GroupStore:
         """(route key, its journal's newest event time), for the timer's index: read from the
         entries' headers, with no message decoded."""
         newest: dict[str, int] = {}
-        for key, raw in self.journal.items():
+        for key, raw in _whole(self.journal):
             route_key, separator, suffix = key.partition("\x00")
             if separator:
                 if suffix.isdigit():
@@ -353,7 +353,7 @@ class GroupStore:
         write cut short between its steps) belongs to no group until its batch is applied
         again, and a tick could not find it either."""
         records = self.records
-        for route_key, raw in self.groups.items():
+        for route_key, raw in _whole(self.groups):
             inline = _inline_record(raw)
             if inline is not None:
                 yield route_key, inline[0], inline[1]
@@ -405,6 +405,13 @@ class WaitingFields(msgspec.Struct, frozen=True):
 
 
 _read_waiting = msgspec.json.Decoder(WaitingFields).decode
+
+
+def _whole(table: MutableMapping[str, bytes]) -> Iterable[tuple[str, bytes]]:
+    """Every key and value of ``table``: read straight from the store where the table can
+    (``changelog.AcknowledgedTable.stored_items``), a plain mapping as it is."""
+    stored_items = getattr(table, "stored_items", None)
+    return stored_items() if stored_items is not None else table.items()
 
 
 def inline_entry(key: str, record_json: str) -> bytes:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -308,3 +311,39 @@ def test_the_due_index_reads_what_the_contract_reads_of_a_stored_record(
     for name in WaitingFields.__struct_fields__:
         assert getattr(lean, name) == getattr(full, name), name
     assert [lean.status_since, lean.discovered_at, lean.last_seen] == [since, discovered, seen]
+
+
+def test_a_table_read_whole_from_its_store_is_what_faust_reads(tmp_path: Path) -> None:
+    """``stored_items`` reads a RocksDB table's bytes itself: the same keys and values as
+    Faust's ``items()``, of the active partitions only, tombstones gone, and the store's offset
+    marker left out."""
+    topology = _topology("s-streams", tmp_path)
+    groups = topology.tables[1]
+    topic = groups.changelog_topic.get_topic_name()
+    written = [
+        (partition, offset, key, value)
+        for partition in range(4)
+        for offset, (key, value) in enumerate(
+            [
+                (f"acme:u{partition}", f"=acme:u{partition}@a.example\t{{}}".encode()),
+                ('acme:"quoted"\\', b"acme:x@a.example\nacme:y@a.example"),
+                ("acme:ünï", b"\x00\xff"),
+                (f"acme:gone{partition}", b"x"),
+                (f"acme:gone{partition}", None),
+            ]
+        )
+    ]
+    groups.apply_changelog_batch(
+        [
+            SimpleNamespace(message=SimpleNamespace(
+                tp=TP(topic, p), partition=p, offset=o, key=json.dumps(k).encode(), value=v))
+            for p, o, k, v in written
+        ]
+    )  # fmt: skip
+    actives = {TP(topic, 0), TP(topic, 2)}
+    topology.app.assignor.assigned_actives = lambda: actives  # type: ignore[method-assign]
+    stored = list(groups.stored_items())
+    assert sorted(stored) == sorted(groups.items())
+    assert sorted(stored) == sorted(
+        (k, v) for p, _, k, v in written if p in (0, 2) and not k.startswith("acme:gone")
+    )
