@@ -51,9 +51,9 @@ class HandOverRecovery(Recovery):
                 if self.active_highwaters.get(tp) is not None
             }
             budget = self.app.conf.broker_request_timeout * READ_AHEAD_SHARE
-            if await read_ahead(options, spans, budget_s=budget):
-                for tp, span in spans.items():
-                    destination[tp] = span.table.persisted_offset(tp)
+            await read_ahead(options, spans, budget_s=budget)
+            for tp, span in spans.items():  # where each store now stands
+                destination[tp] = span.table.persisted_offset(tp)
         await super()._build_offsets(consumer, tps, destination, title)
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
