@@ -25,6 +25,12 @@ TempfailReason = Literal[
 ]
 """Why a callout gave no definite answer."""
 
+ClientIp = Annotated[IPv4Address | IPv6Address, Field(union_mode="left_to_right")]
+"""The connecting client's address. Tried as IPv4, then as IPv6: no text is both, so the
+result is the one pydantic's default ("smart") union picks, but that union tried the members
+several times over and made this field a third of decoding a delivery (24 µs against 9 for an
+IPv4 address, measured alone); the JSON schema is the same."""
+
 
 class MailEventBase(AddressMessage):
     node_id: str = Field(default="", max_length=128, description="Ingest node that saw it.")
@@ -72,7 +78,7 @@ class RecipientDelivered(MailEventBase):
     type: Literal["recipient_delivered"] = "recipient_delivered"
     verdict: Literal["clean", "not_clean"]
     message_id: str = Field(min_length=1, max_length=200, description="Ingest transaction id")
-    client_ip: IPv4Address | IPv6Address
+    client_ip: ClientIp
     size: int = Field(default=0, ge=0)
     catch_all: bool = Field(
         default=False,
@@ -85,7 +91,7 @@ class OutboundSent(MailEventBase):
 
     type: Literal["outbound_sent"] = "outbound_sent"
     message_id: str = Field(min_length=1, max_length=200)
-    client_ip: IPv4Address | IPv6Address
+    client_ip: ClientIp
     recipient_count: int = Field(default=1, ge=1)
 
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 import json
 import typing
 from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from smtp_discovery.schemas.codec import MessageDecodeError, decode, encode
@@ -167,3 +170,50 @@ class TestKeys:
     def test_state_changes_share_the_route_key(self) -> None:
         change = next(s for s in SAMPLES if isinstance(s, StateChange))
         assert change.kafka_key() == b"acme:first.last"
+
+
+class _SmartUnion(BaseModel):
+    """The client address as pydantic's default union reads it."""
+
+    ip: IPv4Address | IPv6Address
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda a: a.exploded),
+        st.integers(min_value=-1, max_value=2**129).map(str),
+        st.text(alphabet="0123456789abcdef.:%/x -", max_size=45),
+        st.text(max_size=20),
+    )
+)
+def test_a_client_address_reads_as_the_default_union_would_read_it(text: str) -> None:
+    """The contract tries IPv4 and then IPv6 (``schemas.mail.ClientIp``), which is faster than
+    pydantic's default union: every text it accepts comes out as the same address of the same
+    class, and every text it refuses the default refuses too."""
+    payload = json.dumps({"ip": text})
+    try:
+        expected: IPv4Address | IPv6Address | None = _SmartUnion.model_validate_json(payload).ip
+    except ValidationError:
+        expected = None
+    sample = RecipientDelivered(tenant_id="t0", address="a@t0.example", event_time=T0,
+                                verdict="clean", message_id="m", client_ip="192.0.2.1")  # fmt: skip
+    raw = sample.model_dump(mode="json") | {"client_ip": text}
+    try:
+        got: IPv4Address | IPv6Address | None = RecipientDelivered.model_validate_json(
+            json.dumps(raw)
+        ).client_ip
+    except ValidationError:
+        got = None
+    assert (type(got), got) == (type(expected), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.ip_addresses(), st.integers(min_value=0, max_value=2**128 - 1)))
+def test_a_client_address_object_is_kept_as_the_default_union_keeps_it(value: object) -> None:
+    """Ingest builds events from address objects (and an integer is an address too)."""
+    expected = _SmartUnion(ip=value).ip  # type: ignore[arg-type]
+    got = RecipientDelivered(tenant_id="t0", address="a@t0.example", event_time=T0,
+                             verdict="clean", message_id="m", client_ip=value)  # fmt: skip
+    assert (type(got.client_ip), got.client_ip) == (type(expected), expected)
