@@ -1,0 +1,133 @@
+"""A worker table's changelog, sent a partition's batch at a time, against the real broker and
+a real RocksDB store: the records Faust would have sent, in the order written, each partition's
+persisted offset at its last record, and read back by Faust's own changelog apply as the same
+table."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from faust.types import TP
+
+from smtp_discovery.streams.app import _CURRENT_EVENT, StreamsSettings, Topology
+from smtp_discovery.streams.changelog import AcknowledgedTable, acknowledged
+from smtp_discovery.streams.clock import make_clock
+
+pytestmark = pytest.mark.kafka
+
+
+def _topology(app_id: str, bootstrap: str, data_dir: Path) -> Topology:
+    settings = StreamsSettings(
+        app_id=app_id, brokers=[bootstrap], partitions=4, replication=1, data_dir=data_dir
+    )
+    return Topology(
+        settings, clock=make_clock("event-time"), kafka_options={"bootstrap_servers": bootstrap}
+    )
+
+
+class _Event:
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition, topic="mail")
+
+
+_held: list[_Event] = []
+
+
+def _in_partition(partition: int) -> None:
+    """Make a message of ``partition`` the one being processed (as the agent does)."""
+    _held.append(event := _Event(partition))  # the context holds it weakly
+    _CURRENT_EVENT.set(weakref.ref(event))  # type: ignore[arg-type]
+
+
+async def _read(bootstrap: str, topic: str) -> dict[int, list[Any]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(4)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: dict[int, list[Any]] = {p: [] for p in range(4)}
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                out[tp.partition].extend(records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def test_writes_go_out_a_batch_per_partition_as_faust_reads_them(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    topology = _topology(f"cb{unique}", kafka_bootstrap, tmp_path / "a")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(topology.changelog_topics())
+    finally:
+        await admin.close()
+    groups: AcknowledgedTable = topology.tables[1]
+    topic = groups.changelog_topic.get_topic_name()
+    big = b"x" * 400_000  # three of them fill more than one of the producer's 1 MiB batches
+    writes: list[tuple[int, str, bytes | None]] = [
+        (0, "acme:a", b"=acme:a@a.example\t{}"),
+        (2, 'acme:"quoted"\\ünï', b"\x00\xff"),
+        (0, "acme:b", b"one"),
+        (0, "acme:a", b'=acme:a@a.example\t{"v":2}'),
+        (0, "acme:b", None),
+        (3, "acme:big1", big),
+        (3, "acme:big2", big),
+        (3, "acme:big3", big),
+        (3, "acme:big4", big),
+    ]
+    producer = topology.app.producer
+    await producer.start()
+    try:
+        for partition, key, value in writes[:5]:
+            _in_partition(partition)
+            if value is None:
+                groups.pop(key, None)
+            else:
+                groups[key] = value
+        await acknowledged(topology.tables)
+        for partition, key, value in writes[5:]:
+            _in_partition(partition)
+            groups[key] = value
+        assert not (await _read(kafka_bootstrap, topic))[3]  # nothing sent before it is waited for
+        await acknowledged(topology.tables)
+    finally:
+        await producer.stop()
+
+    sent = await _read(kafka_bootstrap, topic)
+    for partition in range(4):
+        expected = [(k, v) for p, k, v in writes if p == partition]
+        assert [(json.loads(r.key), r.value) for r in sent[partition]] == expected
+        last = sent[partition][-1].offset if sent[partition] else None
+        assert groups.data.persisted_offset(TP(topic, partition)) == last
+
+    # A fresh store fed the changelog by Faust's own apply holds what the first one does.
+    fresh = _topology(f"cb{unique}", kafka_bootstrap, tmp_path / "b").tables[1]
+    fresh.apply_changelog_batch(
+        [
+            SimpleNamespace(message=SimpleNamespace(
+                tp=TP(topic, p), partition=p, offset=m.offset, key=m.key, value=m.value))
+            for p in range(4)
+            for m in sent[p]
+        ]
+    )  # fmt: skip
+    everything = frozenset(TP(topic, p) for p in range(4))
+    for table in (groups, fresh):
+        table.app.assignor.assigned_actives = lambda: everything  # type: ignore[method-assign]
+    assert sorted(fresh.stored_items()) == sorted(groups.stored_items())
+    assert dict(groups.stored_items()) == {
+        "acme:a": b'=acme:a@a.example\t{"v":2}',
+        'acme:"quoted"\\ünï': b"\x00\xff",
+        **{f"acme:big{i}": big for i in range(1, 5)},
+    }
