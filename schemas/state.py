@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
+from operator import attrgetter
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
@@ -130,9 +131,13 @@ def state_of(record: AddressState) -> AddressState:
     return AddressState.model_construct(**{name: getattr(record, name) for name in STATE_FIELDS})
 
 
+_compared = attrgetter(*_COMPARED)
+
+
 def same_state(before: AddressState, after: AddressState) -> bool:
-    """True when publishing ``after`` would tell other roles nothing ``before`` did not."""
-    return all(getattr(before, name) == getattr(after, name) for name in _COMPARED)
+    """True when publishing ``after`` would tell other roles nothing ``before`` did not (asked
+    for every message a record counts: the fields are read at C speed)."""
+    return _compared(before) == _compared(after)
 
 
 class AddressRecord(AddressState):

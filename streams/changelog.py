@@ -47,6 +47,37 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         self.unsent: dict[int, list[tuple[bytes, bytes | None]]] = {}
         """Changelog records (key, value; None deletes) by partition, in the order written."""
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        store = self.data
+        if not (type(value) is bytes and self._bytes_store(store)):
+            super().__setitem__(key, value)
+            return
+        # The key encoded once, for the store and its changelog record alike (Faust's changelog
+        # apply puts a record's key bytes into the store as they are).
+        encoded = store._encode_key(key)
+        store._set(encoded, value)
+        self._unsent().append((encoded, value))
+        self._sensor_on_set(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        store = self.data
+        if not self._bytes_store(store):
+            super().__delitem__(key)
+            return
+        encoded = store._encode_key(key)
+        store._del(encoded)
+        self._unsent().append((encoded, None))
+        self._sensor_on_del(self, key)
+
+    def _bytes_store(self, store: Any) -> bool:
+        """A store of serialized bytes, with JSON keys and raw values: one a write can go to
+        directly."""
+        return (
+            isinstance(store, SerializedStore)
+            and self.key_serializer == "json"
+            and self.value_serializer == "raw"
+        )
+
     def on_key_set(self, key: Any, value: Any) -> None:
         topic = self.changelog_topic
         self._unsent().append(
@@ -117,11 +148,7 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         decoded by ``json`` and a raw value (``bytes``) taken as it is; any other table goes
         through ``items()``."""
         store = self.data
-        if not (
-            isinstance(store, SerializedStore)
-            and self.key_serializer == "json"
-            and self.value_serializer == "raw"
-        ):
+        if not self._bytes_store(store):
             yield from self.items()
             return
         loads = json.loads

@@ -616,6 +616,7 @@ def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDeliv
     record = work.get(key)
     at = event.event_time
     ctx = work.ctx
+    created: AddressRecord | None = None
     if record is None:
         if event.catch_all:
             work.outcome.skipped = "catch_all"
@@ -624,7 +625,7 @@ def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDeliv
         if created is None or event.verdict != "clean" or created.status is not S.PENDING:
             return
         record = created
-        touched = record
+        last_seen = record.last_seen
     else:
         if event.verdict != "clean":
             work.put(key, _touch(record, at, event.event_id, ctx.policy))
@@ -638,20 +639,24 @@ def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDeliv
                 ),
             )
             return
-        touched = _touch(record, at, event.event_id, ctx.policy)
+        last_seen = at if record.last_seen is None else max(record.last_seen, at)
     day = window.day_of(at)
-    newest_day = window.day_of(touched.last_seen or at)
+    newest_day = window.day_of(last_seen or at)
     period = ctx.settings.detection_period_days
     threshold = ctx.settings.inbound_detection_threshold
     buckets, ids = window.add_clean(
-        touched.clean_by_day, touched.clean_ids, day, event.event_id, threshold
+        record.clean_by_day, record.clean_ids, day, event.event_id, threshold
     )
     keep = period + ctx.policy.late_grace.days + 1
-    touched = touched.model_copy(
-        update={
-            "clean_by_day": window.prune(buckets, newest_day, keep),
-            "clean_ids": window.prune(ids, newest_day, keep),
-        }
+    counted = {
+        "clean_by_day": window.prune(buckets, newest_day, keep),
+        "clean_ids": window.prune(ids, newest_day, keep),
+    }
+    # One copy of the record per message: touched (a known address) and counted at once.
+    touched = (
+        record.model_copy(update=counted)
+        if created is not None
+        else _touch(record, at, event.event_id, ctx.policy, **counted)
     )
     if touched.status is S.DISCOVERED and touched.discovered_reason == "threshold":
         work.put(key, _correct_discovery_day(touched, day, period, threshold, at))
