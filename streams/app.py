@@ -27,20 +27,17 @@ from smtp_discovery.platform.views import TenantDirectory
 from smtp_discovery.schemas.codec import encode
 from smtp_discovery.schemas.commands import Tick
 from smtp_discovery.schemas.topics import (
-    ADDRESS_STATE,
-    COMMAND_RESULTS,
     COMMANDS,
-    DEAD_LETTER,
     MAIL,
-    STATE_CHANGES,
     TENANTS,
     TopicNames,
 )
+from smtp_discovery.streams.batches import Record, send_batches
 from smtp_discovery.streams.changelog import AcknowledgedTable, acknowledged
 from smtp_discovery.streams.clock import PartitionClock
 from smtp_discovery.streams.due import DueIndex
 from smtp_discovery.streams.partitioning import partition_for
-from smtp_discovery.streams.processor import Incoming, Processor
+from smtp_discovery.streams.processor import Incoming, Output, Processor
 from smtp_discovery.streams.recovery import StreamsTableManager
 from smtp_discovery.streams.rewind import RewindingApp
 from smtp_discovery.streams.rules import Policy
@@ -132,10 +129,8 @@ class Topology:
             "value_serializer": "raw",
         }
         self.source = app.topic(names(MAIL), names(COMMANDS), **raw)
-        self.outputs = {
-            name: app.topic(names(name), **raw)
-            for name in (ADDRESS_STATE, STATE_CHANGES, COMMAND_RESULTS, COMMANDS, DEAD_LETTER)
-        }
+        self.commands = app.topic(names(COMMANDS), **raw)
+        """Where the timer sends its ticks (the processor's outputs go out in batches)."""
         # Recovery reads changelogs in large batches: a fresh worker restores millions of
         # addresses (Faust's default of 1000 per batch makes that slower).
         table_options: dict[str, Any] = {
@@ -227,10 +222,23 @@ class Topology:
         self.store.forget()
         self._indexed_partitions = None
 
-    async def _send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
-    ) -> Any:
-        return await self.outputs[topic].send(key=key, value=value, partition=partition)
+    async def _send(self, outputs: Sequence[Output]) -> None:
+        """Send a batch's outputs a partition's record batch at a time (``streams.batches``),
+        and return once Kafka acknowledged them all. An output with no partition goes to its
+        key's, where Kafka's default partitioner puts it (one with no key either, a dead letter
+        of a message without one, to the first)."""
+        producer = self.app.producer._ensure_producer()
+        by_partition: dict[tuple[str, int], list[Record]] = {}
+        for topic, key, value, partition in outputs:
+            name = self.names(topic)
+            if partition is None:
+                count = len(await producer.partitions_for(name))
+                partition = 0 if key is None else partition_for(key, count)
+            by_partition.setdefault((name, partition), []).append((key, value))
+        sent = []
+        for (name, partition), records in by_partition.items():
+            sent += await send_batches(producer, name, partition, records)
+        await asyncio.gather(*sent)
 
     async def _agent(self, stream: faust.StreamT) -> None:
         while not self.follower.ready.is_set():
@@ -351,7 +359,7 @@ class Topology:
         )
         for tenant_id, address, partition in due:
             tick = Tick(tenant_id=tenant_id, event_time=self.clock.now(partition), address=address)
-            await self.outputs[COMMANDS].send(key=tick.kafka_key(), value=encode(tick))
+            await self.commands.send(key=tick.kafka_key(), value=encode(tick))
             sent += 1
         if sent:
             log.info("expiry scan: %d addresses due", sent)

@@ -17,11 +17,12 @@ The writes are sent a batch at a time: Faust sends each one through its producer
 message of its own, with a future, two callbacks and a persisted-offset write in RocksDB when it
 is acknowledged; that was a third of the worker's time on mail to addresses being discovered
 (py-spy, bench/README.md). Here a table keeps its changelog records until they are waited for,
-and then sends each partition's as one Kafka record batch and writes that partition's persisted
-offset once. The store itself is written at once, as Faust does; the records are the ones Faust
-would send (its serializers, the changelog partition of the message being processed), so
-Faust's recovery and standbys read them as their own. Only at-least-once processing is
-supported: under exactly-once Faust keeps persisted offsets until its transaction commits.
+then sends each partition's as Kafka record batches (``streams.batches``) and writes the
+partition's persisted offset once a batch. The store itself is written at once, as Faust does.
+The records are the ones Faust would send (its serializers, the changelog partition of the
+message being processed), so Faust's recovery and standbys read them as their own. Only
+at-least-once processing is supported: under exactly-once Faust keeps persisted offsets until
+its transaction commits.
 
 The same class reads a whole table faster than Faust does (:meth:`AcknowledgedTable.stored_items`).
 """
@@ -36,6 +37,9 @@ from typing import Any
 import faust
 from faust.stores.base import SerializedStore
 from faust.streams import current_event
+from faust.types import TP
+
+from smtp_discovery.streams.batches import send_batches
 
 
 class AcknowledgedTable(faust.Table):  # type: ignore[misc]
@@ -105,8 +109,8 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         return unsent
 
     async def send_unsent(self) -> list[Awaitable[None]]:
-        """Send the records written so far, a batch per partition (more where one is full);
-        the awaitables return once each partition's are acknowledged and its offset persisted."""
+        """Send the records written so far, a partition's at a time (``streams.batches``); the
+        awaitables return once each batch is acknowledged and its partition's offset persisted."""
         unsent, self.unsent = self.unsent, {}
         if not unsent:
             return []
@@ -114,29 +118,15 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         topic = self.changelog_topic.get_topic_name()
         sent = []
         for partition, records in unsent.items():
-            batch, count = producer.create_batch(), 0
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    sent.append(await self._send_batch(producer, batch, topic, partition, count))
-                    batch, count = producer.create_batch(), 0
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a {topic} record of {len(value or b'')} bytes is "
-                                         "larger than the producer's batch")  # fmt: skip
-                count += 1
-            sent.append(await self._send_batch(producer, batch, topic, partition, count))
+            tp = TP(topic, partition)
+            for last in await send_batches(producer, topic, partition, records):
+                sent.append(self._persisted(tp, last))
         return sent
 
-    async def _send_batch(
-        self, producer: Any, batch: Any, topic: str, partition: int, count: int
-    ) -> Awaitable[None]:
-        future = await producer.send_batch(batch, topic, partition=partition)
-        return self._persisted(future, count)
-
-    async def _persisted(self, sent: Awaitable[Any], count: int) -> None:
-        """Once the batch is acknowledged, the store's offset for its partition: that of its
-        last record, which Faust's recovery then reads past."""
-        metadata = await sent
-        self.data.set_persisted_offset(metadata.topic_partition, metadata.offset + count - 1)
+    async def _persisted(self, tp: TP, last: Awaitable[int]) -> None:
+        """Once a batch is acknowledged, the store's offset for its partition: that of its last
+        record, which Faust's recovery then reads past."""
+        self.data.set_persisted_offset(tp, await last)
 
     def stored_items(self) -> Iterator[tuple[Any, Any]]:
         """What ``items()`` yields (the keys and values of the partitions this worker actively

@@ -27,7 +27,6 @@ Transitions are logged at debug level: the state-changes topic is their record.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -61,8 +60,11 @@ AFTER_DEPARTURE = (EraseAddress, AliasRelease)
 """What is applied for a tenant no longer on the tenants topic: its erasure, and the release of
 an erased alias by its primary's partition (a no-op where the primary is gone too)."""
 
-Send = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Any]]
-"""send(topic, key, value, partition) -> a future that resolves when Kafka acknowledged it."""
+Output = tuple[str, bytes | None, bytes | None, int | None]
+"""(topic, key, value, partition): a record to send; no partition, the key's."""
+
+Send = Callable[[Sequence[Output]], Awaitable[None]]
+"""send(outputs) returns once Kafka acknowledged every one of them (they are sent together)."""
 
 
 def _decode_entry(entry: Entry) -> Any:
@@ -99,7 +101,7 @@ class _Batch:
     changed: dict[str, dict[str, AddressRecord | None]] = field(default_factory=dict)
     writer: dict[str, Incoming] = field(default_factory=dict)
     """Per changed route key, a message of its partition (to write the tables as)."""
-    outputs: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
 
 
 class Processor:
@@ -132,9 +134,8 @@ class Processor:
         work = _Batch()
         for incoming in batch:
             self._apply(work, incoming)
-        futures = [await self.send(*output) for output in work.outputs]
-        if futures:
-            await asyncio.gather(*futures)
+        if work.outputs:
+            await self.send(work.outputs)
         store, writer = self.store, work.writer
         staged = []
         for route_key, changed in work.changed.items():

@@ -9,8 +9,7 @@ prefix of each table's writes after it, then redelivers the messages from a comm
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +25,7 @@ from smtp_discovery.schemas.tenant import TenantConfig
 from smtp_discovery.schemas.topics import COMMANDS, MAIL, STATE_CHANGES
 from smtp_discovery.streams.clock import EventTimeClock
 from smtp_discovery.streams.due import DueIndex
-from smtp_discovery.streams.processor import Incoming, Processor
+from smtp_discovery.streams.processor import Incoming, Output, Processor
 from smtp_discovery.streams.rules import Policy
 from smtp_discovery.streams.store import GroupStore
 from tests.streams.world import T0, World
@@ -105,9 +104,8 @@ def _processor(world: World, log: list[Any], data: dict[str, dict[str, bytes]]) 
     directory = TenantDirectory()
     directory.apply(tenant.kafka_key(), encode(tenant))
 
-    async def send(topic: str, key: bytes | None, value: bytes | None, partition: Any) -> Any:
-        log.append(("send", topic, value))
-        return _done()
+    async def send(outputs: Sequence[Output]) -> None:
+        log.extend(("send", topic, value) for topic, _, value, _ in outputs)
 
     async def tables_written() -> None:
         log.append(("acknowledged",))
@@ -122,12 +120,6 @@ def _processor(world: World, log: list[Any], data: dict[str, dict[str, bytes]]) 
         policy=Policy(),
         tables_written=tables_written,
     )
-
-
-def _done() -> Any:
-    done = asyncio.get_running_loop().create_future()
-    done.set_result(None)
-    return done
 
 
 async def _run(processor: Processor, batches: list[list[Incoming]], log: list[Any]) -> None:

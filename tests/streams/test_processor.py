@@ -4,7 +4,7 @@ once, and only after every output of the batch was acknowledged."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ from smtp_discovery.schemas.tenant import TenantConfig
 from smtp_discovery.schemas.topics import ADDRESS_STATE, COMMANDS, MAIL, STATE_CHANGES
 from smtp_discovery.streams.clock import EventTimeClock
 from smtp_discovery.streams.due import DueIndex
-from smtp_discovery.streams.processor import Incoming, Processor
+from smtp_discovery.streams.processor import Incoming, Output, Processor
 from smtp_discovery.streams.rules import Policy
 from smtp_discovery.streams.store import GroupStore
 from tests.streams.world import T0, World
@@ -51,15 +51,13 @@ async def test_a_batch_writes_each_changed_key_once_after_its_outputs_are_acknow
     directory = TenantDirectory()
     directory.apply(tenant.kafka_key(), encode(tenant))
     journal: list[tuple[str, str]] = []
-    acks: list[asyncio.Future[None]] = []
+    acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     all_sent = asyncio.Event()
 
-    async def send(topic: str, key: bytes | None, value: bytes | None, partition: Any) -> Any:
-        journal.append((f"send {topic}", (key or b"").decode()))
-        acks.append(asyncio.get_running_loop().create_future())
-        if len(acks) == 4:  # pending and its transition, discovered and its transition
-            all_sent.set()
-        return acks[-1]
+    async def send(outputs: Sequence[Output]) -> None:
+        journal.extend((f"send {topic}", (key or b"").decode()) for topic, key, _, _ in outputs)
+        all_sent.set()
+        await acked
 
     store = GroupStore(Recording("records", journal), Recording("groups", journal))
     processor = Processor(
@@ -80,8 +78,7 @@ async def test_a_batch_writes_each_changed_key_once_after_its_outputs_are_acknow
     await asyncio.wait_for(all_sent.wait(), 5)
     await asyncio.sleep(0)  # let the batch run on if it were not waiting for the acks
     assert not any(entry[0].startswith("write") for entry in journal), "written before acked"
-    for ack in acks:
-        ack.set_result(None)
+    acked.set_result(None)
     await handled
     assert journal == [
         (f"send {ADDRESS_STATE}", "acme:alice@a.example"),
@@ -101,11 +98,8 @@ def _processor(
     directory = TenantDirectory()
     directory.apply(tenant.kafka_key(), encode(tenant))
 
-    async def send(topic: str, key: bytes | None, value: bytes | None, partition: Any) -> Any:
-        sent.append((topic, value))
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    async def send(outputs: Sequence[Output]) -> None:
+        sent.extend((topic, value) for topic, _, value, _ in outputs)
 
     store = GroupStore(tables["records"], tables["groups"], tables["journal"])
     return Processor(

@@ -2,7 +2,7 @@
 PYTHONPATH starts with this directory (tests/streams/worker_harness.py does that when a test
 asks for a fault). Production code has no hook for them.
 
-``DISCOVERY_TEST_FAULT=send:N`` makes the N+1st output sent to Kafka fail;
+``DISCOVERY_TEST_FAULT=send:N`` makes the sending of the outputs that hold the N+1st fail;
 ``table-write:N`` makes the N+1st group index entry written fail (the batch's journals
 are in Kafka by then, its groups not). Once: the process is
 expected to exit at the first failure.
@@ -31,9 +31,10 @@ def _inject(kind: str, after: int) -> None:
     if kind == "send":
         send = Topology._send
 
-        async def failing_send(self: Any, *args: Any) -> Any:
-            failing_after("Kafka refused an output")
-            return await send(self, *args)
+        async def failing_send(self: Any, outputs: Any) -> Any:
+            for _ in outputs:  # a batch's outputs go out together: the N+1st fails them all
+                failing_after("Kafka refused an output")
+            return await send(self, outputs)
 
         Topology._send = failing_send  # type: ignore[method-assign]
     elif kind == "table-write":

@@ -1,7 +1,9 @@
-"""A worker table's changelog, sent a partition's batch at a time, against the real broker and
-a real RocksDB store: the records Faust would have sent, in the order written, each partition's
-persisted offset at its last record, and read back by Faust's own changelog apply as the same
-table."""
+"""What the worker sends, a partition's record batch at a time, against the real broker.
+
+A table's changelog (with a real RocksDB store, and the in-memory one): the records Faust would
+have sent, in the order written, each partition's persisted offset at its last record, and read
+back by Faust's own changelog apply as the same table. A batch's outputs: each in the partition
+it names, or its key's, as Kafka's default partitioner would place it."""
 
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
+from smtp_discovery.schemas.topics import ADDRESS_STATE, DEAD_LETTER, STATE_CHANGES
 from smtp_discovery.streams.app import _CURRENT_EVENT, StreamsSettings, Topology
 from smtp_discovery.streams.changelog import AcknowledgedTable, acknowledged
 from smtp_discovery.streams.clock import make_clock
+from smtp_discovery.streams.partitioning import partition_for
+from smtp_discovery.streams.processor import Output
 
 pytestmark = pytest.mark.kafka
 
@@ -140,3 +145,42 @@ async def test_writes_go_out_a_batch_per_partition_as_faust_reads_them(
         'acme:"quoted"\\ünï': b"\x00\xff",
         **{f"acme:big{i}": big for i in range(1, 5)},
     }
+
+
+async def test_outputs_go_to_the_partition_they_name_or_their_keys(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    topology = _topology(f"ob{unique}", kafka_bootstrap, tmp_path, "rocksdb")
+    names = topology.names
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(names(t), 4, 1) for t in (ADDRESS_STATE, STATE_CHANGES, DEAD_LETTER)]
+        )
+    finally:
+        await admin.close()
+    keys = [f"acme:user{i}".encode() for i in range(12)]
+    outputs: list[Output] = [
+        (STATE_CHANGES, key, b"change %d" % i, None) for i, key in enumerate(keys)
+    ]
+    outputs += [(ADDRESS_STATE, keys[0], b"snapshot", 3), (DEAD_LETTER, None, b"letter", None)]
+    producer = topology.app.producer
+    await producer.start()
+    try:
+        await topology._send(outputs)
+    finally:
+        await producer.stop()
+    changes = await _read(kafka_bootstrap, names(STATE_CHANGES))
+    assert {(p, r.key, r.value) for p, records in changes.items() for r in records} == {
+        (partition_for(key, 4), key, b"change %d" % i) for i, key in enumerate(keys)
+    }
+    for records in changes.values():  # each partition's in the order sent
+        assert [r.value for r in records] == sorted(
+            (r.value for r in records), key=lambda v: int(v.split()[1])
+        )
+    assert len({p for p, records in changes.items() if records}) > 1
+    snapshots = await _read(kafka_bootstrap, names(ADDRESS_STATE))
+    assert [(r.key, r.value) for r in snapshots[3]] == [(keys[0], b"snapshot")]
+    letters = await _read(kafka_bootstrap, names(DEAD_LETTER))
+    assert [(r.key, r.value) for r in letters[0]] == [(None, b"letter")]
