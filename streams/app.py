@@ -221,6 +221,11 @@ class Topology:
         partition it owns again (another worker may have changed it meanwhile)."""
         self.store.forget()
         self._indexed_partitions = None
+        for table in self.tables:
+            # Writes of a batch that never finished (a stop cancelled it): it was not
+            # acknowledged, so whoever owns its partitions now applies it again. Sent later,
+            # they could land in a changelog another worker writes.
+            table.unsent.clear()
 
     async def _send(self, outputs: Sequence[Output]) -> None:
         """Send a batch's outputs a partition's record batch at a time (``streams.batches``),

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import faust
@@ -108,10 +109,17 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
             unsent = self.unsent[partition] = []
         return unsent
 
-    async def send_unsent(self) -> list[Awaitable[None]]:
-        """Send the records written so far, a partition's at a time (``streams.batches``); the
-        awaitables return once each batch is acknowledged and its partition's offset persisted."""
+    def take_unsent(self) -> Callable[[], Awaitable[list[Awaitable[None]]]]:
+        """Take the records written so far, and return what sends them, a partition's at a
+        time (``streams.batches``): its awaitables return once each batch is acknowledged and
+        its partition's offset persisted. Taken before anything is sent, so that nothing can
+        come between the writes and their sending (a rebalance drops what was not taken)."""
         unsent, self.unsent = self.unsent, {}
+        return partial(self._send, unsent)
+
+    async def _send(
+        self, unsent: dict[int, list[tuple[bytes, bytes | None]]]
+    ) -> list[Awaitable[None]]:
         if not unsent:
             return []
         producer = self.app.producer._ensure_producer()
@@ -149,8 +157,9 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
 async def acknowledged(tables: Iterable[AcknowledgedTable]) -> None:
     """Send every write made to ``tables`` so far, and return once Kafka acknowledged them all
     (raise what a failed one raised)."""
+    sends = [table.take_unsent() for table in tables]
     sent = []
-    for table in tables:
-        sent.extend(await table.send_unsent())
+    for send in sends:
+        sent.extend(await send())
     if sent:
         await asyncio.gather(*sent)
