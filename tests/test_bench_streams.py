@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from bench.profile_worker import summarize
 from bench.streams_worker import (
     MARK,
     MIN_WINDOW_S,
@@ -52,3 +54,31 @@ def test_the_rate_counts_every_record_after_the_first() -> None:
 def test_a_window_too_short_for_millisecond_stamps_is_refused() -> None:
     with pytest.raises(RuntimeError, match="raise --events"):
         window_rate(1_000, 1_000 + int(MIN_WINDOW_S * 1000) - 1, 50_009)
+
+
+def test_a_worker_profile_is_summed_by_the_first_part_each_sample_matches(tmp_path: Path) -> None:
+    """bench.profile_worker: main-thread samples only, each counted once, for the first part
+    its stack matches; the event loop only when its own frame is innermost."""
+    main = "thread (1): MainThread;run (asyncio/base_events.py:1)"
+    raw = tmp_path / "profile.raw"
+    raw.write_text(
+        "\n".join(
+            [
+                f"{main};handle_batch (streams/processor.py:2);_apply (streams/rules.py:3) 7",
+                f"{main};handle_batch (streams/processor.py:2) 2",
+                f"{main};write (streams/store.py:9);AcknowledgedTable.__setitem__ (x.py:1) 3",
+                f"{main};EpollSelector.select (selectors.py:4) 5",
+                f"{main};import_module (importlib/__init__.py:1) 1",
+                "thread (2): Thread-1;run (threading.py:1) 40",
+            ]
+        )
+    )
+    total, parts = summarize(raw)
+    assert total == 18
+    assert parts == {
+        "rules and journal": 7,
+        "processor (the rest)": 2,
+        "table writes": 3,
+        "event loop": 5,
+        "other": 1,
+    }
