@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from faust.types import TP
 
+from smtp_discovery.platform.kafka import ensure_visible
 from smtp_discovery.schemas.topics import ADDRESS_STATE, DEAD_LETTER, STATE_CHANGES
 from smtp_discovery.streams.app import _CURRENT_EVENT, StreamsSettings, Topology
 from smtp_discovery.streams.changelog import AcknowledgedTable, acknowledged
@@ -80,12 +81,7 @@ async def test_writes_go_out_a_batch_per_partition_as_faust_reads_them(
     """RocksDB is written directly (its bytes are the changelog's); the in-memory store, which
     keeps decoded values, through Faust's own path."""
     topology = _topology(f"cb{unique}", kafka_bootstrap, tmp_path / "a", store)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(topology.changelog_topics())
-    finally:
-        await admin.close()
+    await ensure_visible({"bootstrap_servers": kafka_bootstrap}, topology.changelog_topics())
     groups: AcknowledgedTable = topology.tables[1]
     topic = groups.changelog_topic.get_topic_name()
     big = b"x" * 400_000  # three of them fill more than one of the producer's 1 MiB batches
@@ -152,14 +148,11 @@ async def test_outputs_go_to_the_partition_they_name_or_their_keys(
 ) -> None:
     topology = _topology(f"ob{unique}", kafka_bootstrap, tmp_path, "rocksdb")
     names = topology.names
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(names(t), 4, 1) for t in (ADDRESS_STATE, STATE_CHANGES, DEAD_LETTER)]
-        )
-    finally:
-        await admin.close()
+    # Visible before any client asks: one that fetched metadata too early could wait minutes.
+    await ensure_visible(
+        {"bootstrap_servers": kafka_bootstrap},
+        [NewTopic(names(t), 4, 1) for t in (ADDRESS_STATE, STATE_CHANGES, DEAD_LETTER)],
+    )
     keys = [f"acme:user{i}".encode() for i in range(12)]
     outputs: list[Output] = [
         (STATE_CHANGES, key, b"change %d" % i, None) for i, key in enumerate(keys)
