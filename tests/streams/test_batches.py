@@ -19,7 +19,7 @@ from aiokafka.admin import NewTopic
 from faust.types import TP
 
 from smtp_discovery.platform.kafka import ensure_visible
-from smtp_discovery.schemas.topics import ADDRESS_STATE, DEAD_LETTER, STATE_CHANGES
+from smtp_discovery.schemas.topics import ADDRESS_STATE, DEAD_LETTER, STATE_CHANGES, TopicNames
 from smtp_discovery.streams.app import _CURRENT_EVENT, StreamsSettings, Topology
 from smtp_discovery.streams.changelog import AcknowledgedTable, acknowledged
 from smtp_discovery.streams.clock import make_clock
@@ -37,6 +37,7 @@ def _topology(app_id: str, bootstrap: str, data_dir: Path, store: str) -> Topolo
         replication=1,
         data_dir=data_dir,
         store=store,
+        topics=TopicNames(f"{app_id}."),  # the session's broker is shared by every test
     )
     return Topology(
         settings, clock=make_clock("event-time"), kafka_options={"bootstrap_servers": bootstrap}
