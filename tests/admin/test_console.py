@@ -213,6 +213,18 @@ async def settings_and_reports(page: Any, expect: Any, console: Console) -> None
     assert kept.json()["notices_before_expiry"]["value"] == 2
     await page.click("a[data-nav=reports]")
     year, week, _ = datetime.now(UTC).isocalendar()
+
+    async def both_in_clickhouse() -> bool:
+        # The report reads the state changes the sink stores, a moment after the worker made
+        # them; the preview is asked for once, so only once they are there.
+        text = await console.api.get(
+            "/v1/tenants/acme/reports/new-users",
+            params={"week": f"{year}-W{week:02d}", "format": "text"},
+            headers=acme,
+        )
+        return all(user in text.text for user in ("ann@acme.example", "bob@acme.example"))
+
+    await until(both_in_clickhouse, "the sink stores the new users' state changes")
     await page.fill("#week", f"{year}-W{week:02d}")
     await page.click("#report button[type=submit]")
     preview = page.frame_locator("#preview-frame")
