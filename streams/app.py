@@ -234,11 +234,13 @@ class Topology:
         of a message without one, to the first)."""
         producer = self.app.producer._ensure_producer()
         by_partition: dict[tuple[str, int], list[Record]] = {}
+        counts: dict[str, int] = {}
         for topic, key, value, partition in outputs:
             name = self.names(topic)
             if partition is None:
-                count = len(await producer.partitions_for(name))
-                partition = 0 if key is None else partition_for(key, count)
+                if name not in counts:  # once a topic, not once an output
+                    counts[name] = len(await producer.partitions_for(name))
+                partition = 0 if key is None else partition_for(key, counts[name])
             by_partition.setdefault((name, partition), []).append((key, value))
         sent = []
         for (name, partition), records in by_partition.items():
