@@ -6,10 +6,12 @@ facts about the mail flow, not decisions: the streams topology alone turns them 
 
 from __future__ import annotations
 
+import re
+import socket
 from ipaddress import IPv4Address, IPv6Address
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidatorFunctionWrapHandler, WrapValidator
 
 from smtp_discovery.schemas.base import AddressMessage
 
@@ -25,11 +27,32 @@ TempfailReason = Literal[
 ]
 """Why a callout gave no definite answer."""
 
-ClientIp = Annotated[IPv4Address | IPv6Address, Field(union_mode="left_to_right")]
+CANONICAL_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                            r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")  # fmt: skip
+"""IPv4 text exactly as ``str(IPv4Address(text))`` writes it (to be matched whole). It is the
+only way ``ipaddress`` spells an IPv4 address and every text it matches is one ``ipaddress``
+accepts (no octet over 255, no leading zero): what a producer wrote from an ``IPv4Address``."""
+
+
+def _canonical_ipv4(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """An IPv4 address in its canonical text, read without ``ipaddress``'s parser (a ninth of
+    its cost); anything else (another type, another spelling, IPv6) is validated as before."""
+    if type(value) is str and CANONICAL_IPV4.fullmatch(value) is not None:
+        return IPv4Address(socket.inet_aton(value))
+    return handler(value)
+
+
+ClientIp = Annotated[
+    IPv4Address | IPv6Address,
+    Field(union_mode="left_to_right"),
+    WrapValidator(_canonical_ipv4),
+]
 """The connecting client's address. Tried as IPv4, then as IPv6: no text is both, so the
 result is the one pydantic's default ("smart") union picks, but that union tried the members
 several times over and made this field over half of decoding a delivery in the worker (24 µs
-against 9 for an IPv4 address, measured alone); the JSON schema is the same."""
+against 9 for an IPv4 address, measured alone); the JSON schema is the same. Nearly every
+value is an IPv4 address in its canonical text, which takes the fast way
+(``_canonical_ipv4``): the field was then still a third of decoding a delivery (py-spy)."""
 
 
 class MailEventBase(AddressMessage):

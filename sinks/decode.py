@@ -34,7 +34,7 @@ from msgspec import Meta
 from smtp_discovery.schemas.address import is_plain_address
 from smtp_discovery.schemas.base import TENANT_ID_PATTERN
 from smtp_discovery.schemas.codec import MessageDecodeError, decode_all
-from smtp_discovery.schemas.mail import TempfailReason
+from smtp_discovery.schemas.mail import CANONICAL_IPV4, TempfailReason
 from smtp_discovery.schemas.state import AddressStatus, UserRole, is_transition_reason
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES
 
@@ -48,11 +48,6 @@ NodeId = Annotated[str, Meta(max_length=128)]
 Destination = Annotated[str, Meta(min_length=1, max_length=300)]
 MessageId = Annotated[str, Meta(min_length=1, max_length=200)]
 Latency = Annotated[float, Meta(ge=0)]
-
-_CANONICAL_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-                             r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")  # fmt: skip
-"""IPv4 text exactly as ``str(IPv4Address(text))`` writes it; anything else is left to the
-contract (IPv6, which has many spellings of one address, included)."""
 
 
 _LONG_FRACTION = re.compile(rb"\.[0-9]{7}")
@@ -82,7 +77,7 @@ def _aware(at: datetime | None) -> None:
 
 
 def _ipv4(text: str) -> None:
-    if _CANONICAL_IPV4.fullmatch(text) is None:
+    if CANONICAL_IPV4.fullmatch(text) is None:
         raise _Decline
 
 
