@@ -36,6 +36,7 @@ from functools import partial
 from typing import Any
 
 import faust
+from faust.serializers.codecs import get_codec
 from faust.stores.base import SerializedStore
 from faust.streams import current_event
 from faust.types import TP
@@ -51,28 +52,43 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.unsent: dict[int, list[tuple[bytes, bytes | None]]] = {}
         """Changelog records (key, value; None deletes) by partition, in the order written."""
+        self._direct: tuple[Any, Callable[[Any], bytes] | None] = (None, None)
+        """(store, its key encoder): what :meth:`_key_encoder` found for the store."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
         store = self.data
-        if not (type(value) is bytes and self._bytes_store(store)):
+        dump_key = self._key_encoder(store)
+        if dump_key is None or type(key) is not str or type(value) is not bytes:
             super().__setitem__(key, value)
             return
         # The key encoded once, for the store and its changelog record alike (Faust's changelog
         # apply puts a record's key bytes into the store as they are).
-        encoded = store._encode_key(key)
+        encoded = dump_key(key)
         store._set(encoded, value)
         self._unsent().append((encoded, value))
         self._sensor_on_set(self, key, value)
 
     def __delitem__(self, key: Any) -> None:
         store = self.data
-        if not self._bytes_store(store):
+        dump_key = self._key_encoder(store)
+        if dump_key is None or type(key) is not str:
             super().__delitem__(key)
             return
-        encoded = store._encode_key(key)
+        encoded = dump_key(key)
         store._del(encoded)
         self._unsent().append((encoded, None))
         self._sensor_on_del(self, key)
+
+    def _key_encoder(self, store: Any) -> Callable[[Any], bytes] | None:
+        """For a store a write can go to directly (serialized bytes, JSON keys, raw values),
+        the codec that encodes a ``str`` key, as Faust's serializer registry would (None for
+        any other store). Found once per store: the registry's lookups, per write, were two
+        fifths of a write's cost (cProfile, bench/README.md)."""
+        known, dump_key = self._direct
+        if known is not store:
+            dump_key = get_codec(self.key_serializer).dumps if self._bytes_store(store) else None
+            self._direct = (store, dump_key)
+        return dump_key
 
     def _bytes_store(self, store: Any) -> bool:
         """A store of serialized bytes, with JSON keys and raw values: one a write can go to

@@ -315,6 +315,22 @@ def test_the_due_index_reads_what_the_contract_reads_of_a_stored_record(
     assert [lean.status_since, lean.discovered_at, lean.last_seen] == [since, discovered, seen]
 
 
+@settings(max_examples=4, deadline=None)
+@given(keys=st.lists(st.text(max_size=40), min_size=1, max_size=200))
+def test_a_table_encodes_a_key_as_faust_does(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[str]
+) -> None:
+    """A write finds its key encoder once (``AcknowledgedTable._key_encoder``), not through
+    Faust's serializer registry each time: the bytes are the registry's, for any text (quotes,
+    backslashes, control and non-ASCII characters, a NUL as in a journal entry's key)."""
+    topology = _topology("k-streams", tmp_path_factory.mktemp("keys"))
+    for table in topology.tables:
+        encode = table._key_encoder(table.data)
+        assert encode is not None
+        for key in [*keys, *(f"{key}\x00{n}" for n, key in enumerate(keys))]:
+            assert encode(key) == table.data._encode_key(key)
+
+
 def test_a_table_read_whole_from_its_store_is_what_faust_reads(tmp_path: Path) -> None:
     """``stored_items`` reads a RocksDB table's bytes itself: the same keys and values as
     Faust's ``items()``, of the active partitions only, tombstones gone, and the store's offset
