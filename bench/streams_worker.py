@@ -1,6 +1,7 @@
 """Streams worker throughput and recovery, against a bare aiokafka loop in the same run.
 
     .venv/bin/python -m bench.streams_worker [--events 100000] [--recovery-addresses 1000000]
+        [--rounds 3]
 
 Figures (one JSON object each):
 * ``faust_noop_events_per_s``: a Faust agent that does nothing with each event (bench.faust_noop),
@@ -18,6 +19,12 @@ Figures (one JSON object each):
   ready (``tables_restored_s``), and the restore proper, from the first to the last changelog
   read by the worker's log (``restore_s``, and ``restore_s_per_million``
   addresses: the figure the issue's one-million goal is read against in the quick run).
+
+The throughput figures are medians over ``--rounds`` passes (3 by default). A pass measures the
+bare loop, the no-op and both mixes one right after another, and each ratio is taken within its
+pass; ``vs_noop_rounds`` lists every pass's own. The machines this runs on drift by up to
+twice their speed over minutes, and one pass alone once put the discovering mix at 0.13 of a
+no-op measured just before the machine slowed down, and at 0.48 in the next pass.
 
 How a Faust process's rate is timed from outside it (the worker's code is not touched): the
 input topic begins and ends, on every partition, with a *marker*, a verification of an address
@@ -46,6 +53,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -527,31 +535,66 @@ async def wait_for_log(path: Path, text: str, timeout: float) -> float:
     raise RuntimeError(f"{text!r} not logged within {timeout}s:\n" + read_log(path)[-3000:])
 
 
+@dataclass(frozen=True)
+class Round:
+    """One pass over every process, one right after another: its ratios are the figures'
+    material. The machine's speed drifts by up to twice over minutes (the same no-op ran at
+    4,150 and 9,470 events/s within half an hour on this VM), and a ratio of two rates taken
+    minutes apart measured that drift as often as the worker."""
+
+    base: float
+    floor: Rate
+    mixes: dict[str, Rate]
+
+
+def round_figures(rounds: list[Round], events: int) -> list[dict[str, object]]:
+    """The rows of ``rounds``: each ratio is the median of the rounds' own ratios (every
+    round's is printed beside it), each rate the median rate."""
+    rows: list[dict[str, object]] = [
+        {
+            "figure": "faust_noop_events_per_s",
+            "events_per_s": round(median([r.floor.events_per_s for r in rounds])),
+            "baseline_events_per_s": round(median([r.base for r in rounds])),
+            "ratio": round(median([r.floor.events_per_s / r.base for r in rounds]), 4),
+            "events": events,
+            "window_s": round(median([r.floor.window_s for r in rounds]), 3),
+        }
+    ]
+    for mix in rounds[0].mixes:
+        vs_noop = [r.mixes[mix].events_per_s / r.floor.events_per_s for r in rounds]
+        rows.append(
+            {
+                "figure": "worker_events_per_s",
+                "mix": mix,
+                "events_per_s": round(median([r.mixes[mix].events_per_s for r in rounds])),
+                "baseline_events_per_s": round(median([r.base for r in rounds])),
+                "ratio": round(median([r.mixes[mix].events_per_s / r.base for r in rounds]), 4),
+                "vs_noop": round(median(vs_noop), 4),
+                "vs_noop_rounds": [round(v, 3) for v in vs_noop],
+                "sink_rows_per_message": rounds[0].mixes[mix].sink_rows_per_message,
+                "events": events,
+                "window_s": round(median([r.mixes[mix].window_s for r in rounds]), 3),
+            }
+        )
+    return rows
+
+
 async def main_async(bootstrap: str, args: argparse.Namespace, tmp: Path) -> None:
     if args.events:
-        base = await baseline(bootstrap, args.events, args.addresses)
-        floor = await faust_floor(bootstrap, args.events, args.addresses, tmp)
-        emit(
-            "faust_noop_events_per_s",
-            events_per_s=round(floor.events_per_s),
-            baseline_events_per_s=round(base),
-            ratio=round(floor.events_per_s / base, 4),
-            events=args.events,
-            window_s=round(floor.window_s, 3),
-        )
-        for users in (False, True):
-            rate = await worker_throughput(bootstrap, args.events, args.addresses, tmp, users=users)
-            emit(
-                "worker_events_per_s",
-                mix="users" if users else "discovering",
-                events_per_s=round(rate.events_per_s),
-                baseline_events_per_s=round(base),
-                ratio=round(rate.events_per_s / base, 4),
-                vs_noop=round(rate.events_per_s / floor.events_per_s, 4),
-                sink_rows_per_message=rate.sink_rows_per_message,
-                events=args.events,
-                window_s=round(rate.window_s, 3),
-            )
+        rounds = []
+        for _ in range(args.rounds):
+            base = await baseline(bootstrap, args.events, args.addresses)
+            floor = await faust_floor(bootstrap, args.events, args.addresses, tmp)
+            mixes = {
+                mix: await worker_throughput(
+                    bootstrap, args.events, args.addresses, tmp, users=mix == "users"
+                )
+                for mix in ("discovering", "users")
+            }
+            rounds.append(Round(base, floor, mixes))
+        for row in round_figures(rounds, args.events):
+            name = row.pop("figure")
+            emit(str(name), **row)
     if args.recovery_addresses:
         result = await recovery(bootstrap, args.recovery_addresses, tmp)
         emit("worker_recovery_s", addresses=args.recovery_addresses, **result)
@@ -561,6 +604,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--addresses", type=int, default=2_000)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="passes over every process; figures are medians"
+    )
     parser.add_argument("--recovery-addresses", type=int, default=1_000_000)
     run_with_kafka(main_async, parser.parse_args(), heap="2g")
 

@@ -12,8 +12,11 @@ from bench.streams_worker import (
     MARK,
     MIN_WINDOW_S,
     PARTITIONS,
+    Rate,
+    Round,
     markers,
     note_marker,
+    round_figures,
     window_rate,
 )
 from smtp_discovery.streams.partitioning import partition_for
@@ -54,6 +57,29 @@ def test_the_rate_counts_every_record_after_the_first() -> None:
 def test_a_window_too_short_for_millisecond_stamps_is_refused() -> None:
     with pytest.raises(RuntimeError, match="raise --events"):
         window_rate(1_000, 1_000 + int(MIN_WINDOW_S * 1000) - 1, 50_009)
+
+
+def test_a_ratio_is_the_median_of_each_rounds_own_ratio() -> None:
+    """The machine drifts between rounds (here its speed doubles): each round's worker is
+    divided by that round's no-op, and the figure is the median of those ratios. The ratio of
+    the median rates (60 / 150 = 0.4) would mix rounds the machine ran at different speeds."""
+
+    def rate(events_per_s: float) -> Rate:
+        return Rate(events_per_s, 10.0, 1.0)
+
+    rounds = [
+        Round(1_000, rate(100), {"discovering": rate(50), "users": rate(90)}),
+        Round(2_000, rate(200), {"discovering": rate(60), "users": rate(180)}),
+        Round(1_500, rate(150), {"discovering": rate(90), "users": rate(120)}),
+    ]
+    noop, discovering, users = round_figures(rounds, 50_000)
+    assert noop["figure"] == "faust_noop_events_per_s"
+    assert (noop["events_per_s"], noop["ratio"]) == (150, 0.1)
+    assert discovering["mix"] == "discovering"
+    assert discovering["vs_noop_rounds"] == [0.5, 0.3, 0.6]
+    assert (discovering["vs_noop"], discovering["events_per_s"]) == (0.5, 60)
+    assert discovering["ratio"] == 0.05  # 50/1000, 60/2000, 90/1500
+    assert (users["vs_noop"], users["vs_noop_rounds"]) == (0.9, [0.9, 0.9, 0.8])
 
 
 def test_a_worker_profile_is_summed_by_the_first_part_each_sample_matches(tmp_path: Path) -> None:
