@@ -378,11 +378,17 @@ def _with(
     return record.model_copy(update=updates)
 
 
+def _seen_until(record: AddressRecord, at: datetime) -> datetime:
+    """The record's last seen time once a message of time ``at`` is counted (a late one does
+    not move it back)."""
+    return at if record.last_seen is None else max(record.last_seen, at)
+
+
 def _touch(
     record: AddressRecord, at: datetime, event_id: str, policy: Policy, **fields: Any
 ) -> AddressRecord:
     ids = (*record.applied_event_ids, event_id)[-policy.remembered_event_ids :]
-    last_seen = at if record.last_seen is None else max(record.last_seen, at)
+    last_seen = _seen_until(record, at)
     first_seen = at if record.first_seen is None else min(record.first_seen, at)
     updates: dict[str, Any] = {
         "applied_event_ids": ids,
@@ -639,7 +645,7 @@ def _on_delivered(work: _Work, key: str, address: Address, event: RecipientDeliv
                 ),
             )
             return
-        last_seen = at if record.last_seen is None else max(record.last_seen, at)
+        last_seen = _seen_until(record, at)  # as _touch below sets it
     day = window.day_of(at)
     newest_day = window.day_of(last_seen or at)
     period = ctx.settings.detection_period_days
