@@ -33,11 +33,15 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from functools import partial
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import faust
+import rocksdict
+from faust import stores
 from faust.serializers.codecs import get_codec
-from faust.stores.base import SerializedStore
+from faust.serializers.codecs import json as faust_json
+from faust.stores import rocksdb as faust_rocksdb
 from faust.streams import current_event
 from faust.types import TP
 
@@ -62,10 +66,15 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
             super().__setitem__(key, value)
             return
         # The key encoded once, for the store and its changelog record alike (Faust's changelog
-        # apply puts a record's key bytes into the store as they are).
+        # apply puts a record's key bytes into the store as they are). It goes straight into
+        # the database of the message's partition, where Faust's ``_set`` puts it too, without
+        # Faust's index of keys to partitions: a read or a deletion with a message at hand goes
+        # to that partition's database, and only one without would use the index (it then
+        # tries each database). That was a sixth of a write (5.9 against 4.9 us).
         encoded = dump_key(key)
-        store._set(encoded, value)
-        self._unsent().append((encoded, value))
+        partition = _partition()
+        store._db_for_partition(partition).put(encoded, value)
+        self._unsent_in(partition).append((encoded, value))
         self._sensor_on_set(self, key, value)
 
     def __delitem__(self, key: Any) -> None:
@@ -75,9 +84,28 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
             super().__delitem__(key)
             return
         encoded = dump_key(key)
-        store._del(encoded)
-        self._unsent().append((encoded, None))
+        partition = _partition()
+        store._db_for_partition(partition).delete(encoded)
+        self._unsent_in(partition).append((encoded, None))
         self._sensor_on_del(self, key)
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        """Faust's store for ``url``; for RocksDB, one written without its write-ahead log
+        (:class:`ChangelogCacheStore`)."""
+        if stores.by_url(url) is not faust_rocksdb.Store:
+            return super()._new_store_by_url(url)
+        return ChangelogCacheStore(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
 
     def _key_encoder(self, store: Any) -> Callable[[Any], bytes] | None:
         """For a store a write can go to directly (serialized bytes, JSON keys, raw values),
@@ -86,15 +114,16 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         fifths of a write's cost (cProfile, bench/README.md)."""
         known, dump_key = self._direct
         if known is not store:
-            dump_key = get_codec(self.key_serializer).dumps if self._bytes_store(store) else None
+            dump_key = _str_key_encoder(self.key_serializer) if self._bytes_store(store) else None
             self._direct = (store, dump_key)
         return dump_key
 
     def _bytes_store(self, store: Any) -> bool:
-        """A store of serialized bytes, with JSON keys and raw values: one a write can go to
-        directly."""
+        """A RocksDB store (through rocksdict), with JSON keys and raw values: one a write can
+        go to directly."""
         return (
-            isinstance(store, SerializedStore)
+            isinstance(store, faust_rocksdb.Store)
+            and store.use_rocksdict
             and self.key_serializer == "json"
             and self.value_serializer == "raw"
         )
@@ -114,12 +143,10 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         self._sensor_on_del(self, key)
 
     def _unsent(self) -> list[tuple[bytes, bytes | None]]:
-        """The records waiting for the partition the store writes in: that of the message
-        being processed, as in Faust's ``partition_for_key``."""
-        event = current_event()
-        if event is None:
-            raise TypeError("Cannot modify table key from outside of stream iteration")
-        partition = event.message.partition
+        return self._unsent_in(_partition())
+
+    def _unsent_in(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """The records waiting for ``partition``."""
         unsent = self.unsent.get(partition)
         if unsent is None:
             unsent = self.unsent[partition] = []
@@ -168,6 +195,55 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         loads = json.loads
         for key, value in store._iteritems():
             yield loads(key), value
+
+
+def _partition() -> int:
+    """The partition the tables write in: that of the message being processed, as in Faust's
+    ``partition_for_key``."""
+    event = current_event()
+    if event is None:
+        raise TypeError("Cannot modify table key from outside of stream iteration")
+    return int(event.message.partition)
+
+
+_WITHOUT_WAL = rocksdict.WriteOptions()
+_WITHOUT_WAL.disable_wal = True
+
+
+class ChangelogCacheStore(faust_rocksdb.Store):  # type: ignore[misc]
+    """Faust's RocksDB store, written without RocksDB's write-ahead log, as Kafka Streams
+    writes its own: a fifth less per write (4.4 against 2.7 us a 350-byte put, rocksdict on
+    this machine), and a message makes two or three.
+
+    The changelog topic is the table's durable copy; the store is a copy of it that Faust
+    brings up to date from the offset the store persists (``set_persisted_offset``, a key of
+    the same database). A killed worker's database loses what was not yet flushed to its
+    files, the persisted offset with the data, in the order written: it opens as it stood at
+    an earlier write, offset included, and Faust reads the changelog on from there. A store
+    closed in order flushes first (RocksDB flushes on close what no log holds). What it costs
+    is a longer restore after a kill: up to a write buffer (64 MB) a partition more to read."""
+
+    def _open_for_partition(self, partition: int) -> Any:
+        db = super()._open_for_partition(partition)
+        if self.use_rocksdict:
+            db.set_write_options(_WITHOUT_WAL)
+        return db
+
+
+def _json_str_key(key: str) -> bytes:
+    """A ``str`` key as Faust's ``json`` codec encodes it: ``json.dumps`` with its default
+    ``ensure_ascii``, which for a string is the C escaper alone (2.4 against 0.17 us a key:
+    ``json.dumps`` with Faust's encoder class makes an encoder object each call)."""
+    return encode_basestring_ascii(key).encode("ascii")
+
+
+def _str_key_encoder(serializer: str) -> Callable[[str], bytes]:
+    """What encodes a ``str`` key for ``serializer``: the registry's codec, or, for Faust's
+    plain ``json`` codec, the same bytes made directly (a test holds the two equal)."""
+    codec = get_codec(serializer)
+    if type(codec) is faust_json and len(codec.nodes) == 1:
+        return _json_str_key
+    return codec.dumps
 
 
 async def acknowledged(tables: Iterable[AcknowledgedTable]) -> None:

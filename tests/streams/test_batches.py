@@ -123,6 +123,15 @@ async def test_writes_go_out_a_batch_per_partition_as_faust_reads_them(
             last = sent[partition][-1].offset if sent[partition] else None
             assert groups.data.persisted_offset(TP(topic, partition)) == last
 
+    if store == "rocksdb":
+        # Each key is in the database of its message's partition alone (where Faust's own
+        # write puts it), and a deleted one in none.
+        last = {key: (partition, value) for partition, key, value in writes}
+        for key, (partition, value) in last.items():
+            encoded = json.dumps(key).encode()
+            held = {p for p, db in groups.data._dbs.items() if db.get(encoded) is not None}
+            assert held == (set() if value is None else {partition}), key
+
     # A fresh store fed the changelog by Faust's own apply holds what the first one does.
     fresh = _topology(f"cb{unique}", kafka_bootstrap, tmp_path / "b", store).tables[1]
     fresh.apply_changelog_batch(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -329,6 +332,56 @@ def test_a_table_encodes_a_key_as_faust_does(
         assert encode is not None
         for key in [*keys, *(f"{key}\x00{n}" for n, key in enumerate(keys))]:
             assert encode(key) == table.data._encode_key(key)
+
+
+_KILLED_WRITER = """
+import os, signal, sys, weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from smtp_discovery.streams.app import _CURRENT_EVENT
+from tests.streams.test_parts import _topology
+
+
+class Event:
+    message = SimpleNamespace(partition=0, topic="mail")
+
+
+event = Event()
+_CURRENT_EVENT.set(weakref.ref(event))
+groups = _topology("wal-streams", Path(sys.argv[1])).tables[1]
+tp = TP(groups.changelog_topic.get_topic_name(), 0)
+groups["acme:flushed"] = b"1"
+groups.data.set_persisted_offset(tp, 5)
+groups.data._db_for_partition(0).flush()
+groups["acme:unflushed"] = b"2"
+groups.data.set_persisted_offset(tp, 6)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_workers_table_store_opens_as_it_was_flushed_offset_included(
+    tmp_path: Path,
+) -> None:
+    """The stores are written without RocksDB's write-ahead log (``ChangelogCacheStore``): a
+    killed worker's store loses what was not flushed, its persisted offset with its data, so
+    Faust reads that part of the changelog again. The offset never stands past data the store
+    lost, which would leave those writes out for good."""
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    groups = _topology("wal-streams", tmp_path).tables[1]
+    assert groups.data.persisted_offset(TP(groups.changelog_topic.get_topic_name(), 0)) == 5
+    db = groups.data._db_for_partition(0)
+    assert db.get(json.dumps("acme:flushed").encode()) == b"1"
+    assert db.get(json.dumps("acme:unflushed").encode()) is None
 
 
 def test_a_table_read_whole_from_its_store_is_what_faust_reads(tmp_path: Path) -> None:
