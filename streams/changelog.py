@@ -18,8 +18,8 @@ message of its own, with a future, two callbacks and a persisted-offset write in
 is acknowledged; that was a third of the worker's time on mail to addresses being discovered
 (py-spy, bench/README.md). Here a table keeps its changelog records until they are waited for,
 then sends each partition's as Kafka record batches (``streams.batches``) and writes the
-partition's persisted offset once a batch. The store itself is written at once, as Faust does.
-The records are the ones Faust would send (its serializers, the changelog partition of the
+partition's persisted offset once a batch. The store itself is written at once, as Faust does,
+but without RocksDB's write-ahead log (:class:`ChangelogCacheStore`). The records are the ones Faust would send (its serializers, the changelog partition of the
 message being processed), so Faust's recovery and standbys read them as their own. Only
 at-least-once processing is supported: under exactly-once Faust keeps persisted offsets until
 its transaction commits.
@@ -221,7 +221,8 @@ class ChangelogCacheStore(faust_rocksdb.Store):  # type: ignore[misc]
     files, the persisted offset with the data, in the order written: it opens as it stood at
     an earlier write, offset included, and Faust reads the changelog on from there. A store
     closed in order flushes first (RocksDB flushes on close what no log holds). What it costs
-    is a longer restore after a kill: up to a write buffer (64 MB) a partition more to read."""
+    is a longer restore after a kill: what the unflushed write buffers held (64 MB each, three
+    at most, a partition)."""
 
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
