@@ -19,8 +19,9 @@ is acknowledged; that was a third of the worker's time on mail to addresses bein
 (py-spy, bench/README.md). Here a table keeps its changelog records until they are waited for,
 then sends each partition's as Kafka record batches (``streams.batches``) and writes the
 partition's persisted offset once a batch. The store itself is written at once, as Faust does,
-but without RocksDB's write-ahead log (:class:`ChangelogCacheStore`). The records are the ones Faust would send (its serializers, the changelog partition of the
-message being processed), so Faust's recovery and standbys read them as their own. Only
+but without RocksDB's write-ahead log (:class:`ChangelogCacheStore`). The records are the ones
+Faust would send (its serializers, the changelog partition of the message being processed), so
+Faust's recovery and standbys read them as their own. Only
 at-least-once processing is supported: under exactly-once Faust keeps persisted offsets until
 its transaction commits.
 
