@@ -71,7 +71,7 @@ class AcknowledgedTable(faust.Table):  # type: ignore[misc]
         # the database of the message's partition, where Faust's ``_set`` puts it too, without
         # Faust's index of keys to partitions: a read or a deletion with a message at hand goes
         # to that partition's database, and only one without would use the index (it then
-        # tries each database). That was a sixth of a write (5.9 against 4.9 us).
+        # tries each database). The index was 0.9 of a write's 5.9 us, before the log went.
         encoded = dump_key(key)
         partition = _partition()
         store._db_for_partition(partition).put(encoded, value)
@@ -213,8 +213,8 @@ _WITHOUT_WAL.disable_wal = True
 
 class ChangelogCacheStore(faust_rocksdb.Store):  # type: ignore[misc]
     """Faust's RocksDB store, written without RocksDB's write-ahead log, as Kafka Streams
-    writes its own: a fifth less per write (4.4 against 2.7 us a 350-byte put, rocksdict on
-    this machine), and a message makes two or three.
+    writes its own: a 350-byte put took 4.4 us with the log and 1.9 without (rocksdict, in a
+    table's store, on this machine), and a message makes two or three.
 
     The changelog topic is the table's durable copy; the store is a copy of it that Faust
     brings up to date from the offset the store persists (``set_persisted_offset``, a key of
