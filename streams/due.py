@@ -12,9 +12,8 @@ between the scan and the tick, and the record, unchanged, would never be ticked 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from smtp_discovery.platform.clock import Clock, SystemClock
 from smtp_discovery.schemas.address import parse_address
@@ -35,9 +34,9 @@ class Tracked(Timed, Protocol):
     def version(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """The few fields of a waiting record that its deadline depends on (a rules.Timed)."""
+class Waiting(NamedTuple):
+    """The few fields of a waiting record that its deadline depends on (a rules.Timed). One
+    is made per counted message: a named tuple, as ``journal.Entry`` says why."""
 
     tenant_id: str
     address: str
@@ -49,8 +48,7 @@ class Waiting:
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Expiring:
+class _Expiring(NamedTuple):
     partition: int
     expires_at: datetime
     ticked: float | None = None
@@ -143,7 +141,7 @@ class DueIndex:
                 continue
             if journal.ticked is not None and clock - journal.ticked < self.retick_after_s:
                 continue
-            self._journals[key] = replace(journal, ticked=clock)
+            self._journals[key] = journal._replace(ticked=clock)
             yield key, journal.partition
 
     def due(

@@ -38,6 +38,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 MARKS = "erased"
 """The topic name of an erasure mark (``streams.reorder.erasure_mark``): no message, no value."""
@@ -57,9 +58,13 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One message as it arrived: decoded again (with the same contract) only for a replay."""
+class Entry(NamedTuple):
+    """One message as it arrived: decoded again (with the same contract) only for a replay.
+
+    A named tuple, like the other small values the worker makes for every message (the due
+    index's ``Waiting``, ``rules.Context``): as immutable and hashable as a frozen dataclass,
+    whose ``__init__`` sets each field through ``object.__setattr__`` (1.4 against 0.6 us for
+    eight fields; the three together were 4% of a discovering message's processing)."""
 
     at: int
     """Event time, microseconds since the epoch."""

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from smtp_discovery.schemas.address import Address, parse_address
 from smtp_discovery.schemas.base import SCHEMA_VERSION
@@ -74,8 +74,10 @@ class Policy:
     """How many applied event ids a record keeps to ignore redelivered events."""
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
+    """What the rules know of a message's tenant; one per message (a named tuple, as
+    ``journal.Entry`` says why)."""
+
     tenant: TenantConfig
     settings: DiscoverySettings
     policy: Policy = Policy()
@@ -435,10 +437,11 @@ def apply(group: Mapping[str, AddressRecord], message: Any, ctx: Context) -> Out
 def _apply(work: _Work, message: Any, ctx: Context) -> None:
     address = parse_address(message.address)
     key = address.record_key(ctx.tenant.tenant_id)
+    mail = is_mail(message)
     if address.domain not in ctx.tenant.domains and not isinstance(
         message, (AliasRelease, AliasRequest, AliasGrant, Tick)
     ):
-        if is_mail(message):
+        if mail:
             work.outcome.skipped = "domain_not_registered"
             return
         work.result(
@@ -451,14 +454,14 @@ def _apply(work: _Work, message: Any, ctx: Context) -> None:
         return
     # Lazy time: what was due before this message happens first, at its own deadline.
     _apply_all_due(work, message.event_time)
-    if is_mail(message) and _predates(work.get(key), message.event_time, ctx.policy):
+    if mail and _predates(work.get(key), message.event_time, ctx.policy):
         # Older than the record itself (beyond grace): it belonged to a previous incarnation of
         # the address (pruned or removed since), so it says nothing about this one.
         work.outcome.skipped = "predates_record"
         return
-    if is_mail(message) and _duplicate(work, key, message.event_id):
+    if mail and _duplicate(work, key, message.event_id):
         return
-    if is_mail(message) and _settled(work.get(key)):
+    if mail and _settled(work.get(key)):
         # Users, functional accounts, aliases and invalid addresses are the admins' business:
         # mail to or from them changes nothing (and costs no write: most traffic is theirs).
         work.outcome.skipped = "settled"
