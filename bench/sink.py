@@ -12,7 +12,8 @@ Figures (one JSON object each):
   records and inserting those prebuilt blocks as they arrive, with nothing of ours in between,
   which isolates the sink's own cost from Kafka's. The topic holds a full batch a partition
   more than is measured, so every measured row is written by a full batch, never after the
-  batch time (a setting) that a part batch at the end of the input waits out.
+  batch time (a setting) that a part batch at the end of the input waits out. All three run
+  in one process set as the sink's is (``platform.interpreter``).
 * ``report_query_ms``: latency of each weekly report's queries for one tenant (median and max
   over 20 tenants) over ``--history`` state changes spread over ``--tenants`` tenants and a year,
   with one discovered address in twenty in the address-state table.
@@ -36,6 +37,7 @@ from bench.harness import run_with_kafka
 from bench.kafka_baseline import emit
 from smtp_discovery.jobs.reports import Kind, Tenant, build
 from smtp_discovery.platform.clickhouse import connect
+from smtp_discovery.platform.interpreter import tune
 from smtp_discovery.platform.kafka import ensure_topics
 from smtp_discovery.schemas.calendar import Schedule, Week
 from smtp_discovery.schemas.codec import encode
@@ -238,6 +240,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--history", type=int, default=10_000_000)
     parser.add_argument("--tenants", type=int, default=10_000)
+    tune()
     run_with_kafka(main_async, parser.parse_args())
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from smtp_discovery.platform.clickhouse import connect
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError
+from smtp_discovery.platform.interpreter import tune
 from smtp_discovery.platform.kafka import client_options
 from smtp_discovery.platform.ops import OpsServer
 from smtp_discovery.platform.stopping import role_process
@@ -39,6 +40,7 @@ async def run_sink(
         raise ConfigError(
             "the sink needs Kafka: set KAFKA_BOOTSTRAP (`smtp-discovery up` runs one in-process)"
         )
+    tune()
     async with role_process("smtp-discovery sink", config.stop_timeout_s) as stopper:
         client = client or connect(config.effective_clickhouse_url)
         await asyncio.to_thread(migrate, client, config.analytics_layout)

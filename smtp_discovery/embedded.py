@@ -33,6 +33,7 @@ from smtp_discovery.localkafka.node import free_port
 from smtp_discovery.platform.clickhouse import connect, redact_url
 from smtp_discovery.platform.config import KAFKA_FIELDS, RuntimeConfig, split_host_port
 from smtp_discovery.platform.errors import OperatorError
+from smtp_discovery.platform.interpreter import tune
 from smtp_discovery.platform.kafka import client_options, ensure_topics, idempotent_producer
 from smtp_discovery.platform.kafka_login import MECHANISM
 from smtp_discovery.platform.logs import role_log
@@ -93,6 +94,7 @@ async def run_up(config: RuntimeConfig, *, verbose: int = 0) -> None:
     CLI); the terminal shows the summary, warnings and errors. ``verbose``: the ``-v`` count,
     passed on to the children.
     """
+    tune()  # the sink, the admin API and the jobs run here (platform.interpreter)
     children = Children()
     progress = _Progress()
     running: asyncio.Task[None] | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from collections.abc import Coroutine
@@ -15,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from smtp_discovery.platform.access import topics_of
 from smtp_discovery.platform.config import RuntimeConfig
 from smtp_discovery.platform.errors import ConfigError, InfrastructureError
+from smtp_discovery.platform.interpreter import tune
 from smtp_discovery.platform.kafka import client_options, ensure_topics, ensure_visible
 from smtp_discovery.platform.stopping import Stopper
 from smtp_discovery.schemas.topics import COMMANDS, MAIL, TopicNames
@@ -24,14 +24,6 @@ from smtp_discovery.streams.clock import make_clock
 log = logging.getLogger("smtp_discovery.streams")
 
 T = TypeVar("T")
-
-GC_THRESHOLDS = (20_000, 20, 10)
-"""The worker's cyclic garbage collector runs after this many allocations (Python's default is
-700, 10, 10). The worker allocates and frees a few objects per message, nearly all by reference
-counting, while it keeps a large heap of cached groups: each young collection walked the
-allocations since the last one, and each full one the whole cache. That was a tenth of its CPU
-time on mail to addresses being discovered (3.4 of 32.6 s), 0.6 s with these thresholds
-(bench/README.md)."""
 
 
 async def source_layout(options: dict, names: TopicNames) -> tuple[int, int]:
@@ -107,7 +99,7 @@ def run_worker(config: RuntimeConfig) -> None:
             "against its embedded broker)"
         )
     topology = build_topology(config, config.kafka_bootstrap)
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune()
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = _Worker(topology.app, loglevel=config.log_level, override_logging=False)
     worker.stopper = Stopper(config.stop_timeout_s, name="smtp-discovery worker")
