@@ -1,8 +1,8 @@
 """Decoded Kafka records as ClickHouse columns: one pure function per source topic.
 
-A record's fields are appended to its table's columns the moment it is decoded, while the
-message is still in the CPU's cache; the batch keeps columns, not messages, and goes to
-clickhouse-connect's column-oriented insert as it is. Built at the insert instead, the first
+A record's fields are appended to its table's columns the moment it is decoded, while the message
+is still in the CPU's cache; the batch keeps columns, not messages, and is inserted as an Arrow
+table of those columns (``Source.arrow``, ``sinks.arrow``). Built at the insert instead, the first
 pass over ten thousand messages decoded a second earlier cost more than decoding them (py-spy,
 ``bench.sink``). No row is ever built, and a value the whole batch shares (its partition, its
 ingestion time) is one repeated object. Each row carries the record's partition and offset (what
@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
+
 from smtp_discovery.schemas.tenant import PROVIDER_DEFAULTS_KEY, ProviderDefaults
 from smtp_discovery.schemas.topics import ADDRESS_STATE, MAIL, MAIL_SETTLED, STATE_CHANGES, TENANTS
 from smtp_discovery.sinks import schema
+from smtp_discovery.sinks.arrow import arrow_schema, arrow_table
 from smtp_discovery.sinks.once import Events
 
 Columns = list[list[Any]]
@@ -43,8 +46,14 @@ class Source:
     table: str
     columns: tuple[str, ...]
     append: Append
+    arrow_schema: pa.Schema
+    """The table's columns as Arrow types: what an insert hands ClickHouse (``sinks.arrow``)."""
     events: bool = False
     """A table of events: each event id is stored once (``sinks.once``)."""
+
+    def arrow(self, columns: Columns) -> pa.Table:
+        """Every column of the table (``Taken.to_columns``) as the Arrow table to insert."""
+        return arrow_table(self.arrow_schema, columns)
 
     def taken(self, partition: int) -> Taken:
         """An empty batch of this topic's records from ``partition``."""
@@ -92,10 +101,10 @@ class Taken:
         return [*self.columns, [self.partition] * count, self.offsets, [at] * count]
 
 
-def _columns(table: schema.Table) -> tuple[str, ...]:
+def _source(topic: str, table: schema.Table, append: Append, *, events: bool = False) -> Source:
     names = tuple(column.split(" ", 1)[0] for column in table.columns)
     assert names[-len(TRAILING) :] == TRAILING, table.name
-    return names
+    return Source(topic, table.name, names, append, arrow_schema(table.columns), events=events)
 
 
 def _address_state(c: Columns, key: bytes | None, m: Any) -> None:
@@ -187,19 +196,13 @@ def _tenant(c: Columns, key: bytes | None, m: Any) -> None:
 SOURCES: dict[str, Source] = {
     source.topic: source
     for source in (
-        Source(ADDRESS_STATE, "address_state", _columns(schema.ADDRESS_STATE_V2), _address_state),
-        Source(
-            STATE_CHANGES,
-            "state_changes",
-            _columns(schema.STATE_CHANGES),
-            _state_change,
-            events=True,
-        ),
+        _source(ADDRESS_STATE, schema.ADDRESS_STATE_V2, _address_state),
+        _source(STATE_CHANGES, schema.STATE_CHANGES, _state_change, events=True),
         *(
             # The worker's input and the settled addresses' mail: one table of mail events.
-            Source(topic, "mail_events", _columns(schema.MAIL_EVENTS), _mail_event, events=True)
+            _source(topic, schema.MAIL_EVENTS, _mail_event, events=True)
             for topic in (MAIL, MAIL_SETTLED)
         ),
-        Source(TENANTS, "tenants", _columns(schema.TENANTS), _tenant),
+        _source(TENANTS, schema.TENANTS, _tenant),
     )
 }

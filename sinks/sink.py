@@ -38,7 +38,7 @@ from smtp_discovery.schemas.topics import (
     TENANTS,
     TopicNames,
 )
-from smtp_discovery.sinks.columns import SOURCES, Columns, Taken
+from smtp_discovery.sinks.columns import SOURCES, Columns, Source, Taken
 from smtp_discovery.sinks.decode import decode_batch
 from smtp_discovery.sinks.once import first_of_each, not_stored, stored_queries
 from smtp_discovery.sinks.schema import Layout
@@ -298,7 +298,7 @@ class Sink:
             taken = await self._with_retry(self._first_time, source.table, taken)
         if taken:
             columns = taken.to_columns(self.clock.now())
-            await self._with_retry(self._insert, source.table, source.columns, columns, token)
+            await self._with_retry(self._insert, source, columns, token)
         assert self._consumer is not None
         try:
             await self._consumer.commit({tp: batch.end})
@@ -323,12 +323,12 @@ class Sink:
                           "token", "at"],
         )  # fmt: skip
 
-    def _insert(self, table: str, names: tuple[str, ...], columns: Columns, token: str) -> None:
-        self.client.insert(
-            self.layout.name(table),
-            columns,
-            column_names=list(names),
-            column_oriented=True,
+    def _insert(self, source: Source, columns: Columns, token: str) -> None:
+        # Made here, in the write's thread, and not under the engine's lock (sinks.arrow).
+        rows = source.arrow(columns)
+        self.client.insert_arrow(
+            self.layout.name(source.table),
+            rows,
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )
 

@@ -63,6 +63,13 @@ class Flaky:
     def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
         if table.endswith("sink_progress"):
             return self.client.insert(table, *args, **kwargs)
+        return self._data(self.client.insert, table, *args, **kwargs)
+
+    def insert_arrow(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        return self._data(self.client.insert_arrow, table, *args, **kwargs)
+
+    def _data(self, insert: Any, table: str, *args: Any, **kwargs: Any) -> Any:
+        """An insert of rows (not of a recorded range), failing or crashing as chosen."""
         with self._counting:  # the sink writes partitions' batches in parallel
             failing = self.failures < self.fail
             if failing:
@@ -74,7 +81,7 @@ class Flaky:
             raise ConnectionError("ClickHouse is unavailable")
         if number == self.crash_before_insert:
             raise Crash
-        result = self.client.insert(table, *args, **kwargs)
+        result = insert(table, *args, **kwargs)
         if number == self.crash_after_insert:
             raise Crash
         return result
