@@ -78,7 +78,7 @@ from smtp_discovery.schemas.topics import (
     TopicNames,
 )
 from smtp_discovery.streams.partitioning import partition_for
-from smtp_discovery.streams.store import inline_entry
+from smtp_discovery.streams.store import inline_entry, record_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
@@ -441,7 +441,7 @@ def group_changelog(count: int) -> list[tuple[int, bytes, bytes]]:
         )
         # A group of one, as the worker stores it: the record inline in the group's entry
         # (streams.store); the records table holds only larger groups' records.
-        inline = inline_entry(record_key, record.model_dump_json())
+        inline = inline_entry(record_key, record_json(record))
         groups.append((partition, json.dumps(route_key).encode(), inline))
     return groups
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from smtp_discovery.schemas.deadletter import DeadLetter, b64
 from smtp_discovery.schemas.tenant import describe_errors
-from smtp_discovery.schemas.topics import Cleanup, topic
+from smtp_discovery.schemas.topics import TOPICS, Cleanup, topic
 
 
 class MessageDecodeError(Exception):
@@ -33,7 +33,15 @@ def encode(message: BaseModel) -> bytes:
 
 
 def decode(topic_name: str, data: bytes | None) -> Any:
-    """Decode one value of ``topic_name``. A tombstone on a compacted topic decodes to None."""
+    """Decode one value of ``topic_name``. A tombstone on a compacted topic decodes to None.
+
+    A value of a known topic is validated here directly, as ``decode_all`` would: the worker
+    decodes every message alone, and the batch's bookkeeping was a tenth of the call."""
+    if data is not None and topic_name in TOPICS:
+        try:
+            return _adapter(topic_name).validate_json(data)
+        except ValidationError as exc:
+            raise _failure(topic_name, exc) from None
     decoded, failed = decode_all(topic_name, [data])
     if failed:
         raise failed[0]

@@ -459,7 +459,7 @@ def _apply(work: _Work, message: Any, ctx: Context) -> None:
         # the address (pruned or removed since), so it says nothing about this one.
         work.outcome.skipped = "predates_record"
         return
-    if mail and _duplicate(work, key, message.event_id):
+    if mail and _duplicate(work, key, message):
         return
     if mail and _settled(work.get(key)):
         # Users, functional accounts, aliases and invalid addresses are the admins' business:
@@ -494,21 +494,23 @@ def _predates(record: AddressRecord | None, at: datetime, policy: Policy) -> boo
     )
 
 
-def _duplicate(work: _Work, key: str, event_id: str) -> bool:
+def _duplicate(work: _Work, key: str, message: Any) -> bool:
     """A redelivered message changes nothing: its outputs were acknowledged before its
     record was written (``Outcome.must_confirm``)."""
     record = work.get(key)
-    if record is None or not _remembers(record, event_id):
+    if record is None or not _remembers(record, message.event_id, message.event_time):
         return False
     work.outcome.skipped = "duplicate"
     return True
 
 
-def _remembers(record: AddressRecord, event_id: str) -> bool:
+def _remembers(record: AddressRecord, event_id: str, at: datetime) -> bool:
     """The record applied this event: one of its recent events, or a clean message it counted
-    (kept for as long as the message's day can count, whatever came after it)."""
-    return event_id in record.applied_event_ids or any(
-        event_id in ids for ids in record.clean_ids.values()
+    (kept for as long as the message's day can count, whatever came after it). A counted
+    message's id is kept under the day of its event time, which its redelivery carries too:
+    only that day's ids are searched (a day holds up to the threshold's number of them)."""
+    return event_id in record.applied_event_ids or event_id in record.clean_ids.get(
+        window.day_of(at), ()
     )
 
 
@@ -736,7 +738,7 @@ def _reject(work: _Work, command: Any, code: str, message: str) -> None:
 
 def _command_preamble(work: _Work, key: str, command: Any) -> tuple[bool, AddressRecord | None]:
     record = work.get(key)
-    if _duplicate(work, key, command.event_id):
+    if _duplicate(work, key, command):
         # Only applied commands are remembered: say so again (same result id as the first time).
         work.result(command, ok=True, at=command.event_time)
         return False, record
@@ -1065,7 +1067,7 @@ def _on_alias_request(work: _Work, key: str, address: Address, message: AliasReq
 def _on_alias_grant(work: _Work, key: str, address: Address, message: AliasGrant) -> None:
     """On the alias's partition: link, unless the address changed meanwhile (then release)."""
     record = work.get(key)
-    if _duplicate(work, key, message.event_id):
+    if _duplicate(work, key, message):
         return
     primary = parse_address(message.primary)
     if record is not None and record.aliases:

@@ -37,7 +37,7 @@ on every rebalance.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
@@ -70,6 +70,11 @@ _INLINE = b"="
 
 _WHOLE = -1
 """``Journal.head`` of a journal stored whole: a head to replace, whatever its first number."""
+
+record_json: Callable[[AddressRecord], bytes] = AddressRecord.__pydantic_serializer__.to_json
+"""A record's JSON, as ``model_dump_json`` writes it but as bytes, without that method's
+wrapper: 3.7 against 4.6 µs for a record of 2 KB (a message to an address being discovered
+writes one)."""
 
 CACHED_JOURNALS = 20_000
 """Journals kept decoded: a few KB each (up to 64 raw messages), so at most some 100 MB in
@@ -116,11 +121,16 @@ class GroupStore:
 
     def load(self, route_key: str) -> Group:
         """The group's records (a read-only view: callers copy before they change it)."""
+        group = self._take(route_key)
+        self._remember(route_key, group)
+        return group
+
+    def _take(self, route_key: str) -> Group:
+        """The group, out of the cache (or read): the caller remembers it, or what replaces it."""
         cached = self._cache.pop(route_key, None)
         if cached is None:
             self.misses += 1
             cached = self._read(route_key)
-        self._remember(route_key, cached)
         return cached
 
     def _read(self, route_key: str) -> Group:
@@ -156,7 +166,7 @@ class GroupStore:
         write = GroupWrite(route_key)
         if not changed:
             return write
-        group = dict(self.load(route_key))
+        group = dict(self._take(route_key))
         before = list(group)
         was_inline = route_key in self._inline
         for key, record in changed.items():
@@ -169,7 +179,7 @@ class GroupStore:
         if len(members) == 1:
             (key,) = members
             if key in changed or not was_inline:
-                write.entry = inline_entry(key, group[key].model_dump_json())
+                write.entry = inline_entry(key, record_json(group[key]))
             self._inline.add(route_key)
             write.gone = listed  # moved inline, or removed
         else:
@@ -177,7 +187,7 @@ class GroupStore:
             written = set(changed) if not was_inline else set(members)
             for key in members:
                 if key in written:
-                    write.records[key] = group[key].model_dump_json().encode("utf-8")
+                    write.records[key] = record_json(group[key])
             write.gone = [key for key in listed if key not in group]
             if not members:
                 write.drop_entry = bool(before)
@@ -278,21 +288,27 @@ class GroupStore:
                 table.pop(route_key + BASE_SUFFIX, None)
             return
         self._journals[route_key] = journal
-        first, entries = journal.first, journal.entries
+        first, entries, held = journal.first, journal.entries, journal.stored
         changed = range(first + journal.clean, first + len(entries))
         # New numbers upward, then those rewritten downward (the messages after a late one
         # move up): until a number is rewritten, the message it held is already at its new
         # number, so a crash in between leaves every old message readable, with some of the
         # new ones (``_read_journal`` reads a message stored twice once, in its place).
-        for number in (
-            *(n for n in changed if n not in journal.stored),
-            *(n for n in reversed(changed) if n in journal.stored),
-        ):
+        # Most saves append past every number held, which rewrites none.
+        numbers: Iterable[int] = (
+            changed
+            if changed.start >= held.stop or changed.stop <= held.start
+            else (
+                *(n for n in changed if n not in held),
+                *(n for n in reversed(changed) if n in held),
+            )
+        )
+        for number in numbers:
             table[_entry_key(route_key, number)] = encode_entry(entries[number - first])
         if base is not None:
             if base:
                 table[route_key + BASE_SUFFIX] = b"\n".join(
-                    key.encode("utf-8") + b"\t" + record.model_dump_json().encode("utf-8")
+                    key.encode("utf-8") + b"\t" + record_json(record)
                     for key, record in base.items()
                 )
             elif stored:
@@ -300,9 +316,12 @@ class GroupStore:
         if journal.head != first:
             table[route_key] = b"%s%d" % (_HEAD, first)
         kept = range(first, first + len(entries))
-        for number in journal.stored:
-            if number not in kept:
-                table.pop(_entry_key(route_key, number), None)
+        # The numbers held that are not kept: below the first kept, and past the last.
+        for number in (
+            *range(held.start, min(held.stop, kept.start)),
+            *range(max(held.start, kept.stop), held.stop),
+        ):
+            table.pop(_entry_key(route_key, number), None)
         journal.clean, journal.stored, journal.head = len(entries), kept, first
 
     def journal_ends(self) -> Iterator[tuple[str, datetime]]:
@@ -414,9 +433,9 @@ def _whole(table: MutableMapping[str, bytes]) -> Iterable[tuple[str, bytes]]:
     return stored_items() if stored_items is not None else table.items()
 
 
-def inline_entry(key: str, record_json: str) -> bytes:
-    """A group of one's entry in the ``groups`` table: its record, inline."""
-    return b"%s%s\t%s" % (_INLINE, key.encode("utf-8"), record_json.encode("utf-8"))
+def inline_entry(key: str, record: bytes) -> bytes:
+    """A group of one's entry in the ``groups`` table: its record (JSON), inline."""
+    return b"%s%s\t%s" % (_INLINE, key.encode("utf-8"), record)
 
 
 def _inline_record(raw: bytes) -> tuple[str, bytes] | None:
