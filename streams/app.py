@@ -36,6 +36,7 @@ from smtp_discovery.streams.batches import Record, send_batches
 from smtp_discovery.streams.changelog import AcknowledgedTable, acknowledged
 from smtp_discovery.streams.clock import PartitionClock
 from smtp_discovery.streams.due import DueIndex
+from smtp_discovery.streams.monitor import LivelockMonitor
 from smtp_discovery.streams.partitioning import partition_for
 from smtp_discovery.streams.processor import Incoming, Output, Processor
 from smtp_discovery.streams.recovery import StreamsTableManager
@@ -120,6 +121,7 @@ class Topology:
             producer_max_request_size=4 * 1024 * 1024,
             # Faust's own hand-over after a table restore can drop fetched records for good.
             TableManager=StreamsTableManager,
+            Monitor=LivelockMonitor,
         )
         self.app = app
         raw = {

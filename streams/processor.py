@@ -63,6 +63,9 @@ an erased alias by its primary's partition (a no-op where the primary is gone to
 Output = tuple[str, bytes | None, bytes | None, int | None]
 """(topic, key, value, partition): a record to send; no partition, the key's."""
 
+_Write = tuple["Incoming", Callable[[Any], None], Any]
+"""(a message of the partition written in, what writes, what it writes): a table write."""
+
 Send = Callable[[Sequence[Output]], Awaitable[None]]
 """send(outputs) returns once Kafka acknowledged every one of them (they are sent together)."""
 
@@ -136,31 +139,31 @@ class Processor:
             self._apply(work, incoming)
         if work.outputs:
             await self.send(work.outputs)
-        store, writer = self.store, work.writer
-        staged = []
-        for route_key, changed in work.changed.items():
-            writer[route_key].enter()
-            staged.append((writer[route_key], store.stage(route_key, changed)))
-            for key, record in changed.items():
-                self.due.update(key, record, route_key)
-        journals = [
-            (by, partial(self._save_journal, route_key, journaled, by.partition))
+        store, writer, due = self.store, work.writer, self.due
+        journals: list[_Write] = [
+            (by, self._save_journal, (route_key, journaled, by.partition))
             for route_key, journaled in work.journals.items()
             if journaled.changed
             for by in [writer[route_key]]
         ]
-        await self._write_in_steps(
-            [
-                journals,
-                [(by, partial(store.write_records, w)) for by, w in staged if w.records],
-                [(by, partial(store.write_entry, w)) for by, w in staged if w.has_entry],
-                [(by, partial(store.write_gone, w)) for by, w in staged if w.gone],
-            ]
-        )
+        records: list[_Write] = []
+        entries: list[_Write] = []
+        gone: list[_Write] = []
+        for route_key, changed in work.changed.items():
+            by = writer[route_key]
+            by.enter()
+            staged = store.stage(route_key, changed)
+            if staged.records:
+                records.append((by, store.write_records, staged))
+            if staged.has_entry:
+                entries.append((by, store.write_entry, staged))
+            if staged.gone:
+                gone.append((by, store.write_gone, staged))
+            for key, record in changed.items():
+                due.update(key, record, route_key)
+        await self._write_in_steps((journals, records, entries, gone))
 
-    async def _write_in_steps(
-        self, steps: Sequence[Sequence[tuple[Incoming, Callable[[], None]]]]
-    ) -> None:
+    async def _write_in_steps(self, steps: Sequence[Sequence[_Write]]) -> None:
         """Make each step's writes (each as a message of its partition), and wait for Kafka to
         acknowledge them before the next step and at the end."""
         written = False
@@ -169,14 +172,15 @@ class Processor:
                 continue
             if written:
                 await self.tables_written()
-            for incoming, write in step:
+            for incoming, write, what in step:
                 incoming.enter()
-                write()
+                write(what)
             written = True
         if written:
             await self.tables_written()
 
-    def _save_journal(self, route_key: str, journaled: JournalState, partition: int) -> None:
+    def _save_journal(self, what: tuple[str, JournalState, int]) -> None:
+        route_key, journaled, partition = what
         journal = journaled.journal
         self.store.save_journal(
             route_key, journal, journaled.base if journaled.base_changed else None
@@ -294,6 +298,8 @@ class Processor:
 
     @staticmethod
     def _outputs(work: _Batch, outcome: rules.Outcome, partition: int) -> None:
+        if not outcome.must_confirm:  # most messages: nothing to send
+            return
         out = work.outputs
         for key, snapshot in outcome.snapshots():
             value = None if snapshot is None else encode(snapshot)

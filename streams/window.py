@@ -50,7 +50,12 @@ def first_crossing(
     Evaluating from ``since`` (the day of the event just added) rather than only at the newest
     day makes the outcome independent of arrival order: a late message completes the window it
     belongs to, exactly as if it had arrived on time.
+
+    No window holds more than every day together: an address that far from the threshold
+    (nearly every one, on nearly every message) is answered without trying a day.
     """
+    if sum(buckets.values()) < threshold:
+        return None
     for day in sorted(d for d in buckets if d >= since):
         if window_sum(buckets, day, period_days) >= threshold:
             return day
