@@ -29,12 +29,13 @@ How the throughput is timed, and why so:
   the first worker to join takes every partition and the second one's arrival rebalances the
   group in the middle of the run, which times a rebalance and a table hand-over, not the
   workers.
-* The rate is read as ``bench.streams_worker`` reads it, from the broker's clock: the mail
-  topic starts and ends, on every partition, with a marker (a new address, which the worker
-  always answers); the worker's output topics are switched to ``LogAppendTime``; the window
-  runs from the first output of any head marker to the last output of any tail marker, in which
-  every input record but the first was handled. Offset commits (compose's interval) only
-  confirm that everything was consumed: no commit interval enters the figure.
+* The rate is read as ``bench.streams_worker`` reads it, from the broker's clock: a tenth of
+  the way into the mail and a tenth before its end, every partition gets a marker (a new
+  address, which the worker always answers); the worker's output topics are switched to
+  ``LogAppendTime``; the window runs from the first output of any head marker to the last
+  output of any tail marker, in which the records between the markers were handled. Offset
+  commits (compose's interval) only confirm that everything was consumed: no commit interval
+  enters the figure.
 * What would make the figure wrong fails the run instead: a rebalance inside the window (the
   workers' logs are read for new assignments), a worker that exits, a marker without output, an
   output not stamped by the broker, a window under ``MIN_WINDOW_S``.
@@ -55,7 +56,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -70,8 +70,10 @@ from bench.streams_worker import (
     TIMED,
     Rate,
     mail_events,
+    marker_times,
     markers,
     note_marker,
+    spans,
     window_rate,
 )
 from smtp_discovery.localkafka import LocalKafka
@@ -153,7 +155,7 @@ async def throughput(
         for n in range(1, workers + 1):
             load.project.start(f"worker-{n}")
         assigned = await until_settled(kafka, load, workers)
-        total = await produce_marked(kafka, load, events)
+        total, timed = await produce_marked(kafka, load, events)
         await until_consumed(kafka, load, total)
         first, last = await marker_window(kafka, load)
         if assignments(load.project) != assigned:
@@ -164,7 +166,7 @@ async def throughput(
             )
     finally:
         load.project.stop_all()
-    rate = window_rate(first, last, total)
+    rate = window_rate(first, last, timed)
     if rate.window_s < MIN_WINDOW_S:
         raise SystemExit(
             f"{events} events took {rate.window_s:.1f}s, under {MIN_WINDOW_S:g}s: raise --events"
@@ -250,18 +252,20 @@ async def send(
         await producer.stop()
 
 
-async def produce_marked(kafka: LocalKafka, load: Load, events: int) -> int:
-    """Head markers, ``events`` mail events, tail markers, each part acknowledged before the
-    next is sent (so the markers really are first and last); the number of records sent."""
+async def produce_marked(kafka: LocalKafka, load: Load, events: int) -> tuple[int, int]:
+    """``events`` mail events with head and tail markers inside them, as
+    ``bench.streams_worker.produce_marked`` places them, each part acknowledged before the next
+    is sent; (the records sent, the records timed)."""
     topic, count = load.mail[0].topic, len(load.mail)
     body: list[tuple[int | None, bytes, bytes]] = [
         (None, key, value) for key, value in mail_events(events, max(1, events // 10))
     ]
-    heads = markers("head", T0, count)
-    tails = markers("tail", T0 + timedelta(seconds=events), count)
-    for part in (heads, body, tails):
+    lead, timed, trail = spans(body)
+    head_at, tail_at = marker_times(len(lead), len(timed))
+    heads, tails = markers("head", head_at, count), markers("tail", tail_at, count)
+    for part in (lead, heads, timed, tails, trail):
         await send(kafka, part, topic)
-    return len(heads) + len(body) + len(tails)
+    return len(body) + len(heads) + len(tails), len(timed) + len(tails)
 
 
 async def group_state(kafka: LocalKafka, group: str) -> tuple[str, int]:

@@ -26,18 +26,25 @@ pass; ``vs_noop_rounds`` lists every pass's own. The machines this runs on drift
 twice their speed over minutes, and one pass alone once put the discovering mix at 0.13 of a
 no-op measured just before the machine slowed down, and at 0.48 in the next pass.
 
-How a Faust process's rate is timed from outside it (the worker's code is not touched): the
-input topic begins and ends, on every partition, with a *marker*, a verification of an address
-never seen before, which every version of the worker answers with outputs (a new address's
-snapshot and transition; the no-op forwards markers and nothing else). Its output topics stamp
-each record with the broker's clock on arrival (``LogAppendTime``). The rate is the number of
-input records the process handled after its first one, divided by the time from the first
-output of any head marker (the first record the agent consumed has just been handled) to the
-last output of any tail marker (the last record of the last partition has been handled and its
-output acknowledged). Commit intervals and the bench's polling do not enter the figure: the
-group's committed offsets only confirm that every input record was consumed. Anything that would
-make the window wrong (a marker without an output, a timestamp that is not the broker's, a window
-too short for millisecond stamps) fails the run instead of writing a figure.
+How a Faust process's rate is timed from outside it (the worker's code is not touched): a
+tenth of the way into the input, and again a tenth before its end, every partition gets a
+*marker*, a verification of an address never seen before, which every version of the worker
+answers with outputs (a new address's snapshot and transition; the no-op forwards markers and
+nothing else). Its output topics stamp each record with the broker's clock on arrival
+(``LogAppendTime``). The rate is the number of input records after the head markers, up to and
+with the tail markers, divided by the time from the first output of any head marker to the last
+output of any tail marker.
+
+Both markers stand inside the input because the worker applies its input a batch at a time, and
+a marker's outputs leave once its whole batch is applied. A head marker that opened the input
+would be timed from the end of the first batch while every record of that batch was counted:
+the larger the batches, the faster the worker looked. Inside the input, each marker stands
+somewhere in its batch, and what the head's batch adds to the count the tail's takes away; the
+records before the head markers also keep the worker's start and its first batches out of the
+window. Commit intervals and the bench's polling do not enter the figure: the group's committed
+offsets only confirm that every input record was consumed. Anything that would make the window
+wrong (a marker without an output, a timestamp that is not the broker's, a window too short for
+millisecond stamps) fails the run instead of writing a figure.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -195,6 +203,8 @@ def mail_events(count: int, addresses: int) -> list[tuple[bytes, bytes]]:
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    if not records:
+        return
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
     await producer.start()
     try:
@@ -226,15 +236,42 @@ def markers(
     return [(partition, key, value) for partition, (key, value) in sorted(found.items())]
 
 
-async def produce_marked(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> int:
-    """``events`` between a head and a tail marker on every partition; the input's length.
-    Each part is acknowledged before the next is sent, so the markers are first and last."""
-    at_end = T0 + timedelta(seconds=len(events))
-    heads, tails = markers("head", T0), markers("tail", at_end)
+LEAD = 0.1
+"""Share of the events sent before the head markers, and again after the tail markers: the
+timed span lies inside the run (see the module's doc)."""
+
+T = TypeVar("T")
+
+
+def spans(events: list[T]) -> tuple[list[T], list[T], list[T]]:
+    """(lead, timed, trail): ``events`` cut where the head and the tail markers go, a tenth
+    (``LEAD``) from either end."""
+    lead = int(len(events) * LEAD)
+    return events[:lead], events[lead : len(events) - lead], events[len(events) - lead :]
+
+
+def marker_times(lead: int, timed: int) -> tuple[datetime, datetime]:
+    """Event times of the head and the tail markers, in step with ``mail_events``' (one
+    second apart): where they stand in the input."""
+    return T0 + timedelta(seconds=lead), T0 + timedelta(seconds=lead + timed)
+
+
+async def produce_marked(
+    bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]
+) -> tuple[int, int]:
+    """``events`` with a head marker on every partition a tenth of the way in and a tail
+    marker on every partition a tenth before the end. Each part is acknowledged before the next
+    is sent, so the markers stand where they were put. Returns (the records sent, the records
+    timed: those after the head markers, up to and with the tail markers)."""
+    lead, timed, trail = spans(events)
+    head_at, tail_at = marker_times(len(lead), len(timed))
+    heads, tails = markers("head", head_at), markers("tail", tail_at)
+    await produce(bootstrap, topic, lead)
     await produce_partitioned(bootstrap, topic, heads)
-    await produce(bootstrap, topic, events)
+    await produce(bootstrap, topic, timed)
     await produce_partitioned(bootstrap, topic, tails)
-    return len(heads) + len(events) + len(tails)
+    await produce(bootstrap, topic, trail)
+    return len(events) + len(heads) + len(tails), len(timed) + len(tails)
 
 
 @dataclass(frozen=True)
@@ -282,13 +319,13 @@ async def worker_throughput(
             stop(importer)
     outputs = [names(t) for t in TIMED]
     before = await records_on(bootstrap, outputs)
-    total = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
+    total, timed = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
     process = start_worker(env, tmp / "throughput.log")
     try:
         await until_committed(
             bootstrap, app_id, names(MAIL), total, process, tmp / "throughput.log"
         )
-        rate = await marked_rate(bootstrap, outputs, total)
+        rate = await marked_rate(bootstrap, outputs, timed)
         caused = await records_on(bootstrap, outputs) - before
         return replace(rate, sink_rows_per_message=round((total + caused) / total, 4))
     finally:
@@ -299,7 +336,7 @@ async def faust_floor(bootstrap: str, events: int, addresses: int, tmp: Path) ->
     """Events/s of a Faust agent that does nothing with each event."""
     names = TopicNames(f"noop{int(time.time())}.")
     await setup(bootstrap, names)
-    total = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
+    total, timed = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
     app_id = f"{names.prefix}noop"
     env = {
         **os.environ,
@@ -313,7 +350,7 @@ async def faust_floor(bootstrap: str, events: int, addresses: int, tmp: Path) ->
     process = start_module("bench.faust_noop", env, tmp / "noop.log")
     try:
         await until_committed(bootstrap, app_id, names(MAIL), total, process, tmp / "noop.log")
-        return await marked_rate(bootstrap, [names(ADDRESS_STATE)], total)
+        return await marked_rate(bootstrap, [names(ADDRESS_STATE)], timed)
     finally:
         stop(process)
 
@@ -349,22 +386,23 @@ async def until_committed(
 
 
 async def marked_rate(bootstrap: str, topics: list[str], records: int, timeout: float = 60) -> Rate:
-    """The rate of a process whose ``records`` input records were framed by markers, from the
-    broker's stamps on its outputs in ``topics`` (see the module's docstring)."""
+    """The rate of a process through the ``records`` input records timed by the markers
+    (``produce_marked``), from the broker's stamps on its outputs in ``topics`` (see the
+    module's docstring)."""
     first, last = await marker_window(bootstrap, topics, timeout)
     return window_rate(first, last, records)
 
 
 def window_rate(first_ms: int, last_ms: int, records: int) -> Rate:
-    """From the first head marker's output to the last tail marker's, the process handled every
-    input record but the first: records - 1 of them."""
+    """From the first head marker's output to the last tail marker's, the process handled the
+    ``records`` timed: those after the head markers, up to and with the tail markers."""
     seconds = (last_ms - first_ms) / 1000
     if seconds < MIN_WINDOW_S:
         raise RuntimeError(
             f"{records} records took {seconds:.3f}s, under the {MIN_WINDOW_S}s a rate needs: "
             "raise --events"
         )
-    return Rate((records - 1) / seconds, seconds)
+    return Rate(records / seconds, seconds)
 
 
 def note_marker(seen: dict[str, dict[bytes, int]], key: bytes | None, stamp: int) -> None:

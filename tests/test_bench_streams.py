@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,14 +12,26 @@ from bench.streams_worker import (
     MARK,
     MIN_WINDOW_S,
     PARTITIONS,
+    T0,
     Rate,
     Round,
+    mail_events,
+    marker_times,
     markers,
     note_marker,
     round_figures,
+    spans,
     window_rate,
 )
+from smtp_discovery.schemas.codec import decode
+from smtp_discovery.schemas.topics import MAIL
 from smtp_discovery.streams.partitioning import partition_for
+
+
+def mail_event_time(index: int) -> datetime:
+    """The event time of ``mail_events``' record at ``index``."""
+    _key, value = mail_events(index + 1, 2_000)[index]
+    return decode(MAIL, value).event_time
 
 
 @pytest.mark.parametrize("kind", ["head", "tail"])
@@ -48,10 +60,24 @@ def test_the_window_runs_from_the_first_head_output_to_the_last_tail_output() ->
     assert seen == {"head": {b"0": 1_000, b"1": 1_003}, "tail": {b"0": 9_002}}
 
 
-def test_the_rate_counts_every_record_after_the_first() -> None:
-    rate = window_rate(1_000, 11_000, 50_009)
+def test_the_rate_counts_the_records_between_the_markers() -> None:
+    rate = window_rate(1_000, 11_000, 40_004)
     assert rate.window_s == 10.0
-    assert rate.events_per_s == 5_000.8
+    assert rate.events_per_s == 4_000.4
+
+
+def test_the_markers_stand_a_tenth_inside_either_end_of_the_input() -> None:
+    """A marker's outputs leave once its whole batch is applied: at the very start, a first
+    batch would be counted but not timed. Inside, the timed records are those between."""
+    events = list(range(50_000))
+    lead, timed, trail = spans(events)
+    assert (len(lead), len(timed), len(trail)) == (5_000, 40_000, 5_000)
+    assert lead + timed + trail == events
+    head_at, tail_at = marker_times(len(lead), len(timed))
+    assert (head_at, tail_at) == (T0 + timedelta(seconds=5_000), T0 + timedelta(seconds=45_000))
+    # Their event times are those of the mail around them (one second apart).
+    assert mail_event_time(4_999) < head_at <= mail_event_time(5_000)
+    assert mail_event_time(44_999) < tail_at <= mail_event_time(45_000)
 
 
 def test_a_window_too_short_for_millisecond_stamps_is_refused() -> None:
