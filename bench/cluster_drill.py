@@ -29,11 +29,12 @@ How the throughput is timed, and why so:
   the first worker to join takes every partition and the second one's arrival rebalances the
   group in the middle of the run, which times a rebalance and a table hand-over, not the
   workers.
-* The rate is read as ``bench.streams_worker`` reads it, from the broker's clock: a tenth of
-  the way into the mail and a tenth before its end, every partition gets a marker (a new
-  address, which the worker always answers); the worker's output topics are switched to
-  ``LogAppendTime``; the window runs from the first output of any head marker to the last
-  output of any tail marker, in which the records between the markers were handled. Offset
+* The rate is read as ``bench.streams_worker`` reads it, from the broker's clock: the timed
+  mail stands between a head and a tail marker on every partition (a new address, which the
+  worker always answers), with mail to other addresses before and after them; the worker's
+  output topics are switched to ``LogAppendTime``; the window runs from the first output of
+  any head marker to the last output of any tail marker, in which the records between the
+  markers were handled. Offset
   commits (compose's interval) only confirm that everything was consumed: no commit interval
   enters the figure.
 * What would make the figure wrong fails the run instead: a rebalance inside the window (the
@@ -56,6 +57,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -69,11 +71,10 @@ from bench.streams_worker import (
     T0,
     TIMED,
     Rate,
+    lead_and_trail,
     mail_events,
-    marker_times,
     markers,
     note_marker,
-    spans,
     window_rate,
 )
 from smtp_discovery.localkafka import LocalKafka
@@ -253,19 +254,19 @@ async def send(
 
 
 async def produce_marked(kafka: LocalKafka, load: Load, events: int) -> tuple[int, int]:
-    """``events`` mail events with head and tail markers inside them, as
-    ``bench.streams_worker.produce_marked`` places them, each part acknowledged before the next
-    is sent; (the records sent, the records timed)."""
+    """``events`` mail events between head and tail markers, with mail before and after them,
+    as ``bench.streams_worker.produce_marked`` sends them, each part acknowledged before the
+    next is sent; (the records sent, the records timed)."""
     topic, count = load.mail[0].topic, len(load.mail)
-    body: list[tuple[int | None, bytes, bytes]] = [
-        (None, key, value) for key, value in mail_events(events, max(1, events // 10))
-    ]
-    lead, timed, trail = spans(body)
-    head_at, tail_at = marker_times(len(lead), len(timed))
-    heads, tails = markers("head", head_at, count), markers("tail", tail_at, count)
-    for part in (lead, heads, timed, tails, trail):
+    addresses = max(1, events // 10)
+    timed = mail_events(events, addresses)
+    lead, trail = lead_and_trail(len(timed), addresses)
+    heads = markers("head", T0, count)
+    tails = markers("tail", T0 + timedelta(seconds=events), count)
+    parts = [[(None, key, value) for key, value in part] for part in (lead, timed, trail)]
+    for part in (parts[0], heads, parts[1], tails, parts[2]):
         await send(kafka, part, topic)
-    return len(body) + len(heads) + len(tails), len(timed) + len(tails)
+    return sum(map(len, (*parts, heads, tails))), len(timed) + len(tails)
 
 
 async def group_state(kafka: LocalKafka, group: str) -> tuple[str, int]:

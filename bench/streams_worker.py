@@ -26,25 +26,25 @@ pass; ``vs_noop_rounds`` lists every pass's own. The machines this runs on drift
 twice their speed over minutes, and one pass alone once put the discovering mix at 0.13 of a
 no-op measured just before the machine slowed down, and at 0.48 in the next pass.
 
-How a Faust process's rate is timed from outside it (the worker's code is not touched): a
-tenth of the way into the input, and again a tenth before its end, every partition gets a
-*marker*, a verification of an address never seen before, which every version of the worker
-answers with outputs (a new address's snapshot and transition; the no-op forwards markers and
-nothing else). Its output topics stamp each record with the broker's clock on arrival
-(``LogAppendTime``). The rate is the number of input records after the head markers, up to and
-with the tail markers, divided by the time from the first output of any head marker to the last
-output of any tail marker.
+How a Faust process's rate is timed from outside it (the worker's code is not touched): the
+timed events stand between two *markers* on every partition, each a verification of an address
+never seen before, which every version of the worker answers with outputs (a new address's
+snapshot and transition; the no-op forwards markers and nothing else). Its output topics stamp
+each record with the broker's clock on arrival (``LogAppendTime``). The rate is the number of
+timed events and tail markers divided by the time from the first output of any head marker to
+the last output of any tail marker.
 
-Both markers stand inside the input because the worker applies its input a batch at a time, and
-a marker's outputs leave once its whole batch is applied. A head marker that opened the input
-would be timed from the end of the first batch while every record of that batch was counted:
-the larger the batches, the faster the worker looked. Inside the input, each marker stands
-somewhere in its batch, and what the head's batch adds to the count the tail's takes away; the
-records before the head markers also keep the worker's start and its first batches out of the
-window. Commit intervals and the bench's polling do not enter the figure: the group's committed
-offsets only confirm that every input record was consumed. Anything that would make the window
-wrong (a marker without an output, a timestamp that is not the broker's, a window too short for
-millisecond stamps) fails the run instead of writing a figure.
+Before the head markers and after the tail markers goes mail of the same kind to addresses of
+its own (a tenth as much as the timed events), because the worker applies its input a batch at
+a time, and a marker's outputs leave once its whole batch is applied. A head marker that opened
+the input was timed from the end of the first batch while every record of that batch was
+counted: the larger the batches, the faster the worker looked. With mail on either side, each
+marker stands somewhere in its batch, and what the head's batch adds to the count the tail's
+takes away; the mail before also keeps the worker's start out of the window. Commit intervals
+and the bench's polling do not enter the figure: the group's committed offsets only confirm
+that every input record was consumed. Anything that would make the window wrong (a marker
+without an output, a timestamp that is not the broker's, a window too short for millisecond
+stamps) fails the run instead of writing a figure.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
-from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -175,12 +174,15 @@ async def setup(bootstrap: str, names: TopicNames) -> None:
     await producer.stop()
 
 
-def mail_events(count: int, addresses: int) -> list[tuple[bytes, bytes]]:
-    """A verification for each address, then clean deliveries spread over the addresses."""
+def mail_events(
+    count: int, addresses: int, *, name: str = "user", start: datetime = T0
+) -> list[tuple[bytes, bytes]]:
+    """A verification for each address, then clean deliveries spread over the addresses
+    (``<name><n>@bench.example``), one second apart from ``start``."""
     out = []
     for i in range(count):
-        address = f"user{i % addresses}@bench.example"
-        at = T0 + timedelta(seconds=i)
+        address = f"{name}{i % addresses}@bench.example"
+        at = start + timedelta(seconds=i)
         if i < addresses:
             event = CalloutVerified(
                 tenant_id="bench",
@@ -237,41 +239,40 @@ def markers(
 
 
 LEAD = 0.1
-"""Share of the events sent before the head markers, and again after the tail markers: the
-timed span lies inside the run (see the module's doc)."""
-
-T = TypeVar("T")
+"""Traffic sent before the head markers, and again after the tail markers, as a share of the
+timed events: the timed span lies inside the run (see the module's doc)."""
 
 
-def spans(events: list[T]) -> tuple[list[T], list[T], list[T]]:
-    """(lead, timed, trail): ``events`` cut where the head and the tail markers go, a tenth
-    (``LEAD``) from either end."""
-    lead = int(len(events) * LEAD)
-    return events[:lead], events[lead : len(events) - lead], events[len(events) - lead :]
-
-
-def marker_times(lead: int, timed: int) -> tuple[datetime, datetime]:
-    """Event times of the head and the tail markers, in step with ``mail_events``' (one
-    second apart): where they stand in the input."""
-    return T0 + timedelta(seconds=lead), T0 + timedelta(seconds=lead + timed)
+def lead_and_trail(
+    timed: int, timed_addresses: int
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """Mail like the timed events (``mail_events`` to a tenth as many addresses of its own),
+    before and after them in event time: it keeps the process's start and its last batch out of
+    the window, and the timed events what they were."""
+    count = max(1, int(timed * LEAD))
+    addresses = max(1, int(timed_addresses * LEAD))
+    lead = mail_events(count, addresses, name="lead", start=T0 - timedelta(seconds=count))
+    trail = mail_events(count, addresses, name="trail", start=T0 + timedelta(seconds=timed))
+    return lead, trail
 
 
 async def produce_marked(
-    bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]
+    bootstrap: str, topic: str, events: list[tuple[bytes, bytes]], addresses: int
 ) -> tuple[int, int]:
-    """``events`` with a head marker on every partition a tenth of the way in and a tail
-    marker on every partition a tenth before the end. Each part is acknowledged before the next
-    is sent, so the markers stand where they were put. Returns (the records sent, the records
-    timed: those after the head markers, up to and with the tail markers)."""
-    lead, timed, trail = spans(events)
-    head_at, tail_at = marker_times(len(lead), len(timed))
-    heads, tails = markers("head", head_at), markers("tail", tail_at)
+    """``events`` between a head and a tail marker on every partition, with mail of its own
+    before and after them (``lead_and_trail``). Each part is acknowledged before the next is
+    sent, so the markers stand where they were put. Returns (the records sent, the records
+    timed: ``events`` and the tail markers)."""
+    lead, trail = lead_and_trail(len(events), addresses)
+    heads = markers("head", T0)
+    tails = markers("tail", T0 + timedelta(seconds=len(events)))
     await produce(bootstrap, topic, lead)
     await produce_partitioned(bootstrap, topic, heads)
-    await produce(bootstrap, topic, timed)
+    await produce(bootstrap, topic, events)
     await produce_partitioned(bootstrap, topic, tails)
     await produce(bootstrap, topic, trail)
-    return len(events) + len(heads) + len(tails), len(timed) + len(tails)
+    sent = len(lead) + len(heads) + len(events) + len(tails) + len(trail)
+    return sent, len(events) + len(tails)
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,9 @@ async def worker_throughput(
             stop(importer)
     outputs = [names(t) for t in TIMED]
     before = await records_on(bootstrap, outputs)
-    total, timed = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
+    total, timed = await produce_marked(
+        bootstrap, names(MAIL), mail_events(events, addresses), addresses
+    )
     process = start_worker(env, tmp / "throughput.log")
     try:
         await until_committed(
@@ -336,7 +339,9 @@ async def faust_floor(bootstrap: str, events: int, addresses: int, tmp: Path) ->
     """Events/s of a Faust agent that does nothing with each event."""
     names = TopicNames(f"noop{int(time.time())}.")
     await setup(bootstrap, names)
-    total, timed = await produce_marked(bootstrap, names(MAIL), mail_events(events, addresses))
+    total, timed = await produce_marked(
+        bootstrap, names(MAIL), mail_events(events, addresses), addresses
+    )
     app_id = f"{names.prefix}noop"
     env = {
         **os.environ,

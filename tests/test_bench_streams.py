@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,23 +16,16 @@ from bench.streams_worker import (
     T0,
     Rate,
     Round,
+    lead_and_trail,
     mail_events,
-    marker_times,
     markers,
     note_marker,
     round_figures,
-    spans,
     window_rate,
 )
 from smtp_discovery.schemas.codec import decode
 from smtp_discovery.schemas.topics import MAIL
 from smtp_discovery.streams.partitioning import partition_for
-
-
-def mail_event_time(index: int) -> datetime:
-    """The event time of ``mail_events``' record at ``index``."""
-    _key, value = mail_events(index + 1, 2_000)[index]
-    return decode(MAIL, value).event_time
 
 
 @pytest.mark.parametrize("kind", ["head", "tail"])
@@ -66,18 +60,30 @@ def test_the_rate_counts_the_records_between_the_markers() -> None:
     assert rate.events_per_s == 4_000.4
 
 
-def test_the_markers_stand_a_tenth_inside_either_end_of_the_input() -> None:
-    """A marker's outputs leave once its whole batch is applied: at the very start, a first
-    batch would be counted but not timed. Inside, the timed records are those between."""
-    events = list(range(50_000))
-    lead, timed, trail = spans(events)
-    assert (len(lead), len(timed), len(trail)) == (5_000, 40_000, 5_000)
-    assert lead + timed + trail == events
-    head_at, tail_at = marker_times(len(lead), len(timed))
-    assert (head_at, tail_at) == (T0 + timedelta(seconds=5_000), T0 + timedelta(seconds=45_000))
-    # Their event times are those of the mail around them (one second apart).
-    assert mail_event_time(4_999) < head_at <= mail_event_time(5_000)
-    assert mail_event_time(44_999) < tail_at <= mail_event_time(45_000)
+def test_mail_of_its_own_goes_before_the_head_markers_and_after_the_tail_markers() -> None:
+    """A marker's outputs leave once its whole batch is applied: a head marker opening the
+    input would count a first batch it does not time. The mail around the timed events is like
+    them, to other addresses, and before and after them in event time."""
+    timed = mail_events(50_000, 2_000)
+    lead, trail = lead_and_trail(len(timed), 2_000)
+    assert len(lead) == len(trail) == 5_000
+
+    def decoded(part: list[tuple[bytes, bytes]]) -> list[Any]:
+        return [decode(MAIL, value) for _key, value in part]
+
+    def addresses(part: list[tuple[bytes, bytes]]) -> set[str]:
+        return {event.address for event in decoded(part)}
+
+    assert len(addresses(lead)) == len(addresses(trail)) == 200  # 25 messages each, as timed
+    assert not addresses(lead) & addresses(timed)
+    assert not addresses(trail) & addresses(timed)
+    assert not addresses(lead) & addresses(trail)
+    assert max(e.event_time for e in decoded(lead)) < T0 == decoded(timed)[0].event_time
+    assert min(e.event_time for e in decoded(trail)) > decoded(timed)[-1].event_time
+    assert [type(e).__name__ for e in decoded(lead)][199:201] == [
+        "CalloutVerified",
+        "RecipientDelivered",
+    ]
 
 
 def test_a_window_too_short_for_millisecond_stamps_is_refused() -> None:
