@@ -67,10 +67,18 @@ class StreamsSettings:
     topics: TopicNames = field(default_factory=TopicNames)
     ops_listen: str = ""
     """Where the worker serves /metrics, /healthz and /readyz (empty: nowhere)."""
-    batch_max: int = 1000
-    """Most messages applied as one batch (one wait for Kafka, one write per changed key)."""
-    batch_within_s: float = 0.02
-    """Longest a batch waits to fill: the latency a quiet stream adds to a message."""
+    batch_max: int = 10_000
+    """Most messages applied as one batch (one wait for Kafka, one write per changed key): a
+    batch of the longest window on a fast machine, bounded so that one batch takes about a
+    second at most."""
+    batch_within_s: float = 0.25
+    """Longest a batch waits to fill: the latency a quiet stream adds to a message. Under load
+    a batch holds what Faust delivers in that time, and each address it holds is written once
+    however many of its messages it holds: with 20 ms, batches of some 290 messages held an
+    address being discovered about once each, and its record was written for every message;
+    with 0.25 s (some 3,400 messages) the worker went 0.52 -> 0.56 of the Faust no-op on
+    ``bench.streams_worker``'s discovering mix, for 0.15 s more on the end-to-end p99 lag
+    (bench/README.md)."""
     cached_groups: int = CACHED_GROUPS
     """Route-key groups the worker keeps decoded (streams.store)."""
 
