@@ -249,11 +249,15 @@ def lead_and_trail(
     """Mail like the timed events (``mail_events`` to a tenth as many addresses of its own),
     before and after them in event time: it keeps the process's start and its last batch out of
     the window, and the timed events what they were."""
-    count = max(1, int(timed * LEAD))
-    addresses = max(1, int(timed_addresses * LEAD))
+    count, addresses = max(1, int(timed * LEAD)), framing_addresses(timed_addresses)
     lead = mail_events(count, addresses, name="lead", start=T0 - timedelta(seconds=count))
     trail = mail_events(count, addresses, name="trail", start=T0 + timedelta(seconds=timed))
     return lead, trail
+
+
+def framing_addresses(timed_addresses: int) -> int:
+    """How many addresses the mail before (``lead<n>``) and after (``trail<n>``) goes to."""
+    return max(1, int(timed_addresses * LEAD))
 
 
 async def produce_marked(
@@ -303,12 +307,15 @@ async def worker_throughput(
     app_id = f"{names.prefix}streams"
     env = worker_env(bootstrap, names, app_id, tmp / names.prefix)
     if users:
-        # The users exist before the mail arrives: a first worker imports them and stops.
+        # The users exist before the mail arrives (the mail around the timed mail goes to
+        # users too): a first worker imports them and stops.
+        framing = framing_addresses(addresses)
         imports = [
             ImportUser(
-                tenant_id="bench", event_time=T0, address=f"user{i}@bench.example", actor="bench"
+                tenant_id="bench", event_time=T0, address=f"{name}{i}@bench.example", actor="bench"
             )
-            for i in range(addresses)
+            for name, count in (("user", addresses), ("lead", framing), ("trail", framing))
+            for i in range(count)
         ]
         await produce(bootstrap, names(COMMANDS), [(c.kafka_key(), encode(c)) for c in imports])
         importer = start_worker(env, tmp / "import.log")

@@ -16,6 +16,7 @@ from bench.streams_worker import (
     T0,
     Rate,
     Round,
+    framing_addresses,
     lead_and_trail,
     mail_events,
     markers,
@@ -75,6 +76,10 @@ def test_mail_of_its_own_goes_before_the_head_markers_and_after_the_tail_markers
         return {event.address for event in decoded(part)}
 
     assert len(addresses(lead)) == len(addresses(trail)) == 200  # 25 messages each, as timed
+    # The users mix imports them by these names before the mail arrives.
+    framing = range(framing_addresses(2_000))
+    assert addresses(lead) == {f"lead{i}@bench.example" for i in framing}
+    assert addresses(trail) == {f"trail{i}@bench.example" for i in framing}
     assert not addresses(lead) & addresses(timed)
     assert not addresses(trail) & addresses(timed)
     assert not addresses(lead) & addresses(trail)
