@@ -308,11 +308,17 @@ async def worker_throughput(
     env = worker_env(bootstrap, names, app_id, tmp / names.prefix)
     if users:
         # The users exist before the mail arrives (the mail around the timed mail goes to
-        # users too): a first worker imports them and stops.
+        # users too): a first worker imports them and stops. They are imported before the
+        # first mail in event time too: mail older than an import is placed before it (a
+        # replay that makes the address pending, then a user again).
         framing = framing_addresses(addresses)
+        imported_at = T0 - timedelta(days=1)
         imports = [
             ImportUser(
-                tenant_id="bench", event_time=T0, address=f"{name}{i}@bench.example", actor="bench"
+                tenant_id="bench",
+                event_time=imported_at,
+                address=f"{name}{i}@bench.example",
+                actor="bench",
             )
             for name, count in (("user", addresses), ("lead", framing), ("trail", framing))
             for i in range(count)
