@@ -2,7 +2,7 @@
 each part killed in turn while mail flows; recovery times, and throughput with one worker and
 with two.
 
-    .venv/bin/python -m bench.cluster_drill [--steady 8] [--rounds 10] [--events 30000]
+    .venv/bin/python -m bench.cluster_drill [--steady 8] [--rounds 10] [--events 80000]
                                             [--part all|drill|throughput]
 
 The short form is tests/test_cluster_drill.py (in the suite: 4 partitions, a 6 s worker session
@@ -423,7 +423,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steady", type=int, default=8, help="steady addresses per tenant")
     parser.add_argument("--rounds", type=int, default=10, help="messages to each, weeks 1-2")
-    parser.add_argument("--events", type=int, default=30000, help="throughput backlog")
+    parser.add_argument("--events", type=int, default=80000, help="throughput backlog")
     parser.add_argument(
         "--part",
         choices=("all", "drill", "throughput"),
