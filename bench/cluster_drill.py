@@ -34,9 +34,8 @@ How the throughput is timed, and why so:
   worker always answers), with mail to other addresses before and after them; the worker's
   output topics are switched to ``LogAppendTime``; the window runs from the first output of
   any head marker to the last output of any tail marker, in which the records between the
-  markers were handled. Offset
-  commits (compose's interval) only confirm that everything was consumed: no commit interval
-  enters the figure.
+  markers were handled. Offset commits (compose's interval) only confirm that everything was
+  consumed: no commit interval enters the figure.
 * What would make the figure wrong fails the run instead: a rebalance inside the window (the
   workers' logs are read for new assignments), a worker that exits, a marker without output, an
   output not stamped by the broker, a window under ``MIN_WINDOW_S``.
