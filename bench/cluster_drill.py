@@ -56,7 +56,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -70,9 +69,8 @@ from bench.streams_worker import (
     T0,
     TIMED,
     Rate,
-    lead_and_trail,
     mail_events,
-    markers,
+    marked_parts,
     note_marker,
     window_rate,
 )
@@ -253,19 +251,13 @@ async def send(
 
 
 async def produce_marked(kafka: LocalKafka, load: Load, events: int) -> tuple[int, int]:
-    """``events`` mail events between head and tail markers, with mail before and after them,
-    as ``bench.streams_worker.produce_marked`` sends them, each part acknowledged before the
-    next is sent; (the records sent, the records timed)."""
-    topic, count = load.mail[0].topic, len(load.mail)
+    """``events`` mail events as ``bench.streams_worker.marked_parts`` frames them, each part
+    acknowledged before the next is sent; (the records sent, the records timed)."""
     addresses = max(1, events // 10)
-    timed = mail_events(events, addresses)
-    lead, trail = lead_and_trail(len(timed), addresses)
-    heads = markers("head", T0, count)
-    tails = markers("tail", T0 + timedelta(seconds=events), count)
-    parts = [[(None, key, value) for key, value in part] for part in (lead, timed, trail)]
-    for part in (parts[0], heads, parts[1], tails, parts[2]):
-        await send(kafka, part, topic)
-    return sum(map(len, (*parts, heads, tails))), len(timed) + len(tails)
+    parts, timed = marked_parts(mail_events(events, addresses), addresses, len(load.mail))
+    for part in parts:
+        await send(kafka, part, load.mail[0].topic)
+    return sum(map(len, parts)), timed
 
 
 async def group_state(kafka: LocalKafka, group: str) -> tuple[str, int]:

@@ -57,6 +57,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,8 +206,6 @@ def mail_events(
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    if not records:
-        return
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
     await producer.start()
     try:
@@ -260,23 +259,34 @@ def framing_addresses(timed_addresses: int) -> int:
     return max(1, int(timed_addresses * LEAD))
 
 
+Row = tuple[int | None, bytes, bytes]
+"""(partition, key, value) to send; no partition, the key's."""
+
+
+def marked_parts(
+    events: list[tuple[bytes, bytes]], addresses: int, partitions: int = PARTITIONS
+) -> tuple[list[list[Row]], int]:
+    """The input of a timed run, in the parts to send one after another: the mail before
+    (``lead_and_trail``), a head marker on every partition, ``events``, a tail marker on every
+    partition, the mail after. Returns them with the number of records timed: ``events`` and
+    the tail markers."""
+    lead, trail = lead_and_trail(len(events), addresses)
+    heads = markers("head", T0, partitions)
+    tails = markers("tail", T0 + timedelta(seconds=len(events)), partitions)
+    keyed = [[(None, key, value) for key, value in part] for part in (lead, events, trail)]
+    parts: list[list[Row]] = [keyed[0], list(heads), keyed[1], list(tails), keyed[2]]
+    return parts, len(events) + len(tails)
+
+
 async def produce_marked(
     bootstrap: str, topic: str, events: list[tuple[bytes, bytes]], addresses: int
 ) -> tuple[int, int]:
-    """``events`` between a head and a tail marker on every partition, with mail of its own
-    before and after them (``lead_and_trail``). Each part is acknowledged before the next is
-    sent, so the markers stand where they were put. Returns (the records sent, the records
-    timed: ``events`` and the tail markers)."""
-    lead, trail = lead_and_trail(len(events), addresses)
-    heads = markers("head", T0)
-    tails = markers("tail", T0 + timedelta(seconds=len(events)))
-    await produce(bootstrap, topic, lead)
-    await produce_partitioned(bootstrap, topic, heads)
-    await produce(bootstrap, topic, events)
-    await produce_partitioned(bootstrap, topic, tails)
-    await produce(bootstrap, topic, trail)
-    sent = len(lead) + len(heads) + len(events) + len(tails) + len(trail)
-    return sent, len(events) + len(tails)
+    """``marked_parts``, each part acknowledged before the next is sent, so the markers stand
+    where they were put. Returns (the records sent, the records timed)."""
+    parts, timed = marked_parts(events, addresses)
+    for part in parts:
+        await produce_partitioned(bootstrap, topic, part)
+    return sum(map(len, parts)), timed
 
 
 @dataclass(frozen=True)
@@ -503,8 +513,10 @@ def group_changelog(count: int) -> list[tuple[int, bytes, bytes]]:
 
 
 async def produce_partitioned(
-    bootstrap: str, topic: str, rows: list[tuple[int, bytes, bytes]]
+    bootstrap: str, topic: str, rows: Sequence[tuple[int | None, bytes, bytes]]
 ) -> None:
+    if not rows:
+        return
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=1 << 20
     )

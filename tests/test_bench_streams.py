@@ -19,6 +19,7 @@ from bench.streams_worker import (
     framing_addresses,
     lead_and_trail,
     mail_events,
+    marked_parts,
     markers,
     note_marker,
     round_figures,
@@ -89,6 +90,20 @@ def test_mail_of_its_own_goes_before_the_head_markers_and_after_the_tail_markers
         "CalloutVerified",
         "RecipientDelivered",
     ]
+
+
+def test_a_timed_run_sends_the_markers_between_the_mail_around_and_the_timed_mail() -> None:
+    timed_mail = mail_events(1_000, 40)
+    parts, timed = marked_parts(timed_mail, 40)
+    lead, heads, events, tails, trail = parts
+    assert (len(lead), len(trail)) == (100, 100)
+    assert [(k, v) for _p, k, v in events] == timed_mail
+    assert all(partition is None for partition, _k, _v in (*lead, *events, *trail))
+    assert [partition for partition, _k, _v in heads] == list(range(PARTITIONS))
+    assert [partition for partition, _k, _v in tails] == list(range(PARTITIONS))
+    assert all(b"markhead" in key for _p, key, _v in heads)
+    assert all(b"marktail" in key for _p, key, _v in tails)
+    assert timed == 1_000 + PARTITIONS  # the timed mail and the tail markers
 
 
 def test_a_window_too_short_for_millisecond_stamps_is_refused() -> None:
